@@ -1,0 +1,122 @@
+//! The in-process backend: a bounded map with per-entry expiry (moka).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::{CacheBackend, CacheError};
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    ttl: Option<Duration>,
+}
+
+struct PerEntryTtl;
+
+impl moka::Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
+        value.ttl
+    }
+    fn expire_after_update(&self, _key: &String, value: &Entry, _now: Instant, _current: Option<Duration>) -> Option<Duration> {
+        value.ttl
+    }
+}
+
+pub struct InProcessBackend {
+    entries: moka::future::Cache<String, Entry>,
+    counters: Mutex<HashMap<String, i64>>,
+    messages: broadcast::Sender<(String, String)>,
+}
+
+impl InProcessBackend {
+    pub fn new(max_entries: u64) -> Self {
+        InProcessBackend {
+            entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build(),
+            counters: Mutex::new(HashMap::new()),
+            messages: broadcast::channel(64).0,
+        }
+    }
+
+    /// Messages published on this process's cache (channel, message).
+    pub fn subscribe(&self) -> broadcast::Receiver<(String, String)> {
+        self.messages.subscribe()
+    }
+}
+
+#[async_trait]
+impl CacheBackend for InProcessBackend {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.entries.get(key).await.map(|e| e.value))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), CacheError> {
+        self.entries.insert(key.to_string(), Entry { value, ttl }).await;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        self.entries.invalidate(key).await;
+        Ok(())
+    }
+
+    async fn incr(&self, key: &str) -> Result<i64, CacheError> {
+        let mut counters = self.counters.lock().expect("counter lock poisoned");
+        let v = counters.entry(key.to_string()).or_insert(0);
+        *v += 1;
+        Ok(*v)
+    }
+
+    async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError> {
+        Ok(self.counters.lock().expect("counter lock poisoned").get(key).copied())
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
+        // No subscriber is not an error.
+        let _ = self.messages.send((channel.to_string(), message.to_string()));
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_expire_and_the_map_is_bounded() {
+        let b = InProcessBackend::new(100);
+        b.set("short", Bytes::from_static(b"1"), Some(Duration::from_millis(50))).await.unwrap();
+        b.set("forever", Bytes::from_static(b"2"), None).await.unwrap();
+        assert!(b.get("short").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(b.get("short").await.unwrap().is_none());
+        assert!(b.get("forever").await.unwrap().is_some());
+
+        for i in 0..1000 {
+            b.set(&format!("k{i}"), Bytes::from_static(b"x"), None).await.unwrap();
+        }
+        b.entries.run_pending_tasks().await;
+        assert!(b.entries.entry_count() <= 100, "bounded: {}", b.entries.entry_count());
+    }
+
+    #[tokio::test]
+    async fn incr_counts_from_zero() {
+        let b = InProcessBackend::new(10);
+        assert_eq!(b.get_i64("g").await.unwrap(), None);
+        assert_eq!(b.incr("g").await.unwrap(), 1);
+        assert_eq!(b.incr("g").await.unwrap(), 2);
+        assert_eq!(b.get_i64("g").await.unwrap(), Some(2));
+    }
+}

@@ -1,0 +1,564 @@
+//! Typed configuration, read once from `ORCHARD_*` environment variables.
+//!
+//! Every variable, its default and its meaning:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `ORCHARD_LISTEN_ADDR` | `0.0.0.0:8080` | package traffic |
+//! | `ORCHARD_ADMIN_ADDR` | `0.0.0.0:9090` | `/healthz`, `/readyz`, `/metrics` |
+//! | `ORCHARD_WORKERS` | number of CPUs | actix worker threads per listener |
+//! | `ORCHARD_SHUTDOWN_TIMEOUT` | `30` | seconds to drain in-flight requests on SIGTERM |
+//! | `ORCHARD_LOG_FORMAT` | `text` | `text` or `json` (the filter is `RUST_LOG`, default `info`) |
+//! | `ORCHARD_DATA_DIR` | `./orchard-data` | embedded mode: SQLite file and artifact directory |
+//! | `ORCHARD_DATABASE_URL` | `sqlite://$ORCHARD_DATA_DIR/orchard.db` | `postgres://…` or `sqlite://…` |
+//! | `ORCHARD_DATABASE_POOL_SIZE` | `20` | connections kept by the pool |
+//! | `ORCHARD_DATABASE_MAX_OVERFLOW` | `30` | extra connections under load (max = size + overflow) |
+//! | `ORCHARD_DATABASE_POOL_TIMEOUT` | `30` | seconds to wait for a free connection |
+//! | `ORCHARD_DATABASE_POOL_PRE_PING` | `false` | test each connection on checkout |
+//! | `ORCHARD_REDIS_CLUSTER_NODES` | unset | `host:port,…` of a Redis Cluster (wins over `ORCHARD_REDIS_HOST`) |
+//! | `ORCHARD_REDIS_HOST` | unset | one Redis node; unset and no cluster = in-process cache |
+//! | `ORCHARD_REDIS_PORT` | `6379` | port of that node |
+//! | `ORCHARD_REDIS_DB` | `0` | database number of that node |
+//! | `ORCHARD_REDIS_PASSWORD` | unset | Redis password (secret) |
+//! | `ORCHARD_REDIS_TIMEOUT_MS` | `250` | per-call deadline; past it the request goes on without the cache |
+//! | `ORCHARD_CACHE_NAMESPACE` | `orchard` | first segment of every cache key |
+//! | `ORCHARD_CACHE_MAX_ENTRIES` | `100000` | bound of the in-process cache |
+//! | `ORCHARD_CACHE_TTL_INDEX` | `300` | seconds, PACKAGE_INDEX |
+//! | `ORCHARD_CACHE_TTL_VERSIONS` | `300` | seconds, PACKAGE_VERSIONS |
+//! | `ORCHARD_CACHE_TTL_UPSTREAM` | `3600` | seconds, UPSTREAM_SOURCES |
+//! | `ORCHARD_S3_ENDPOINT` | unset | S3-compatible endpoint; unset = local directory |
+//! | `ORCHARD_S3_BUCKET` | required with an endpoint | bucket |
+//! | `ORCHARD_S3_REGION` | `us-east-1` | region used for signing |
+//! | `ORCHARD_S3_ACCESS_KEY_ID` | required with an endpoint | access key |
+//! | `ORCHARD_S3_SECRET_ACCESS_KEY` | required with an endpoint | secret key (secret) |
+//! | `ORCHARD_S3_PREFIX` | empty | key prefix inside the bucket |
+//! | `ORCHARD_HTTP_MAX_CONNECTIONS` | `100` | upstream connections per pool |
+//! | `ORCHARD_HTTP_KEEPALIVE_CONNECTIONS` | `20` | idle upstream connections kept warm per pool |
+//! | `ORCHARD_HTTP_CONNECT_TIMEOUT` | `30` | seconds |
+//! | `ORCHARD_HTTP_READ_TIMEOUT` | `60` | seconds |
+//! | `ORCHARD_HTTP_WORKER_THREADS` | `32` | bound of the pool for blocking work |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+/// A bad configuration value. The message always names the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+/// Reads variables from any source (the process environment, or a map in tests).
+pub struct Env<'a> {
+    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+}
+
+impl<'a> Env<'a> {
+    pub fn process() -> Env<'static> {
+        Env { lookup: Box::new(|k| std::env::var(k).ok()) }
+    }
+
+    pub fn from_fn(f: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Env { lookup: Box::new(f) }
+    }
+
+    /// The value, or `None` when unset or empty.
+    pub fn var(&self, name: &'static str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn var_or(&self, name: &'static str, default: &str) -> String {
+        self.var(name).unwrap_or_else(|| default.to_string())
+    }
+
+    pub fn required_var(&self, name: &'static str, why: &str) -> Result<String, ConfigError> {
+        self.var(name)
+            .ok_or_else(|| ConfigError { var: name, message: format!("is required {why}") })
+    }
+
+    pub fn var_parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.var(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse::<T>().map_err(|e| ConfigError {
+                var: name,
+                message: format!("cannot parse {raw:?}: {e}"),
+            }),
+        }
+    }
+
+    /// A whole number within `min..=max`.
+    pub fn var_in_range(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v: u64 = self.var_parsed(name, default)?;
+        if v < min || v > max {
+            return Err(ConfigError { var: name, message: format!("{v} is out of range {min}..={max}") });
+        }
+        Ok(v)
+    }
+
+    pub fn var_bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.var(name).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) => match v.as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError { var: name, message: format!("{v:?} is not a boolean (true/false)") }),
+            },
+        }
+    }
+
+    fn secret(&self, name: &'static str) -> Option<SecretString> {
+        self.var(name).map(SecretString::from)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub workers: usize,
+    pub shutdown_timeout_secs: u64,
+    pub log_format: LogFormat,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Postgres(SecretString),
+    /// A file path for SQLite.
+    Sqlite(PathBuf),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(s) => redact_url(s.expose_secret()),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Postgres(_) => "postgres",
+            DatabaseUrl::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Replaces the password (and any query string, which may carry one) of a URL.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+    pub max_overflow: u32,
+    pub pool_timeout: Duration,
+    pub pre_ping: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum CacheBackendConfig {
+    InProcess,
+    Redis { host: String, port: u16, db: i64 },
+    RedisCluster { nodes: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub backend: CacheBackendConfig,
+    pub password: Option<SecretString>,
+    pub timeout: Duration,
+    pub namespace: String,
+    pub max_entries: u64,
+    pub ttl_index: Duration,
+    pub ttl_versions: Duration,
+    pub ttl_upstream: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Local { root: PathBuf },
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    pub keepalive_connections: usize,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    pub worker_threads: usize,
+}
+
+impl HttpConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_secs)
+    }
+}
+
+impl Config {
+    pub fn from_process_env() -> Result<Config, ConfigError> {
+        Config::from_env(&Env::process())
+    }
+
+    pub fn from_env(env: &Env<'_>) -> Result<Config, ConfigError> {
+        let server = ServerConfig::from_env(env)?;
+        Ok(Config {
+            database: DatabaseConfig::from_env(env, &server.data_dir)?,
+            cache: CacheConfig::from_env(env)?,
+            storage: StorageConfig::from_env(env, &server.data_dir)?,
+            http: HttpConfig::from_env(env)?,
+            server,
+        })
+    }
+
+    /// The effective configuration as one JSON object, secrets redacted.
+    pub fn redacted_summary(&self) -> serde_json::Value {
+        let cache_backend = match &self.cache.backend {
+            CacheBackendConfig::InProcess => serde_json::json!({"kind": "in-process", "max_entries": self.cache.max_entries}),
+            CacheBackendConfig::Redis { host, port, db } => serde_json::json!({"kind": "redis", "host": host, "port": port, "db": db}),
+            CacheBackendConfig::RedisCluster { nodes } => serde_json::json!({"kind": "redis-cluster", "nodes": nodes}),
+        };
+        let storage = match &self.storage {
+            StorageConfig::Local { root } => serde_json::json!({"kind": "local", "root": root}),
+            StorageConfig::S3(s3) => serde_json::json!({
+                "kind": "s3", "endpoint": redact_url(&s3.endpoint), "bucket": s3.bucket,
+                "region": s3.region, "prefix": s3.prefix,
+                "access_key_id": "***", "secret_access_key": "***",
+            }),
+        };
+        serde_json::json!({
+            "server": self.server,
+            "database": {
+                "url": self.database.url.redacted(),
+                "pool_size": self.database.pool_size,
+                "max_overflow": self.database.max_overflow,
+                "pool_timeout_secs": self.database.pool_timeout.as_secs(),
+                "pre_ping": self.database.pre_ping,
+            },
+            "cache": {
+                "backend": cache_backend,
+                "password": self.cache.password.as_ref().map(|_| "***"),
+                "timeout_ms": self.cache.timeout.as_millis() as u64,
+                "namespace": self.cache.namespace,
+                "ttl_index_secs": self.cache.ttl_index.as_secs(),
+                "ttl_versions_secs": self.cache.ttl_versions.as_secs(),
+                "ttl_upstream_secs": self.cache.ttl_upstream.as_secs(),
+            },
+            "storage": storage,
+            "http": self.http,
+        })
+    }
+}
+
+impl ServerConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let log_format = match env.var_or("ORCHARD_LOG_FORMAT", "text").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError { var: "ORCHARD_LOG_FORMAT", message: format!("{other:?} is not one of text, json") })
+            }
+        };
+        Ok(ServerConfig {
+            listen_addr: env.var_parsed("ORCHARD_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            admin_addr: env.var_parsed("ORCHARD_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
+            workers: env.var_in_range("ORCHARD_WORKERS", default_workers as u64, 1, 512)? as usize,
+            shutdown_timeout_secs: env.var_in_range("ORCHARD_SHUTDOWN_TIMEOUT", 30, 0, 3600)?,
+            log_format,
+            data_dir: PathBuf::from(env.var_or("ORCHARD_DATA_DIR", "./orchard-data")),
+        })
+    }
+}
+
+impl DatabaseConfig {
+    fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        const VAR: &str = "ORCHARD_DATABASE_URL";
+        let url = match env.var(VAR) {
+            None => DatabaseUrl::Sqlite(data_dir.join("orchard.db")),
+            Some(raw) => {
+                let scheme = raw.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+                match scheme.as_deref() {
+                    Some("postgres") | Some("postgresql") => {
+                        url::Url::parse(&raw).map_err(|e| ConfigError { var: VAR, message: format!("not a valid URL: {e}") })?;
+                        DatabaseUrl::Postgres(SecretString::from(raw))
+                    }
+                    Some("sqlite") => {
+                        let path = &raw["sqlite://".len()..];
+                        if path.is_empty() {
+                            return Err(ConfigError { var: VAR, message: "sqlite:// needs a file path".into() });
+                        }
+                        DatabaseUrl::Sqlite(PathBuf::from(path))
+                    }
+                    Some(other) => {
+                        return Err(ConfigError {
+                            var: VAR,
+                            message: format!("unknown URL scheme {other:?} (expected postgres:// or sqlite://)"),
+                        })
+                    }
+                    None => {
+                        return Err(ConfigError { var: VAR, message: "expected postgres://… or sqlite://…".into() })
+                    }
+                }
+            }
+        };
+        Ok(DatabaseConfig {
+            url,
+            pool_size: env.var_in_range("ORCHARD_DATABASE_POOL_SIZE", 20, 1, 10_000)? as u32,
+            max_overflow: env.var_in_range("ORCHARD_DATABASE_MAX_OVERFLOW", 30, 0, 10_000)? as u32,
+            pool_timeout: Duration::from_secs(env.var_in_range("ORCHARD_DATABASE_POOL_TIMEOUT", 30, 1, 3600)?),
+            pre_ping: env.var_bool("ORCHARD_DATABASE_POOL_PRE_PING", false)?,
+        })
+    }
+}
+
+fn parse_host_port(var: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let (host, port) = raw
+        .trim()
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError { var, message: format!("{raw:?} is not host:port") })?;
+    if host.is_empty() {
+        return Err(ConfigError { var, message: format!("{raw:?} has an empty host") });
+    }
+    port.parse::<u16>()
+        .map_err(|_| ConfigError { var, message: format!("{raw:?} has a bad port") })?;
+    Ok(format!("{host}:{port}"))
+}
+
+impl CacheConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let backend = if let Some(nodes) = env.var("ORCHARD_REDIS_CLUSTER_NODES") {
+            let nodes = nodes
+                .split(',')
+                .filter(|n| !n.trim().is_empty())
+                .map(|n| parse_host_port("ORCHARD_REDIS_CLUSTER_NODES", n))
+                .collect::<Result<Vec<_>, _>>()?;
+            if nodes.is_empty() {
+                return Err(ConfigError { var: "ORCHARD_REDIS_CLUSTER_NODES", message: "lists no node".into() });
+            }
+            CacheBackendConfig::RedisCluster { nodes }
+        } else if let Some(host) = env.var("ORCHARD_REDIS_HOST") {
+            CacheBackendConfig::Redis {
+                host,
+                port: env.var_parsed("ORCHARD_REDIS_PORT", 6379u16)?,
+                db: env.var_in_range("ORCHARD_REDIS_DB", 0, 0, 15)? as i64,
+            }
+        } else {
+            CacheBackendConfig::InProcess
+        };
+        let namespace = env.var_or("ORCHARD_CACHE_NAMESPACE", "orchard");
+        if namespace.contains(|c: char| c.is_whitespace() || c == ':') {
+            return Err(ConfigError { var: "ORCHARD_CACHE_NAMESPACE", message: "must not contain ':' or spaces".into() });
+        }
+        Ok(CacheConfig {
+            backend,
+            password: env.secret("ORCHARD_REDIS_PASSWORD"),
+            timeout: Duration::from_millis(env.var_in_range("ORCHARD_REDIS_TIMEOUT_MS", 250, 1, 60_000)?),
+            namespace,
+            max_entries: env.var_in_range("ORCHARD_CACHE_MAX_ENTRIES", 100_000, 1, u32::MAX as u64)?,
+            ttl_index: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_INDEX", 300, 1, 31_536_000)?),
+            ttl_versions: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_VERSIONS", 300, 1, 31_536_000)?),
+            ttl_upstream: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_UPSTREAM", 3600, 1, 31_536_000)?),
+        })
+    }
+}
+
+impl StorageConfig {
+    fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let Some(endpoint) = env.var("ORCHARD_S3_ENDPOINT") else {
+            return Ok(StorageConfig::Local { root: data_dir.join("artifacts") });
+        };
+        match url::Url::parse(&endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            Ok(u) => {
+                return Err(ConfigError {
+                    var: "ORCHARD_S3_ENDPOINT",
+                    message: format!("unknown URL scheme {:?} (expected http:// or https://)", u.scheme()),
+                })
+            }
+            Err(e) => return Err(ConfigError { var: "ORCHARD_S3_ENDPOINT", message: format!("not a valid URL: {e}") }),
+        }
+        let why = "when ORCHARD_S3_ENDPOINT is set";
+        let prefix = env.var_or("ORCHARD_S3_PREFIX", "").trim_matches('/').to_string();
+        if prefix.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(ConfigError { var: "ORCHARD_S3_PREFIX", message: "must not contain . or .. segments".into() });
+        }
+        Ok(StorageConfig::S3(S3Config {
+            endpoint,
+            bucket: env.required_var("ORCHARD_S3_BUCKET", why)?,
+            region: env.var_or("ORCHARD_S3_REGION", "us-east-1"),
+            access_key_id: env.required_var("ORCHARD_S3_ACCESS_KEY_ID", why)?,
+            secret_access_key: SecretString::from(env.required_var("ORCHARD_S3_SECRET_ACCESS_KEY", why)?),
+            prefix,
+        }))
+    }
+}
+
+impl HttpConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let max_connections = env.var_in_range("ORCHARD_HTTP_MAX_CONNECTIONS", 100, 1, 100_000)? as usize;
+        let keepalive_connections = env.var_in_range("ORCHARD_HTTP_KEEPALIVE_CONNECTIONS", 20, 0, 100_000)? as usize;
+        if keepalive_connections > max_connections {
+            return Err(ConfigError {
+                var: "ORCHARD_HTTP_KEEPALIVE_CONNECTIONS",
+                message: format!("{keepalive_connections} is more than ORCHARD_HTTP_MAX_CONNECTIONS ({max_connections})"),
+            });
+        }
+        Ok(HttpConfig {
+            max_connections,
+            keepalive_connections,
+            connect_timeout_secs: env.var_in_range("ORCHARD_HTTP_CONNECT_TIMEOUT", 30, 1, 3600)?,
+            read_timeout_secs: env.var_in_range("ORCHARD_HTTP_READ_TIMEOUT", 60, 1, 3600)?,
+            worker_threads: env.var_in_range("ORCHARD_HTTP_WORKER_THREADS", 32, 1, 4096)? as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_env(&Env::from_fn(move |k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn no_configuration_is_the_embedded_default() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.server.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.server.admin_addr.to_string(), "0.0.0.0:9090");
+        assert!(matches!(c.database.url, DatabaseUrl::Sqlite(ref p) if p.ends_with("orchard-data/orchard.db")));
+        assert!(matches!(c.cache.backend, CacheBackendConfig::InProcess));
+        assert!(matches!(c.storage, StorageConfig::Local { ref root } if root.ends_with("orchard-data/artifacts")));
+        assert_eq!(c.http.max_connections, 100);
+        assert_eq!(c.http.keepalive_connections, 20);
+        assert_eq!(c.http.connect_timeout_secs, 30);
+        assert_eq!(c.http.read_timeout_secs, 60);
+        assert_eq!(c.http.worker_threads, 32);
+        assert_eq!(c.cache.ttl_index.as_secs(), 300);
+        assert_eq!(c.cache.ttl_versions.as_secs(), 300);
+        assert_eq!(c.cache.ttl_upstream.as_secs(), 3600);
+        assert_eq!((c.database.pool_size, c.database.max_overflow), (20, 30));
+        assert_eq!(c.database.pool_timeout.as_secs(), 30);
+        assert!(!c.database.pre_ping);
+    }
+
+    #[test]
+    fn bad_number_names_the_variable() {
+        let e = config(&[("ORCHARD_HTTP_MAX_CONNECTIONS", "abc")]).unwrap_err();
+        assert_eq!(e.var, "ORCHARD_HTTP_MAX_CONNECTIONS");
+        assert!(e.to_string().starts_with("ORCHARD_HTTP_MAX_CONNECTIONS: cannot parse \"abc\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_database_scheme_is_rejected() {
+        let e = config(&[("ORCHARD_DATABASE_URL", "mysql://u:p@h/db")]).unwrap_err();
+        assert_eq!(e.var, "ORCHARD_DATABASE_URL");
+        assert!(e.message.contains("unknown URL scheme \"mysql\""), "{e}");
+        assert!(!e.to_string().contains(":p@"), "the message must not echo the password: {e}");
+    }
+
+    #[test]
+    fn out_of_range_and_bad_bool_and_bad_addr() {
+        assert_eq!(config(&[("ORCHARD_HTTP_WORKER_THREADS", "0")]).unwrap_err().var, "ORCHARD_HTTP_WORKER_THREADS");
+        assert_eq!(config(&[("ORCHARD_DATABASE_POOL_PRE_PING", "maybe")]).unwrap_err().var, "ORCHARD_DATABASE_POOL_PRE_PING");
+        assert_eq!(config(&[("ORCHARD_LISTEN_ADDR", "localhost")]).unwrap_err().var, "ORCHARD_LISTEN_ADDR");
+        assert_eq!(
+            config(&[("ORCHARD_HTTP_KEEPALIVE_CONNECTIONS", "200")]).unwrap_err().var,
+            "ORCHARD_HTTP_KEEPALIVE_CONNECTIONS"
+        );
+        assert_eq!(config(&[("ORCHARD_REDIS_CLUSTER_NODES", "a:1,b")]).unwrap_err().var, "ORCHARD_REDIS_CLUSTER_NODES");
+        assert_eq!(config(&[("ORCHARD_S3_ENDPOINT", "ftp://x")]).unwrap_err().var, "ORCHARD_S3_ENDPOINT");
+    }
+
+    #[test]
+    fn s3_requires_bucket_and_keys() {
+        let e = config(&[("ORCHARD_S3_ENDPOINT", "http://127.0.0.1:9000")]).unwrap_err();
+        assert_eq!(e.var, "ORCHARD_S3_BUCKET");
+    }
+
+    #[test]
+    fn production_backends_and_redaction() {
+        let c = config(&[
+            ("ORCHARD_DATABASE_URL", "postgres://orchard:hunter2@db:5432/orchard?password=hunter2"),
+            ("ORCHARD_REDIS_CLUSTER_NODES", "r1:7001, r2:7002"),
+            ("ORCHARD_REDIS_HOST", "ignored"),
+            ("ORCHARD_REDIS_PASSWORD", "redispw"),
+            ("ORCHARD_S3_ENDPOINT", "http://s3:9000"),
+            ("ORCHARD_S3_BUCKET", "b"),
+            ("ORCHARD_S3_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("ORCHARD_S3_SECRET_ACCESS_KEY", "s3secret"),
+        ])
+        .unwrap();
+        assert!(matches!(c.cache.backend, CacheBackendConfig::RedisCluster { ref nodes } if nodes == &["r1:7001", "r2:7002"]));
+        let text = c.redacted_summary().to_string();
+        for secret in ["hunter2", "redispw", "s3secret", "AKIAEXAMPLE"] {
+            assert!(!text.contains(secret), "{secret} leaked into {text}");
+        }
+        assert!(text.contains("postgres://orchard:***@db:5432/orchard"), "{text}");
+        assert!(!format!("{c:?}").contains("hunter2"), "Debug must not print the database password");
+        assert!(!format!("{c:?}").contains("s3secret"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Errors.
+//!
+//! Rules: library modules return their own `thiserror` enums (`CacheError`, `DbError`,
+//! `StorageError`, `UpstreamError`, `ConfigError`); `anyhow` only in `main` and start-up.
+//! Handlers return `ApiError`, the one HTTP error type: it picks the status (not found →
+//! 404, pool exhausted → 503, upstream timeout → 504, …) and renders one envelope,
+//! `{"error": {"status": N, "code": "…", "message": "…"}}`. Messages never carry
+//! secrets or internal addresses; the detail is logged once, here.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::db::DbError;
+use crate::http_client::UpstreamError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("the metadata database is unavailable")]
+    DatabaseUnavailable,
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("the upstream registry did not answer in time")]
+    GatewayTimeout,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotAcceptable(_) => "not_acceptable",
+            ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::BadGateway(_) => "bad_gateway",
+            ApiError::GatewayTimeout => "gateway_timeout",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        HttpResponse::build(status).json(serde_json::json!({
+            "error": {"status": status.as_u16(), "code": self.code(), "message": self.to_string()}
+        }))
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::PoolTimeout | DbError::Connection(_) | DbError::Pool(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::DatabaseUnavailable
+            }
+            other => {
+                tracing::error!(error = %other, "database error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => ApiError::NotFound("artifact not found".into()),
+            StorageError::BadDigest(d) => ApiError::BadRequest(format!("not a sha256 digest: {d:?}")),
+            StorageError::HashMismatch { .. } => ApiError::BadGateway(e.to_string()),
+            other => {
+                tracing::error!(error = %other, "storage error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout => ApiError::GatewayTimeout,
+            UpstreamError::Connect(_) => ApiError::BadGateway("cannot reach the upstream registry".into()),
+            UpstreamError::Request(_) => ApiError::BadGateway("the upstream request failed".into()),
+        }
+    }
+}

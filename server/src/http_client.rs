@@ -1,0 +1,214 @@
+//! HttpClientManager: pooled keep-alive `awc` clients for upstream calls — a default
+//! pool plus one pool per upstream source with its own timeouts and auth header.
+//!
+//! `awc::Client` is bound to the thread (actix worker) that made it, so each worker
+//! keeps its own clients, built lazily from the registered pool settings and rebuilt
+//! when those change. `ORCHARD_HTTP_MAX_CONNECTIONS` is the replica-wide bound of each
+//! pool: every worker's connector gets an equal share of it. Idle connections stay
+//! open for `KEEPALIVE_IDLE` and are then closed; upstream pools speak HTTP/1.1 only
+//! (see docs/architecture.md on the h2 advisory).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use awc::http::Version;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::HttpConfig;
+use crate::metrics::metrics;
+
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const DEFAULT_POOL: &str = "";
+
+#[derive(Clone)]
+pub enum UpstreamAuth {
+    Basic { username: String, password: SecretString },
+    Bearer(SecretString),
+}
+
+impl std::fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAuth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            UpstreamAuth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// Settings of one upstream's pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub auth: Option<UpstreamAuth>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("cannot connect to upstream: {0}")]
+    Connect(String),
+    #[error("upstream request failed: {0}")]
+    Request(String),
+}
+
+impl UpstreamError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Connect(_) => "connect_error",
+            UpstreamError::Request(_) => "error",
+        }
+    }
+}
+
+struct Registered {
+    settings: PoolSettings,
+    version: u64,
+}
+
+pub struct HttpClientManager {
+    config: HttpConfig,
+    per_worker_limit: usize,
+    pools: RwLock<HashMap<String, Registered>>,
+    versions: AtomicU64,
+    active: Arc<AtomicI64>,
+}
+
+thread_local! {
+    static CLIENTS: RefCell<HashMap<String, (u64, awc::Client)>> = RefCell::new(HashMap::new());
+}
+
+/// Counts one upstream request in flight while alive.
+pub struct ActiveGuard(Arc<AtomicI64>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let now = self.0.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics().http_client_active.set(now);
+    }
+}
+
+impl HttpClientManager {
+    pub fn new(config: &HttpConfig, workers: usize) -> Self {
+        let per_worker_limit = config.max_connections.div_ceil(workers.max(1));
+        metrics().http_client_max.set(config.max_connections as i64);
+        let default = PoolSettings { connect_timeout: config.connect_timeout(), read_timeout: config.read_timeout(), auth: None };
+        let mut pools = HashMap::new();
+        pools.insert(DEFAULT_POOL.to_string(), Registered { settings: default, version: 0 });
+        HttpClientManager {
+            config: config.clone(),
+            per_worker_limit,
+            pools: RwLock::new(pools),
+            versions: AtomicU64::new(1),
+            active: Arc::new(AtomicI64::new(0)),
+        }
+    }
+
+    /// Default settings for an upstream pool (from `ORCHARD_HTTP_*`).
+    pub fn default_settings(&self) -> PoolSettings {
+        PoolSettings { connect_timeout: self.config.connect_timeout(), read_timeout: self.config.read_timeout(), auth: None }
+    }
+
+    /// Adds or replaces an upstream's pool; workers rebuild their client on next use.
+    pub fn register(&self, name: &str, settings: PoolSettings) {
+        let version = self.versions.fetch_add(1, Ordering::Relaxed);
+        self.pools.write().expect("pool lock poisoned").insert(name.to_string(), Registered { settings, version });
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.pools.write().expect("pool lock poisoned").remove(name);
+    }
+
+    pub fn active(&self) -> i64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.config.max_connections
+    }
+
+    /// The calling worker's client for `pool` (`None` = the default pool; an unknown
+    /// name also gets the default settings).
+    pub fn client(&self, pool: Option<&str>) -> awc::Client {
+        let name = pool.unwrap_or(DEFAULT_POOL);
+        let (settings, version) = {
+            let pools = self.pools.read().expect("pool lock poisoned");
+            let r = pools.get(name).or_else(|| pools.get(DEFAULT_POOL)).expect("default pool exists");
+            (r.settings.clone(), r.version)
+        };
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            match clients.get(name) {
+                Some((v, c)) if *v == version => c.clone(),
+                _ => {
+                    let c = self.build(&settings);
+                    clients.insert(name.to_string(), (version, c.clone()));
+                    c
+                }
+            }
+        })
+    }
+
+    fn build(&self, settings: &PoolSettings) -> awc::Client {
+        let connector = awc::Connector::new()
+            .limit(self.per_worker_limit)
+            .timeout(settings.connect_timeout)
+            .conn_keep_alive(KEEPALIVE_IDLE)
+            .max_http_version(Version::HTTP_11);
+        let mut builder = awc::Client::builder()
+            .connector(connector)
+            .timeout(settings.read_timeout)
+            .disable_redirects()
+            .add_default_header(("user-agent", concat!("orchard/", env!("CARGO_PKG_VERSION"))));
+        match &settings.auth {
+            Some(UpstreamAuth::Basic { username, password }) => {
+                builder = builder.basic_auth(username, Some(password.expose_secret()));
+            }
+            Some(UpstreamAuth::Bearer(token)) => builder = builder.bearer_auth(token.expose_secret()),
+            None => {}
+        }
+        builder.finish()
+    }
+
+    /// Marks one upstream request in flight (for the active gauge).
+    pub fn track(&self) -> ActiveGuard {
+        let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics().http_client_active.set(now);
+        ActiveGuard(self.active.clone())
+    }
+
+    /// Sends a GET through `pool`, counting it by source and status.
+    pub async fn get(
+        &self,
+        pool: Option<&str>,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<awc::ClientResponse, UpstreamError> {
+        let source = pool.unwrap_or("default");
+        let _guard = self.track();
+        let mut req = self.client(pool).get(url);
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let started = Instant::now();
+        let result = req.send().await;
+        metrics().upstream_request_duration.with_label_values(&[source]).observe(started.elapsed().as_secs_f64());
+        let result = result.map_err(|e| match e {
+            awc::error::SendRequestError::Timeout => UpstreamError::Timeout,
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => UpstreamError::Timeout,
+            awc::error::SendRequestError::Connect(c) => UpstreamError::Connect(c.to_string()),
+            other => UpstreamError::Request(other.to_string()),
+        });
+        let status = match &result {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => e.metric_label().to_string(),
+        };
+        metrics().upstream_requests.with_label_values(&[source, &status]).inc();
+        result
+    }
+}

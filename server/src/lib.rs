@@ -1,0 +1,14 @@
+//! Orchard: a caching proxy for package registries. See `docs/architecture.md`.
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http_client;
+pub mod lifecycle;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod storage;
+pub mod worker_pool;

@@ -1,0 +1,147 @@
+//! Start-up and shutdown (DESIGN §7).
+//!
+//! Start: HTTP client pools and the worker pool → cache (Redis connects in the
+//! background) → storage → the admin listener (so `/healthz` answers and `/readyz` says
+//! what is missing) → database: connect and migrate under the advisory lock, retrying
+//! with backoff while it is unreachable → upstream sources → the package listener.
+//!
+//! SIGTERM or SIGINT: stop accepting, drain in-flight requests for at most
+//! `ORCHARD_SHUTDOWN_TIMEOUT` seconds, stop the admin listener, close the worker pool;
+//! the Redis connections close when the state is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+
+use crate::cache::CacheService;
+use crate::config::Config;
+use crate::db;
+use crate::health;
+use crate::http_client::HttpClientManager;
+use crate::routes;
+use crate::state::AppState;
+use crate::storage::ArtifactStore;
+use crate::worker_pool::BlockingPool;
+
+/// Runs `orchard serve` until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(config = %config.redacted_summary(), "starting orchard {}", env!("CARGO_PKG_VERSION"));
+    let config = Arc::new(config);
+    let workers = config.server.workers;
+
+    let http = Arc::new(HttpClientManager::new(&config.http, workers));
+    let blocking = BlockingPool::new(config.http.worker_threads);
+    let cache = CacheService::from_config(&config.cache).context("cache configuration")?;
+    let storage = ArtifactStore::from_config(&config.storage).context("storage configuration")?;
+    let state = AppState::new(config.clone(), cache, storage, http, blocking.clone());
+
+    let admin_state = web::Data::new(state.clone());
+    let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(health::configure))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(config.server.admin_addr)
+        .with_context(|| format!("cannot listen on ORCHARD_ADMIN_ADDR {}", config.server.admin_addr))?
+        .run();
+    let admin_handle = admin.handle();
+    let admin_task = tokio::spawn(admin);
+    tracing::info!(addr = %config.server.admin_addr, "admin listener up: /healthz /readyz /metrics");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    let repo = tokio::select! {
+        repo = connect_database(&config) => repo,
+        _ = &mut shutdown => {
+            tracing::info!("shutdown requested before the database was reachable");
+            admin_handle.stop(true).await;
+            return Ok(());
+        }
+    };
+    let sources = repo.list_sources().await.context("loading upstream sources")?;
+    tracing::info!(sources = sources.len(), "upstream sources loaded");
+    state.set_db(repo);
+
+    let app_state = web::Data::new(state.clone());
+    let package = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(middleware::from_fn(routes::record_request))
+            .configure(routes::configure)
+            .default_service(routes::default_service())
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(config.server.shutdown_timeout_secs)
+    .bind(config.server.listen_addr)
+    .with_context(|| format!("cannot listen on ORCHARD_LISTEN_ADDR {}", config.server.listen_addr))?
+    .run();
+    let package_handle = package.handle();
+    let package_task = tokio::spawn(package);
+    tracing::info!(addr = %config.server.listen_addr, "orchard is serving");
+
+    shutdown.await;
+    tracing::info!(drain_secs = config.server.shutdown_timeout_secs, "shutting down: draining in-flight requests");
+    package_handle.stop(true).await;
+    admin_handle.stop(true).await;
+    let _ = package_task.await;
+    let _ = admin_task.await;
+    blocking.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects and migrates, retrying with backoff (1 s doubling to 30 s) until it works.
+async fn connect_database(config: &Config) -> Arc<dyn db::ArtifactRepository> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            let applied = db::run_migrations(&config.database.url).await?;
+            if !applied.is_empty() {
+                tracing::info!(migrations = ?applied, "database migrations applied");
+            }
+            db::connect(&config.database).await
+        };
+        match attempt.await {
+            Ok(repo) => {
+                tracing::info!(database = %config.database.url.redacted(), "database ready");
+                return repo;
+            }
+            Err(e) => {
+                tracing::error!(
+                    database = %config.database.url.redacted(),
+                    error = %e,
+                    retry_in_s = delay.as_secs(),
+                    "database unreachable; /readyz answers 503 until it is"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,138 @@
+//! Prometheus metrics. Every name starts with `orchard_`; one registry per process.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_request_duration: HistogramVec,
+    pub http_client_active: IntGauge,
+    pub http_client_max: IntGauge,
+    pub worker_pool_active: IntGauge,
+    pub worker_pool_max: IntGauge,
+    pub cache_operations: IntCounterVec,
+    pub cache_errors: IntCounterVec,
+    pub db_statements: IntCounter,
+    pub db_pool_connections: IntGaugeVec,
+    pub storage_operations: IntCounterVec,
+    pub hash_mismatch: IntCounter,
+    pub artifact_bytes_served: IntCounter,
+    pub singleflight_waiters: IntCounter,
+    pub component_up: IntGaugeVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        Metrics {
+            http_requests: counter_vec(
+                &r,
+                "orchard_http_requests_total",
+                "Requests served, by protocol, route, status and cache result (hit|miss|stale|bypass)",
+                &["protocol", "route", "status", "cache"],
+            ),
+            http_request_duration: histogram_vec(
+                &r,
+                "orchard_http_request_duration_seconds",
+                "Time to the response head, by protocol and route",
+                &["protocol", "route"],
+            ),
+            upstream_requests: counter_vec(
+                &r,
+                "orchard_upstream_requests_total",
+                "Requests sent upstream, by source and status (HTTP status or error kind)",
+                &["source", "status"],
+            ),
+            upstream_request_duration: histogram_vec(
+                &r,
+                "orchard_upstream_request_duration_seconds",
+                "Upstream time to response head, by source",
+                &["source"],
+            ),
+            http_client_active: gauge(&r, "orchard_http_client_active", "Upstream requests in flight"),
+            http_client_max: gauge(&r, "orchard_http_client_max", "Upstream connections allowed per pool"),
+            worker_pool_active: gauge(&r, "orchard_worker_pool_active", "Blocking tasks running"),
+            worker_pool_max: gauge(&r, "orchard_worker_pool_max", "Blocking tasks allowed at once"),
+            cache_operations: counter_vec(
+                &r,
+                "orchard_cache_operations_total",
+                "Cache calls by backend, operation and result (hit|miss|ok|error)",
+                &["backend", "op", "result"],
+            ),
+            cache_errors: counter_vec(
+                &r,
+                "orchard_cache_errors_total",
+                "Cache calls that failed or timed out; the request went on without the cache",
+                &["backend", "op", "reason"],
+            ),
+            db_statements: counter(&r, "orchard_db_statements_total", "SQL statements sent to the database"),
+            db_pool_connections: {
+                let g = IntGaugeVec::new(Opts::new("orchard_db_pool_connections", "Database pool connections by state (idle|in_use|max)"), &["state"])
+                    .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            storage_operations: counter_vec(
+                &r,
+                "orchard_storage_operations_total",
+                "Artifact storage calls by backend, operation and result",
+                &["backend", "op", "result"],
+            ),
+            hash_mismatch: counter(&r, "orchard_hash_mismatch_total", "Artifacts refused because their bytes did not match the declared hash"),
+            artifact_bytes_served: counter(&r, "orchard_artifact_bytes_served_total", "Artifact bytes sent to clients"),
+            singleflight_waiters: counter(&r, "orchard_singleflight_waiters_total", "Requests that waited for another request's upstream fetch"),
+            component_up: {
+                let g = IntGaugeVec::new(Opts::new("orchard_component_up", "1 when a backing component answers its health check"), &["component"])
+                    .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}

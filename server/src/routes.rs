@@ -1,0 +1,94 @@
+//! Every route of the package listener, registered in one place, and the middleware
+//! that counts requests. Protocol handlers join here as they land.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+
+use crate::error::ApiError;
+use crate::metrics::metrics;
+
+/// How a response was served, set by handlers as a response extension; `bypass` when
+/// none is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Stale,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+const PROTOCOLS: [&str; 3] = ["pypi", "npm", "maven"];
+
+fn protocol_of(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    PROTOCOLS.iter().find(|p| **p == first).copied().unwrap_or(if first == "sources" { "source" } else { "other" })
+}
+
+/// Counts `orchard_http_requests_total{protocol,route,status,cache}` and times
+/// `orchard_http_request_duration_seconds`. `route` is the matched pattern, never the raw
+/// path, so hostile paths cannot blow up label cardinality.
+pub async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let protocol = protocol_of(req.path());
+    let res = next.call(req).await?;
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let cache = res.response().extensions().get::<CacheStatus>().copied().unwrap_or(CacheStatus::Bypass);
+    let status = res.status().as_u16().to_string();
+    let m = metrics();
+    m.http_requests.with_label_values(&[protocol, &route, &status, cache.as_str()]).inc();
+    m.http_request_duration.with_label_values(&[protocol, &route]).observe(started.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "name": "orchard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "caching proxy for package registries",
+    }))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+/// The package listener's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index));
+}
+
+pub fn default_service() -> actix_web::Route {
+    web::to(not_found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_label_is_bounded() {
+        assert_eq!(protocol_of("/pypi/simple/x/"), "pypi");
+        assert_eq!(protocol_of("/npm/@s/x"), "npm");
+        assert_eq!(protocol_of("/sources/internal/simple/"), "source");
+        assert_eq!(protocol_of("/%2e%2e/etc/passwd"), "other");
+        assert_eq!(protocol_of(""), "other");
+    }
+}

@@ -1,0 +1,283 @@
+//! Artifact bytes, keyed by SHA-256, in an S3-compatible bucket or a local directory
+//! (object_store behind one wrapper).
+//!
+//! Writes stream: the first `SMALL_OBJECT_LIMIT` bytes are buffered; a smaller artifact
+//! is one PUT, a larger one becomes a multipart upload with parts of that size, so at
+//! most a few parts are in memory whatever the artifact's size. Bytes land under a
+//! temporary key while they are hashed; only when the hash is known (and matches the
+//! declared one, if any) are they copied to `sha256/{aa}/{sha256}` — a mismatch or an
+//! aborted stream leaves nothing under the final key, and the temporary object is
+//! deleted.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use crate::config::StorageConfig;
+use crate::metrics::metrics;
+
+/// Objects below this size are written with one PUT; it is also the multipart part size.
+pub const SMALL_OBJECT_LIMIT: usize = 8 * 1024 * 1024;
+const MULTIPART_CONCURRENCY: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("artifact not found")]
+    NotFound,
+    #[error("hash mismatch: expected sha256 {expected}, got {actual}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("not a sha256 hex digest: {0:?}")]
+    BadDigest(String),
+    #[error("requested range not satisfiable")]
+    BadRange,
+    #[error("source stream failed: {0}")]
+    Source(String),
+    #[error("storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("storage configuration: {0}")]
+    Config(String),
+}
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Clone)]
+pub struct ArtifactStore {
+    store: Arc<dyn ObjectStore>,
+    kind: &'static str,
+}
+
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl ArtifactStore {
+    pub fn from_config(config: &StorageConfig) -> Result<Self, StorageError> {
+        match config {
+            StorageConfig::Local { root } => {
+                std::fs::create_dir_all(root)
+                    .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
+                let fs = LocalFileSystem::new_with_prefix(root)?;
+                Ok(Self::new(Arc::new(fs), "local"))
+            }
+            StorageConfig::S3(s3) => {
+                let store = AmazonS3Builder::new()
+                    .with_endpoint(&s3.endpoint)
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_access_key_id(&s3.access_key_id)
+                    .with_secret_access_key(s3.secret_access_key.expose_secret())
+                    .with_allow_http(s3.endpoint.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false)
+                    .build()
+                    .map_err(|e| StorageError::Config(e.to_string()))?;
+                let store: Arc<dyn ObjectStore> = if s3.prefix.is_empty() {
+                    Arc::new(store)
+                } else {
+                    Arc::new(PrefixStore::new(store, s3.prefix.as_str()))
+                };
+                Ok(Self::new(store, "s3"))
+            }
+        }
+    }
+
+    pub fn new(store: Arc<dyn ObjectStore>, kind: &'static str) -> Self {
+        ArtifactStore { store, kind }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// `sha256/{first two hex digits}/{digest}`; the digest is validated, never raw input.
+    pub fn key(sha256: &str) -> Result<Path, StorageError> {
+        if !is_sha256_hex(sha256) {
+            return Err(StorageError::BadDigest(sha256.to_string()));
+        }
+        Ok(Path::from(format!("sha256/{}/{}", &sha256[..2], sha256)))
+    }
+
+    fn record<T>(&self, op: &str, r: &Result<T, StorageError>) {
+        let result = match r {
+            Ok(_) => "ok",
+            Err(StorageError::NotFound) => "not_found",
+            Err(StorageError::HashMismatch { .. }) => "hash_mismatch",
+            Err(_) => "error",
+        };
+        metrics().storage_operations.with_label_values(&[self.kind, op, result]).inc();
+    }
+
+    /// Streams `body` into storage. With `expected_sha256`, bytes that hash otherwise are
+    /// refused (`HashMismatch`, counted in `orchard_hash_mismatch_total`) and nothing is kept.
+    pub async fn put_stream<S, E>(&self, body: S, expected_sha256: Option<&str>) -> Result<StoredObject, StorageError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        if let Some(expected) = expected_sha256 {
+            Self::key(expected)?;
+        }
+        let r = self.put_stream_inner(body, expected_sha256).await;
+        if matches!(r, Err(StorageError::HashMismatch { .. })) {
+            metrics().hash_mismatch.inc();
+        }
+        self.record("put", &r);
+        r
+    }
+
+    async fn put_stream_inner<S, E>(&self, body: S, expected: Option<&str>) -> Result<StoredObject, StorageError>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let tmp = Path::from(format!("tmp/{}", uuid::Uuid::new_v4()));
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0usize;
+        let mut upload: Option<WriteMultipart> = None;
+        let mut body = std::pin::pin!(body);
+
+        let streamed: Result<(), StorageError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StorageError::Source(e.to_string()))?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                match upload.as_mut() {
+                    Some(w) => {
+                        w.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+                        w.put(chunk);
+                    }
+                    None => {
+                        head_len += chunk.len();
+                        head.push(chunk);
+                        if head_len >= SMALL_OBJECT_LIMIT {
+                            let mut w = WriteMultipart::new_with_chunk_size(
+                                self.store.put_multipart(&tmp).await?,
+                                SMALL_OBJECT_LIMIT,
+                            );
+                            for b in head.drain(..) {
+                                w.put(b);
+                            }
+                            upload = Some(w);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+
+        if let Err(e) = streamed {
+            if let Some(w) = upload {
+                let _ = w.abort().await;
+            }
+            return Err(e);
+        }
+        match upload {
+            Some(w) => {
+                w.finish().await?;
+            }
+            None => {
+                self.store.put(&tmp, PutPayload::from_iter(head)).await?;
+            }
+        }
+
+        let actual = hex::encode(hasher.finalize());
+        if let Some(expected) = expected {
+            if !expected.eq_ignore_ascii_case(&actual) {
+                let _ = self.store.delete(&tmp).await;
+                return Err(StorageError::HashMismatch { expected: expected.to_ascii_lowercase(), actual });
+            }
+        }
+        let key = Self::key(&actual)?;
+        let committed = match self.store.head(&key).await {
+            Ok(_) => Ok(()), // same bytes already stored
+            Err(object_store::Error::NotFound { .. }) => self.store.copy(&tmp, &key).await,
+            Err(e) => Err(e),
+        };
+        let _ = self.store.delete(&tmp).await;
+        committed?;
+        Ok(StoredObject { sha256: actual, size })
+    }
+
+    /// The object's size, or `NotFound`.
+    pub async fn head(&self, sha256: &str) -> Result<u64, StorageError> {
+        let r = match self.store.head(&Self::key(sha256)?).await {
+            Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound),
+            Err(e) => Err(e.into()),
+        };
+        self.record("head", &r);
+        r
+    }
+
+    /// Streams the object (or the byte range `range`, end exclusive). Returns the total
+    /// size of the object, the range served and the bytes.
+    pub async fn get(
+        &self,
+        sha256: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(u64, Range<u64>, BoxStream<'static, Result<Bytes, StorageError>>), StorageError> {
+        let key = Self::key(sha256)?;
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let r = match self.store.get_opts(&key, options).await {
+            Ok(res) => {
+                let total = res.meta.size;
+                let served = res.range.clone();
+                Ok((total, served, res.into_stream().map_err(StorageError::from).boxed()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound),
+            Err(object_store::Error::NotModified { .. }) => Err(StorageError::BadRange),
+            Err(e) if e.to_string().contains("range") => Err(StorageError::BadRange),
+            Err(e) => Err(e.into()),
+        };
+        self.record("get", &r);
+        r
+    }
+
+    pub async fn delete(&self, sha256: &str) -> Result<(), StorageError> {
+        let r = self.store.delete(&Self::key(sha256)?).await.map_err(StorageError::from);
+        self.record("delete", &r);
+        r
+    }
+
+    /// Objects under the temporary prefix (uploads in flight or abandoned).
+    pub async fn temporary_objects(&self) -> Result<usize, StorageError> {
+        Ok(self.store.list(Some(&Path::from("tmp"))).try_collect::<Vec<_>>().await?.len())
+    }
+
+    /// A real round trip: listing an (empty) prefix fails when the store is unreachable
+    /// or the bucket does not exist.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        self.store.list_with_delimiter(Some(&Path::from("health"))).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated_digests() {
+        let d = "ab".repeat(32);
+        assert_eq!(ArtifactStore::key(&d).unwrap().as_ref(), format!("sha256/ab/{d}"));
+        for bad in ["", "../../etc/passwd", &"AB".repeat(32), &"ab".repeat(31), &format!("{}/x", "a".repeat(62))] {
+            assert!(matches!(ArtifactStore::key(bad), Err(StorageError::BadDigest(_))), "{bad}");
+        }
+    }
+}
