@@ -89,6 +89,11 @@ pub trait CacheBackend: Send + Sync {
     async fn ping(&self) -> Result<(), CacheError>;
 }
 
+/// Generations seen recently; one second bounds how stale a replica's view can be.
+fn generation_memo() -> moka::future::Cache<String, i64> {
+    moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build()
+}
+
 #[derive(Clone)]
 pub struct CacheService {
     backend: Arc<dyn CacheBackend>,
@@ -124,11 +129,14 @@ impl CacheService {
             ttl_index: config.ttl_index,
             ttl_versions: config.ttl_versions,
             ttl_upstream: config.ttl_upstream,
-            generations: moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(1))
-                .build(),
+            generations: generation_memo(),
         }
+    }
+
+    /// Another service on the same backend with its own generation memo, as a second
+    /// replica would have.
+    pub fn with_backend_of(other: &CacheService) -> Self {
+        CacheService { generations: generation_memo(), ..other.clone() }
     }
 
     pub fn backend_kind(&self) -> &'static str {

@@ -1,0 +1,178 @@
+//! ArtifactRepository against a real Postgres and a real SQLite file: behaviour and the
+//! statement budget of each hot call, counted by diesel's instrumentation.
+
+mod common;
+
+use std::sync::Arc;
+
+use orchard_server::config::Config;
+use orchard_server::db::{self, Artifact, ArtifactRepository, CachedUrl, NewDependency, UpstreamSourceRow};
+
+fn pg_config(url: &str) -> Config {
+    common::config_from(&[
+        ("ORCHARD_DATABASE_URL", url.to_string()),
+        ("ORCHARD_DATABASE_POOL_SIZE", "1".into()),
+        ("ORCHARD_DATABASE_MAX_OVERFLOW", "0".into()),
+    ])
+}
+
+async fn postgres_repo() -> Arc<dyn ArtifactRepository> {
+    let config = pg_config(&common::fresh_postgres_database());
+    db::run_migrations(&config.database.url).await.expect("migrations");
+    db::connect(&config.database).await.expect("connect")
+}
+
+async fn sqlite_repo(dir: &tempfile::TempDir) -> Arc<dyn ArtifactRepository> {
+    let config = common::config_from(&[
+        ("ORCHARD_DATABASE_URL", format!("sqlite://{}/meta/orchard.db", dir.path().display())),
+        ("ORCHARD_DATABASE_POOL_SIZE", "1".into()),
+        ("ORCHARD_DATABASE_MAX_OVERFLOW", "0".into()),
+    ]);
+    db::run_migrations(&config.database.url).await.expect("migrations");
+    db::connect(&config.database).await.expect("connect")
+}
+
+fn artifact(byte: u8, size: i64) -> Artifact {
+    Artifact { sha256: hex::encode([byte; 32]), size, content_type: "application/zip".into(), created_at: 1_700_000_000 }
+}
+
+fn deps(n: usize) -> Vec<NewDependency> {
+    (0..n)
+        .map(|i| NewDependency {
+            protocol: "pypi".into(),
+            name: format!("dep-{i}"),
+            requirement: format!(">={i}.0"),
+            kind: if i % 5 == 0 { "extra:test".into() } else { "runtime".into() },
+            optional: i % 5 == 0,
+            marker: if i % 3 == 0 { "python_version < \"3.12\" and extra == 'test'".into() } else { String::new() },
+        })
+        .collect()
+}
+
+/// Runs `f` and returns how many statements it sent.
+async fn statements<T, F: std::future::Future<Output = T>>(repo: &Arc<dyn ArtifactRepository>, f: F) -> (T, u64) {
+    let before = repo.statements();
+    let out = f.await;
+    (out, repo.statements() - before)
+}
+
+async fn exercise(repo: Arc<dyn ArtifactRepository>) {
+    // get_or_create_artifact: one statement whether the row is new or not; the first row wins.
+    let a = artifact(0xab, 1234);
+    let (created, n) = statements(&repo, repo.get_or_create_artifact(&a)).await;
+    assert_eq!(created.unwrap(), a);
+    assert_eq!(n, 1, "get_or_create_artifact (new) must be one statement");
+    let mut again = a.clone();
+    again.size = 999;
+    again.created_at = 1;
+    let (existing, n) = statements(&repo, repo.get_or_create_artifact(&again)).await;
+    assert_eq!(existing.unwrap(), a, "an existing artifact row is returned unchanged");
+    assert_eq!(n, 1, "get_or_create_artifact (existing) must be one statement");
+
+    // The cache-hit lookup: one joined query.
+    let url = CachedUrl {
+        protocol: "pypi".into(),
+        source: "upstream-a".into(),
+        path: "files/demo-1.0-py3-none-any.whl".into(),
+        artifact_sha256: a.sha256.clone(),
+        upstream_url: "https://upstream.example/files/demo-1.0-py3-none-any.whl".into(),
+        created_at: 1_700_000_001,
+    };
+    repo.upsert_cached_url(&url).await.unwrap();
+    let (hit, n) = statements(&repo, repo.get_cached_url_with_artifact("pypi", "upstream-a", &url.path)).await;
+    assert_eq!(hit.unwrap(), Some((url.clone(), a.clone())));
+    assert_eq!(n, 1, "get_cached_url_with_artifact must be one statement");
+    let (miss, n) = statements(&repo, repo.get_cached_url_with_artifact("pypi", "upstream-b", &url.path)).await;
+    assert_eq!(miss.unwrap(), None);
+    assert_eq!(n, 1);
+
+    // Re-pointing a URL replaces the mapping.
+    let b = artifact(0xcd, 10);
+    repo.get_or_create_artifact(&b).await.unwrap();
+    repo.upsert_cached_url(&CachedUrl { artifact_sha256: b.sha256.clone(), ..url.clone() }).await.unwrap();
+    let (_, got) = repo.get_cached_url_with_artifact("pypi", "upstream-a", &url.path).await.unwrap().unwrap();
+    assert_eq!(got, b);
+
+    // batch_upsert_dependencies: one statement for 1, 50 and 5000 rows.
+    for count in [1usize, 50, 5000] {
+        let list = deps(count);
+        let (stored, n) = statements(&repo, repo.batch_upsert_dependencies(&a.sha256, &list)).await;
+        assert_eq!(stored.unwrap(), count);
+        assert_eq!(n, 1, "batch_upsert_dependencies of {count} rows must be one statement");
+    }
+    let stored = repo.dependencies_of(&a.sha256).await.unwrap();
+    let expected = deps(5000);
+    assert_eq!(stored.len(), 5000);
+    for (i, (got, want)) in stored.iter().zip(&expected).enumerate() {
+        assert_eq!(got.position, i as i32);
+        assert_eq!((&got.name, &got.requirement, &got.kind, got.optional, &got.marker),
+                   (&want.name, &want.requirement, &want.kind, want.optional, &want.marker));
+    }
+    let (none, n) = statements(&repo, repo.batch_upsert_dependencies(&a.sha256, &[])).await;
+    assert_eq!((none.unwrap(), n), (0, 0), "nothing to store sends nothing");
+
+    // Sources: upsert, list by priority, delete.
+    for (name, priority) in [("low", 200), ("high", 10)] {
+        repo.upsert_source(&UpstreamSourceRow {
+            name: name.into(),
+            protocol: "pypi".into(),
+            url: format!("https://upstream.example/{name}/simple/"),
+            priority,
+            enabled: true,
+            settings: "{}".into(),
+            updated_at: 1,
+        })
+        .await
+        .unwrap();
+    }
+    let names: Vec<_> = repo.list_sources().await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["high", "low"]);
+    assert!(repo.delete_source("low").await.unwrap());
+    assert!(!repo.delete_source("low").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_repository_and_statement_counts() {
+    exercise(postgres_repo().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_repository_and_statement_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(sqlite_repo(&dir).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_once() {
+    let config = pg_config(&common::fresh_postgres_database());
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = config.database.url.clone();
+            tokio::spawn(async move { db::run_migrations(&url).await })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for r in runs {
+        applied.push(r.await.unwrap().expect("every replica's migration run succeeds"));
+    }
+    assert_eq!(applied.iter().filter(|a| !a.is_empty()).count(), 1, "exactly one run applies: {applied:?}");
+    assert!(db::run_migrations(&config.database.url).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifact_rows_reject_bad_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = sqlite_repo(&dir).await;
+    let mut bad = artifact(1, 1);
+    bad.sha256 = "short".into();
+    assert!(repo.get_or_create_artifact(&bad).await.is_err(), "CHECK (length(sha256) = 64)");
+    let url = CachedUrl {
+        protocol: "npm".into(),
+        source: "s".into(),
+        path: "p".into(),
+        artifact_sha256: hex::encode([9u8; 32]),
+        upstream_url: "https://upstream.example/p".into(),
+        created_at: 0,
+    };
+    assert!(repo.upsert_cached_url(&url).await.is_err(), "a URL cannot point at a missing artifact");
+}

@@ -1,0 +1,114 @@
+//! HttpClientManager against a real HTTP server on loopback: connections are kept alive
+//! and reused, per-upstream pools send their own auth header and honour their own
+//! timeouts, and the active gauge returns to zero.
+
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use orchard_server::config::HttpConfig;
+use orchard_server::http_client::{HttpClientManager, PoolSettings, UpstreamAuth, UpstreamError};
+
+/// The upstream: `/peer` answers the client's address and port, `/auth` echoes the
+/// Authorization header, `/slow` answers after two seconds.
+async fn upstream() -> (String, actix_web::dev::ServerHandle) {
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/peer", web::get().to(|req: HttpRequest| async move {
+                HttpResponse::Ok().body(req.peer_addr().map(|a| a.to_string()).unwrap_or_default())
+            }))
+            .route("/auth", web::get().to(|req: HttpRequest| async move {
+                let v = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+                HttpResponse::Ok().body(v)
+            }))
+            .route("/slow", web::get().to(|| async {
+                actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+                HttpResponse::Ok().body("late")
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (format!("http://{addr}"), handle)
+}
+
+fn manager() -> HttpClientManager {
+    let config = HttpConfig {
+        max_connections: 8,
+        keepalive_connections: 4,
+        connect_timeout_secs: 5,
+        read_timeout_secs: 30,
+        worker_threads: 2,
+    };
+    HttpClientManager::new(&config, 1)
+}
+
+async fn body(resp: &mut awc::ClientResponse) -> String {
+    String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap()
+}
+
+#[actix_web::test]
+async fn connections_are_reused() {
+    let (base, handle) = upstream().await;
+    let http = manager();
+    let mut first = http.get(None, &format!("{base}/peer"), &[]).await.unwrap();
+    let a = body(&mut first).await;
+    let mut second = http.get(None, &format!("{base}/peer"), &[]).await.unwrap();
+    let b = body(&mut second).await;
+    assert_eq!(a, b, "the second request rode the same kept-alive connection");
+    assert_eq!(http.active(), 0);
+    handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn per_upstream_pools_have_their_own_auth_and_timeouts() {
+    let (base, handle) = upstream().await;
+    let http = manager();
+    http.register(
+        "private",
+        PoolSettings {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_millis(300),
+            auth: Some(UpstreamAuth::Bearer("s3cr3t-token".to_string().into())),
+        },
+    );
+    http.register(
+        "basic",
+        PoolSettings {
+            auth: Some(UpstreamAuth::Basic { username: "u".into(), password: "p".to_string().into() }),
+            ..http.default_settings()
+        },
+    );
+    let mut r = http.get(Some("private"), &format!("{base}/auth"), &[]).await.unwrap();
+    assert_eq!(body(&mut r).await, "Bearer s3cr3t-token");
+    let mut r = http.get(Some("basic"), &format!("{base}/auth"), &[]).await.unwrap();
+    assert_eq!(body(&mut r).await, "Basic dTpw");
+    let mut r = http.get(None, &format!("{base}/auth"), &[]).await.unwrap();
+    assert_eq!(body(&mut r).await, "none", "the default pool sends no credentials");
+
+    // The private pool's 300 ms read timeout fires; the default pool (30 s) waits.
+    assert!(matches!(http.get(Some("private"), &format!("{base}/slow"), &[]).await, Err(UpstreamError::Timeout)));
+    let mut r = http.get(None, &format!("{base}/slow"), &[]).await.unwrap();
+    assert_eq!(body(&mut r).await, "late");
+
+    // Re-registering replaces the settings for the next request.
+    http.register("private", PoolSettings { auth: None, ..http.default_settings() });
+    let mut r = http.get(Some("private"), &format!("{base}/auth"), &[]).await.unwrap();
+    assert_eq!(body(&mut r).await, "none");
+    assert_eq!(http.active(), 0);
+    handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn unreachable_upstream_is_a_connect_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http = manager();
+    let r = http.get(None, &format!("http://127.0.0.1:{port}/x"), &[]).await;
+    assert!(matches!(r, Err(UpstreamError::Connect(_))), "{:?}", r.err());
+    let failures = orchard_server::metrics::metrics().upstream_requests.with_label_values(&["default", "connect_error"]).get();
+    assert!(failures >= 1);
+}

@@ -1,0 +1,125 @@
+//! Artifact storage against a real S3-compatible server (s3s-fs) and a local
+//! directory: streaming in both directions, multipart for large objects, ranges,
+//! deduplication, and nothing stored on a hash mismatch or a broken source.
+
+mod common;
+
+use bytes::Bytes;
+use futures::{stream, TryStreamExt};
+use orchard_server::config::StorageConfig;
+use orchard_server::storage::{ArtifactStore, StorageError, SMALL_OBJECT_LIMIT};
+use sha2::{Digest, Sha256};
+
+fn s3_store() -> ArtifactStore {
+    let config = common::config_from(&common::s3_vars(&common::unique("storage-test")));
+    assert!(matches!(config.storage, StorageConfig::S3(_)));
+    ArtifactStore::from_config(&config.storage).expect("s3 store")
+}
+
+fn local_store(dir: &tempfile::TempDir) -> ArtifactStore {
+    ArtifactStore::from_config(&StorageConfig::Local { root: dir.path().join("artifacts") }).expect("local store")
+}
+
+/// Deterministic pseudo-random bytes, delivered in uneven chunks.
+fn content(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = seed as u32 | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn chunks(data: &[u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let pieces: Vec<Result<Bytes, std::io::Error>> =
+        data.chunks(65_537).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    stream::iter(pieces)
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+async fn read_all(store: &ArtifactStore, digest: &str, range: Option<std::ops::Range<u64>>) -> (u64, Vec<u8>) {
+    let (total, _, body) = store.get(digest, range).await.expect("get");
+    let parts: Vec<Bytes> = body.try_collect().await.expect("read");
+    (total, parts.concat())
+}
+
+async fn exercise(store: ArtifactStore) {
+    store.ping().await.expect("ping");
+
+    // Small object: one PUT.
+    let small = content(100_000, 1);
+    let stored = store.put_stream(chunks(&small), Some(&sha(&small))).await.expect("put small");
+    assert_eq!((stored.sha256.as_str(), stored.size), (sha(&small).as_str(), small.len() as u64));
+    assert_eq!(store.head(&stored.sha256).await.unwrap(), small.len() as u64);
+    assert_eq!(read_all(&store, &stored.sha256, None).await.1, small);
+
+    // Large object: multipart (more than two parts), no declared hash.
+    let large = content(SMALL_OBJECT_LIMIT * 2 + 12_345, 2);
+    let stored = store.put_stream(chunks(&large), None).await.expect("put large");
+    assert_eq!(stored.sha256, sha(&large));
+    let (total, bytes) = read_all(&store, &stored.sha256, None).await;
+    assert_eq!(total, large.len() as u64);
+    assert!(bytes == large, "large object round trip");
+    let (_, part) = read_all(&store, &stored.sha256, Some(1_000..SMALL_OBJECT_LIMIT as u64 + 5)).await;
+    assert!(part == large[1_000..SMALL_OBJECT_LIMIT + 5], "range read");
+
+    // Same bytes again: same key, still one object.
+    let again = store.put_stream(chunks(&small), None).await.unwrap();
+    assert_eq!(again.sha256, sha(&small));
+
+    // Hash mismatch: refused, counted, nothing stored under either digest, no temp left.
+    let before = orchard_server::metrics::metrics().hash_mismatch.get();
+    let evil = content(SMALL_OBJECT_LIMIT + 10, 3);
+    let declared = sha(b"what the index promised");
+    match store.put_stream(chunks(&evil), Some(&declared)).await {
+        Err(StorageError::HashMismatch { expected, actual }) => {
+            assert_eq!(expected, declared);
+            assert_eq!(actual, sha(&evil));
+        }
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+    assert!(orchard_server::metrics::metrics().hash_mismatch.get() > before);
+    assert!(matches!(store.head(&declared).await, Err(StorageError::NotFound)));
+    assert!(matches!(store.head(&sha(&evil)).await, Err(StorageError::NotFound)));
+
+    // Broken source stream (a truncated upstream body) after a multipart began.
+    let mut pieces: Vec<Result<Bytes, std::io::Error>> =
+        evil.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    pieces.push(Err(std::io::Error::other("connection reset")));
+    let r = store.put_stream(stream::iter(pieces), None).await;
+    assert!(matches!(r, Err(StorageError::Source(_))), "{r:?}");
+    assert!(matches!(store.head(&sha(&evil)).await, Err(StorageError::NotFound)));
+    assert_eq!(store.temporary_objects().await.unwrap(), 0, "no temporary object left behind");
+
+    // Bad digests never reach the store.
+    assert!(matches!(store.head("../../etc/passwd").await, Err(StorageError::BadDigest(_))));
+    assert!(matches!(store.put_stream(chunks(b"x"), Some("nope")).await, Err(StorageError::BadDigest(_))));
+
+    store.delete(&sha(&small)).await.unwrap();
+    assert!(matches!(store.head(&sha(&small)).await, Err(StorageError::NotFound)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_storage() {
+    exercise(s3_store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_directory_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(local_store(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_bucket_fails_the_ping() {
+    let mut vars = common::s3_vars("x");
+    vars[1].1 = common::unique("no-such-bucket").replace('_', "-");
+    let store = ArtifactStore::from_config(&common::config_from(&vars).storage).unwrap();
+    assert!(store.ping().await.is_err());
+}
