@@ -24,7 +24,9 @@ run: build-deps ## Run the proxy on the embedded default (SQLite, ./orchard-data
 	$(CARGO) run -p orchard-server --bin orchard -- serve
 
 test: services-up ## Start backing services, then run all workspace tests
-	. "$(ORCHARD_SERVICES_DIR)/env.sh" && $(CARGO) test --workspace -- --test-threads=4
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && \
+	  $(CARGO) test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee "$(ORCHARD_SERVICES_DIR)/last-test.log"
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$(ORCHARD_SERVICES_DIR)/last-test.log"
 
 services-up: ## Install (if needed) and start Postgres, Redis Cluster, Redis, S3
 	bash e2e/services/up.sh
