@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run test services-up services-down
+.PHONY: help build-deps build run test unit e2e e2e-prepare services-up services-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,10 +23,28 @@ build: build-deps ## Build the whole workspace
 run: build-deps ## Run the proxy on the embedded default (SQLite, ./orchard-data, in-process cache)
 	$(CARGO) run -p orchard-server --bin orchard -- serve
 
-test: services-up ## Start backing services, then run all workspace tests
+ORCHARD_E2E_DIR ?= $(HOME)/.cache/orchard/e2e
+export ORCHARD_E2E_DIR
+TEST_LOG = $(ORCHARD_SERVICES_DIR)/last-test.log
+
+test: services-up e2e-prepare ## Start the services, run every unit, integration and end-to-end test
+	@rm -f "$(TEST_LOG)"
+	$(MAKE) --no-print-directory unit e2e
+	@awk '/^test result:/ { p += $$4; f += $$6 } \
+	      /^(=+ )?[0-9]+ (passed|failed|error)/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/ || $$(i+1) ~ /^errors?/) f += $$i } } \
+	      END { printf "tests: %d passed, %d failed\n", p, f }' "$(TEST_LOG)"
+
+unit: ## Rust unit and integration tests (needs `make services-up`)
 	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && \
-	  $(CARGO) test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee "$(ORCHARD_SERVICES_DIR)/last-test.log"
-	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$(ORCHARD_SERVICES_DIR)/last-test.log"
+	  $(CARGO) test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee -a "$(TEST_LOG)"
+
+e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
+	$(CARGO) build -p orchard-server --bin orchard
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && cd e2e/pypi && \
+	  ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q . 2>&1 | tee -a "$(TEST_LOG)"
+
+e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest) and fill the upstream package directories
+	bash e2e/pypi/prepare.sh
 
 services-up: ## Install (if needed) and start Postgres, Redis Cluster, Redis, S3
 	bash e2e/services/up.sh

@@ -37,6 +37,12 @@
 //! | `ORCHARD_HTTP_CONNECT_TIMEOUT` | `30` | seconds |
 //! | `ORCHARD_HTTP_READ_TIMEOUT` | `60` | seconds |
 //! | `ORCHARD_HTTP_WORKER_THREADS` | `32` | bound of the pool for blocking work |
+//! | `ORCHARD_CACHE_TTL_NEGATIVE` | `60` | seconds an upstream 404 is remembered |
+//! | `ORCHARD_CACHE_STALE_MAX` | `86400` | seconds an expired index page may still be served when the upstream fails |
+//! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
+//! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
+//! | `ORCHARD_UPSTREAMS_FILE` | unset | YAML list of upstream sources (see `sources`) |
+//! | `ORCHARD_UPSTREAM_PYPI` / `_NPM` / `_MAVEN` | unset | one upstream URL per protocol |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -128,6 +134,9 @@ pub struct Config {
     pub cache: CacheConfig,
     pub storage: StorageConfig,
     pub http: HttpConfig,
+    pub sources: Vec<crate::sources::SourceSpec>,
+    pub max_index_bytes: usize,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -219,6 +228,8 @@ pub struct CacheConfig {
     pub ttl_index: Duration,
     pub ttl_versions: Duration,
     pub ttl_upstream: Duration,
+    pub ttl_negative: Duration,
+    pub stale_max: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +278,9 @@ impl Config {
             cache: CacheConfig::from_env(env)?,
             storage: StorageConfig::from_env(env, &server.data_dir)?,
             http: HttpConfig::from_env(env)?,
+            sources: crate::sources::static_sources(env)?,
+            max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)? as usize,
+            max_header_bytes: env.var_in_range("ORCHARD_MAX_HEADER_BYTES", 32 << 10, 1024, 1 << 20)? as usize,
             server,
         })
     }
@@ -303,7 +317,16 @@ impl Config {
                 "ttl_index_secs": self.cache.ttl_index.as_secs(),
                 "ttl_versions_secs": self.cache.ttl_versions.as_secs(),
                 "ttl_upstream_secs": self.cache.ttl_upstream.as_secs(),
+                "ttl_negative_secs": self.cache.ttl_negative.as_secs(),
+                "stale_max_secs": self.cache.stale_max.as_secs(),
             },
+            "sources": self.sources.iter().map(|s| serde_json::json!({
+                "name": s.name, "protocol": s.protocol.as_str(), "url": redact_url(&s.url),
+                "priority": s.priority, "enabled": s.enabled,
+                "credentials": s.credentials.as_ref().map(|c| format!("from ${}", c.secret_env)),
+            })).collect::<Vec<_>>(),
+            "max_index_bytes": self.max_index_bytes,
+            "max_header_bytes": self.max_header_bytes,
             "storage": storage,
             "http": self.http,
         })
@@ -419,6 +442,8 @@ impl CacheConfig {
             ttl_index: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_INDEX", 300, 1, 31_536_000)?),
             ttl_versions: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_VERSIONS", 300, 1, 31_536_000)?),
             ttl_upstream: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_UPSTREAM", 3600, 1, 31_536_000)?),
+            ttl_negative: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_NEGATIVE", 60, 1, 86_400)?),
+            stale_max: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_STALE_MAX", 86_400, 0, 31_536_000)?),
         })
     }
 }

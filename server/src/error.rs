@@ -22,6 +22,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotAcceptable(String),
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("the metadata database is unavailable")]
     DatabaseUnavailable,
     #[error("{0}")]
@@ -38,6 +40,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotAcceptable(_) => "not_acceptable",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::GatewayTimeout => "gateway_timeout",
@@ -52,6 +55,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -60,14 +60,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let sources = repo.list_sources().await.context("loading upstream sources")?;
-    tracing::info!(sources = sources.len(), "upstream sources loaded");
+    let rows = repo.list_sources().await.context("loading upstream sources")?;
+    for problem in state.sources.install(&config.sources, &rows, &state.http) {
+        tracing::error!(problem = %problem, "upstream source left out");
+    }
+    let names: Vec<String> = state.sources.all().iter().map(|s| format!("{}:{}", s.spec.protocol.as_str(), s.name())).collect();
+    tracing::info!(sources = ?names, "upstream sources loaded");
     state.set_db(repo);
 
     let app_state = web::Data::new(state.clone());
     let package = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap(middleware::from_fn(routes::limit_headers))
             .wrap(middleware::from_fn(routes::record_request))
             .configure(routes::configure)
             .default_service(routes::default_service())

@@ -58,6 +58,24 @@ pub async fn record_request(
     Ok(res)
 }
 
+/// Refuses requests whose headers add up to more than `ORCHARD_MAX_HEADER_BYTES` (431),
+/// before any handler (or upstream) sees them.
+pub async fn limit_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let limit = req
+        .app_data::<web::Data<crate::state::AppState>>()
+        .map(|s| s.config.max_header_bytes)
+        .unwrap_or(usize::MAX);
+    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if size > limit {
+        let res = actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge(limit));
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
 async fn index() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "name": "orchard",
@@ -73,6 +91,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 /// The package listener's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index));
+    crate::protocols::pypi::handlers::configure(cfg);
 }
 
 pub fn default_service() -> actix_web::Route {

@@ -8,6 +8,8 @@ use crate::cache::CacheService;
 use crate::config::Config;
 use crate::db::ArtifactRepository;
 use crate::http_client::HttpClientManager;
+use crate::proxy::ProxyShared;
+use crate::sources::SourceRegistry;
 use crate::storage::ArtifactStore;
 use crate::worker_pool::BlockingPool;
 
@@ -18,6 +20,8 @@ pub struct AppState {
     pub storage: ArtifactStore,
     pub http: Arc<HttpClientManager>,
     pub blocking: BlockingPool,
+    pub sources: Arc<SourceRegistry>,
+    pub proxy: Arc<ProxyShared>,
     /// Set once the database is reachable and migrated (start-up retries until then).
     db: Arc<OnceLock<Arc<dyn ArtifactRepository>>>,
     pub started: Instant,
@@ -31,7 +35,17 @@ impl AppState {
         http: Arc<HttpClientManager>,
         blocking: BlockingPool,
     ) -> Self {
-        AppState { config, cache, storage, http, blocking, db: Arc::new(OnceLock::new()), started: Instant::now() }
+        AppState {
+            config,
+            cache,
+            storage,
+            http,
+            blocking,
+            sources: Arc::new(SourceRegistry::default()),
+            proxy: Arc::new(ProxyShared::default()),
+            db: Arc::new(OnceLock::new()),
+            started: Instant::now(),
+        }
     }
 
     pub fn db(&self) -> Option<&Arc<dyn ArtifactRepository>> {

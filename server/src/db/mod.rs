@@ -152,6 +152,10 @@ pub trait ArtifactRepository: Send + Sync {
         path: &str,
     ) -> Result<Option<(CachedUrl, Artifact)>, DbError>;
 
+    /// `(path, artifact sha256)` of every cached URL of a source whose path starts with
+    /// `prefix` (one statement). `prefix` must not contain `%` or `_`.
+    async fn list_cached_paths(&self, protocol: &str, source: &str, prefix: &str) -> Result<Vec<(String, String)>, DbError>;
+
     /// Stores all dependencies of one artifact in one statement, whatever their number.
     async fn batch_upsert_dependencies(&self, artifact_sha256: &str, deps: &[NewDependency]) -> Result<usize, DbError>;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::upsert::excluded;
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper, SqliteConnection};
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper, SqliteConnection, TextExpressionMethods};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
@@ -205,6 +205,20 @@ macro_rules! impl_repository {
                     .first(&mut *conn)
                     .await
                     .optional()?)
+            }
+
+            async fn list_cached_paths(&self, protocol: &str, source: &str, prefix: &str) -> Result<Vec<(String, String)>, DbError> {
+                if prefix.contains(['%', '_', '\\']) {
+                    return Err(DbError::Invalid(format!("prefix {prefix:?} has LIKE wildcards")));
+                }
+                let mut conn = self.pool.get().await?;
+                Ok(cached_urls::table
+                    .filter(cached_urls::protocol.eq(protocol))
+                    .filter(cached_urls::source.eq(source))
+                    .filter(cached_urls::path.like(format!("{prefix}%")))
+                    .select((cached_urls::path, cached_urls::artifact_sha256))
+                    .load::<(String, String)>(&mut *conn)
+                    .await?)
             }
 
             async fn batch_upsert_dependencies(&self, artifact_sha256: &str, deps: &[NewDependency]) -> Result<usize, DbError> {

@@ -1,0 +1,174 @@
+"""A deliberately unreliable PyPI-style upstream for Orchard's fault tests.
+
+It serves PEP 503 pages and files for made-up projects and misbehaves on request:
+
+    POST /__mode/<key>/<mode>   key = a project or file name; mode is one of
+        ok | slow | 500 | reset | truncated | wrong
+    GET  /__count               JSON: requests received per path
+    POST /__reset               forget modes and counts
+
+Files have deterministic content (derived from the file name), and pages declare
+the sha256 of that content, so "wrong" bytes are detectable.
+"""
+import hashlib
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SLOW_SECONDS = 6
+FILE_SIZE = 300_000
+
+# Every project name is served (except names starting with "missing-", which are 404),
+# with the files below; a few have special attributes.
+PROJECTS = {
+    "attrs-demo": [
+        ("attrs_demo-1.0-py3-none-any.whl", ' data-requires-python="&gt;=3.8,&lt;4"'),
+        ("attrs_demo-0.9-py3-none-any.whl", ' data-yanked="broken &amp; withdrawn"'),
+    ],
+}
+
+modes = {}
+counts = {}
+lock = threading.Lock()
+
+
+def content(filename):
+    out = bytearray()
+    seed = filename.encode()
+    while len(out) < FILE_SIZE:
+        seed = hashlib.sha256(seed).digest()
+        out += seed
+    return bytes(out[:FILE_SIZE])
+
+
+def files_of(project):
+    if project in PROJECTS:
+        return PROJECTS[project]
+    stem = project.replace("-", "_")
+    return [(f"{stem}-1.0-py3-none-any.whl", "")] + [(f"{stem}-1.{i}.tar.gz", "") for i in range(4)]
+
+
+def mode_for(*keys):
+    with lock:
+        for k in keys:
+            if k in modes:
+                return modes[k]
+    return "ok"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send_bytes(self, status, body, ctype="text/html"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def abort(self):
+        """Reset the connection (RST): close every handle on the socket, linger 0."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        for f in (self.wfile, self.rfile):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self.connection.close()
+        self.close_connection = True
+
+    def misbehave(self, mode, body, ctype):
+        if mode == "slow":
+            time.sleep(SLOW_SECONDS)
+        elif mode == "500":
+            self.send_bytes(500, b"internal error")
+            return True
+        elif mode == "reset":
+            self.abort()
+            return True
+        elif mode == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.abort()
+            return True
+        elif mode == "wrong":
+            evil = bytes(b ^ 0x5A for b in body)
+            self.send_bytes(200, evil, ctype)
+            return True
+        return False
+
+    def do_POST(self):
+        parts = self.path.strip("/").split("/")
+        with lock:
+            if parts[0] == "__mode" and len(parts) == 3:
+                modes[parts[1]] = parts[2]
+            elif parts[0] == "__reset":
+                modes.clear()
+                counts.clear()
+            else:
+                self.send_bytes(404, b"no")
+                return
+        self.send_bytes(200, b"ok", "text/plain")
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path == "/__count":
+            with lock:
+                body = json.dumps(counts).encode()
+            self.send_bytes(200, body, "application/json")
+            return
+        with lock:
+            counts[path] = counts.get(path, 0) + 1
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 1 and parts[0] == "simple":
+            links = "".join(f'<a href="{p}/">{p}</a>\n' for p in ["faulty", *PROJECTS])
+            self.send_bytes(200, f"<html><body>{links}</body></html>".encode())
+            return
+        if len(parts) == 2 and parts[0] == "simple":
+            project = parts[1]
+            if project.startswith("missing-"):
+                self.send_bytes(404, b"not found")
+                return
+            links = "".join(
+                f'<a href="../../files/{f}#sha256={hashlib.sha256(content(f)).hexdigest()}"{attrs}>{f}</a><br/>\n'
+                for f, attrs in files_of(project)
+            )
+            body = f"<!DOCTYPE html><html><body><h1>Links for {project}</h1>\n{links}</body></html>".encode()
+            if self.misbehave(mode_for(project), body, "text/html"):
+                return
+            self.send_bytes(200, body)
+            return
+        if len(parts) == 2 and parts[0] == "files":
+            name = parts[1]
+            body = content(name)
+            if self.misbehave(mode_for(name), body, "application/octet-stream"):
+                return
+            self.send_bytes(200, body, "application/octet-stream")
+            return
+        self.send_bytes(404, b"not found")
+
+
+def main():
+    port = int(sys.argv[1])
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+//! Protocol adapters: what differs between registries. The shared flow is `proxy`.
+
+pub mod pypi;

@@ -1,0 +1,372 @@
+//! PyPI routes.
+//!
+//! | route | what |
+//! |---|---|
+//! | `/pypi/simple/` | merged root index over every enabled PyPI source |
+//! | `/pypi/simple/{project}/` | merged project page: the highest-priority source that has the project serves all of it |
+//! | `/sources/{source}/simple/`, `…/simple/{project}/` | the same for one source |
+//! | `/sources/{source}/files/{project}/{filename}` | a distribution file |
+//! | `/sources/{source}/files/{project}/{filename}.metadata` | its PEP 658 core metadata |
+//!
+//! Page links are relative (`../../../sources/…` from a merged page, `../../files/…`
+//! from a source page), so Orchard works behind a path prefix too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::model::{ProjectPage, RootIndex};
+use super::names::{content_type, is_valid_filename, is_valid_project_name, is_wheel, normalize};
+use super::negotiate::{negotiate, Representation};
+use super::{metadata, parse, render};
+use crate::cache::Category;
+use crate::error::ApiError;
+use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
+use crate::proxy::document::{self, DocumentRequest, Parser};
+use crate::proxy::response;
+use crate::routes::CacheStatus;
+use crate::sources::{Protocol, Source};
+use crate::state::AppState;
+
+const UPSTREAM_ACCEPT: &str =
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+
+#[derive(Clone)]
+enum View {
+    Merged,
+    Source(Arc<Source>),
+}
+
+impl View {
+    fn sources(&self, state: &AppState) -> Vec<Arc<Source>> {
+        match self {
+            View::Merged => state.sources.for_protocol(Protocol::Pypi),
+            View::Source(s) => vec![s.clone()],
+        }
+    }
+
+    /// Relative link from a project page of this view to a file of `source`.
+    fn file_href(&self, source: &str, project: &str, filename: &str) -> String {
+        match self {
+            View::Merged => format!("../../../sources/{source}/files/{project}/{filename}"),
+            View::Source(_) => format!("../../files/{project}/{filename}"),
+        }
+    }
+
+    fn label(&self) -> &str {
+        match self {
+            View::Merged => "merged",
+            View::Source(s) => s.name(),
+        }
+    }
+}
+
+fn pypi_source(state: &AppState, name: &str) -> Result<Arc<Source>, ApiError> {
+    state.sources.get(Protocol::Pypi, name).ok_or_else(|| ApiError::NotFound(format!("no enabled PyPI source named {name:?}")))
+}
+
+fn representation(req: &HttpRequest) -> Result<Representation, ApiError> {
+    let accept = req.headers().get(header::ACCEPT).map(|v| v.to_str().unwrap_or("\u{0}"));
+    negotiate(accept).ok_or_else(|| {
+        ApiError::NotAcceptable(
+            "none of the offered types is acceptable: application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html, text/html".into(),
+        )
+    })
+}
+
+fn project_request(state: &AppState, source: &Arc<Source>, project: &str) -> DocumentRequest {
+    let base = url::Url::parse(&source.url(&format!("{project}/"))).expect("source URLs are valid");
+    let name = project.to_string();
+    let parse: Parser = Arc::new(move |body, ct| {
+        let page = parse::parse_project(body, ct, &base, &name).map_err(|e| e.to_string())?;
+        serde_json::to_string(&page).map_err(|e| e.to_string())
+    });
+    DocumentRequest {
+        protocol: Protocol::Pypi,
+        source: source.clone(),
+        identifier: format!("project/{project}"),
+        url: source.url(&format!("{project}/")),
+        accept: UPSTREAM_ACCEPT,
+        ttl: source.index_ttl(state.config.cache.ttl_index),
+        category: Category::PackageIndex,
+        parse,
+    }
+}
+
+fn root_request(state: &AppState, source: &Arc<Source>) -> DocumentRequest {
+    let parse: Parser = Arc::new(|body, ct| {
+        let root = parse::parse_root(body, ct).map_err(|e| e.to_string())?;
+        serde_json::to_string(&root).map_err(|e| e.to_string())
+    });
+    DocumentRequest {
+        protocol: Protocol::Pypi,
+        source: source.clone(),
+        identifier: "root".into(),
+        url: source.base.to_string(),
+        accept: UPSTREAM_ACCEPT,
+        ttl: source.index_ttl(state.config.cache.ttl_index),
+        category: Category::PackageIndex,
+        parse,
+    }
+}
+
+fn page_response(req: &HttpRequest, repr: Representation, body: Bytes, etag: String, cache: CacheStatus) -> HttpResponse {
+    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        HttpResponse::NotModified().insert_header((header::ETAG, etag)).insert_header((header::VARY, "Accept")).finish()
+    } else {
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, repr.content_type()))
+            .insert_header((header::VARY, "Accept"))
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, "max-age=60"))
+            .body(body)
+    };
+    response::tag(res, cache)
+}
+
+/// Redirect to the normalised, trailing-slash URL (relative, so path prefixes work).
+fn redirect(location: String) -> HttpResponse {
+    HttpResponse::MovedPermanently().insert_header((header::LOCATION, location)).finish()
+}
+
+fn checked_project(raw: &str) -> Result<String, ApiError> {
+    if !is_valid_project_name(raw) {
+        return Err(ApiError::BadRequest(format!("invalid project name {:?}", raw.chars().take(100).collect::<String>())));
+    }
+    Ok(normalize(raw))
+}
+
+async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<HttpResponse, ApiError> {
+    let repr = representation(req)?;
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut worst = CacheStatus::Hit;
+    for source in view.sources(state) {
+        let (doc, status) = document::get(state, &root_request(state, &source)).await?;
+        worst = worse(worst, status);
+        if !doc.found {
+            continue;
+        }
+        let root: RootIndex = serde_json::from_str(&doc.body).map_err(|_| ApiError::Internal)?;
+        for p in root.projects {
+            let n = normalize(&p);
+            if source.allows(&n) {
+                names.entry(n).or_insert(p);
+            }
+        }
+    }
+    let projects: Vec<String> = names.into_values().collect();
+    let body: Bytes = if repr.is_json() { render::root_json(&projects).into() } else { render::root_html(&projects).into() };
+    let etag = format!("W/\"{}-{}\"", hex::encode(&Sha256::digest(&body)[..8]), repr.cache_suffix());
+    Ok(page_response(req, repr, body, etag, worst))
+}
+
+fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
+    let rank = |s| match s {
+        CacheStatus::Hit => 0,
+        CacheStatus::Bypass => 1,
+        CacheStatus::Miss => 2,
+        CacheStatus::Stale => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: &str) -> Result<HttpResponse, ApiError> {
+    let repr = representation(req)?;
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?.clone();
+    for source in view.sources(state) {
+        if !source.allows(project) {
+            continue;
+        }
+        let (doc, status) = document::get(state, &project_request(state, &source, project)).await?;
+        if !doc.found {
+            continue;
+        }
+        // Metadata Orchard extracted itself (or cached from the upstream) for this project.
+        let cached_meta: HashMap<String, String> = repo
+            .list_cached_paths("pypi", source.name(), &format!("{project}/"))
+            .await?
+            .into_iter()
+            .filter_map(|(path, sha)| {
+                path.strip_prefix(&format!("{project}/")).and_then(|f| f.strip_suffix(".metadata")).map(|f| (f.to_string(), sha))
+            })
+            .collect();
+        let mut meta_list: Vec<_> = cached_meta.iter().collect();
+        meta_list.sort();
+        let meta_digest = hex::encode(&Sha256::digest(format!("{meta_list:?}").as_bytes())[..8]);
+        let rendered_key = state.cache.key(
+            Category::PackageIndex,
+            "pypi",
+            &format!("rendered/{}/{}/{project}/{}/{meta_digest}/{}", view.label(), source.name(), doc.digest, repr.cache_suffix()),
+        );
+        let etag = format!("W/\"{}-{meta_digest}-{}\"", doc.digest, repr.cache_suffix());
+        if let Some(body) = state.cache.get(&rendered_key).await {
+            return Ok(page_response(req, repr, body, etag, status));
+        }
+        let page: ProjectPage = serde_json::from_str(&doc.body).map_err(|_| ApiError::Internal)?;
+        let links: Vec<render::Link<'_>> = page
+            .files
+            .iter()
+            .filter(|f| is_valid_filename(&f.filename))
+            .map(|f| render::Link {
+                file: f,
+                href: view.file_href(source.name(), project, &f.filename),
+                metadata: f.core_metadata.clone().or_else(|| {
+                    cached_meta.get(&f.filename).map(|sha| BTreeMap::from([("sha256".to_string(), sha.clone())]))
+                }),
+            })
+            .collect();
+        let body: Bytes = if repr.is_json() {
+            render::project_json(&page.name, &links, &page.versions).into()
+        } else {
+            render::project_html(&page.name, &links).into()
+        };
+        state.cache.set_with_ttl(&rendered_key, body.clone(), Some(source.index_ttl(state.config.cache.ttl_index))).await;
+        return Ok(page_response(req, repr, body, etag, status));
+    }
+    Err(ApiError::NotFound(format!("project {project:?} not found in any PyPI source")))
+}
+
+/// The file entry of `filename` on the source's project page.
+async fn find_file(state: &AppState, source: &Arc<Source>, project: &str, filename: &str) -> Result<super::model::FileEntry, ApiError> {
+    let (doc, _) = document::get(state, &project_request(state, source, project)).await?;
+    if !doc.found {
+        return Err(ApiError::NotFound(format!("project {project:?} not found in source {:?}", source.name())));
+    }
+    let page: ProjectPage = serde_json::from_str(&doc.body).map_err(|_| ApiError::Internal)?;
+    page.files
+        .into_iter()
+        .find(|f| f.filename == filename)
+        .ok_or_else(|| ApiError::NotFound(format!("{filename:?} is not listed for {project:?}")))
+}
+
+async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, filename: &str) -> Result<HttpResponse, ApiError> {
+    let project = checked_project(project)?;
+    let source = pypi_source(state, source)?;
+    if let Some(dist) = filename.strip_suffix(".metadata") {
+        return core_metadata(state, req, source, &project, dist).await;
+    }
+    if !is_valid_filename(filename) {
+        return Err(ApiError::BadRequest("invalid distribution file name".into()));
+    }
+    if !source.allows(&project) {
+        return Err(ApiError::NotFound(format!("source {:?} does not serve {project:?}", source.name())));
+    }
+    let spec = ArtifactSpec {
+        protocol: Protocol::Pypi,
+        source: source.clone(),
+        path: format!("{project}/{filename}"),
+        content_type: content_type(filename),
+    };
+    let hook: Option<artifact::CommitHook> = is_wheel(filename).then(|| {
+        let (source, project, filename) = (source.clone(), project.clone(), filename.to_string());
+        Box::new(move |state: AppState, committed| {
+            actix_web::rt::spawn(metadata::extract_and_store(state, source, project, filename, committed));
+        }) as artifact::CommitHook
+    });
+    let resolve = || async {
+        let entry = find_file(state, &source, &project, filename).await?;
+        Ok(Upstream { url: entry.url.clone(), sha256: entry.sha256().map(str::to_string) })
+    };
+    artifact::serve(state, req, spec, resolve, hook).await
+}
+
+/// `<file>.metadata`: Orchard's extracted copy, or the upstream's when it offers one.
+async fn core_metadata(state: &AppState, req: &HttpRequest, source: Arc<Source>, project: &str, dist: &str) -> Result<HttpResponse, ApiError> {
+    if !is_valid_filename(dist) {
+        return Err(ApiError::BadRequest("invalid distribution file name".into()));
+    }
+    let spec = ArtifactSpec {
+        protocol: Protocol::Pypi,
+        source: source.clone(),
+        path: format!("{project}/{dist}.metadata"),
+        content_type: content_type("x.metadata"),
+    };
+    let resolve = || async {
+        let entry = find_file(state, &source, project, dist).await?;
+        match &entry.core_metadata {
+            Some(hashes) => Ok(Upstream { url: format!("{}.metadata", entry.url), sha256: hashes.get("sha256").cloned() }),
+            None => Err(ApiError::NotFound(format!("no metadata for {dist:?} (yet)"))),
+        }
+    };
+    artifact::serve(state, req, spec, resolve, None).await
+}
+
+// --- actix handlers --------------------------------------------------------------
+
+async fn merged_root_no_slash() -> HttpResponse {
+    redirect("simple/".into())
+}
+
+async fn merged_root(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    root_page(&state, &req, View::Merged).await
+}
+
+async fn merged_project(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let project = checked_project(&raw)?;
+    if project != raw {
+        return Ok(redirect(format!("../{project}/")));
+    }
+    project_page(&state, &req, View::Merged, &project).await
+}
+
+async fn project_no_slash(path: web::Path<(String,)>) -> Result<HttpResponse, ApiError> {
+    let project = checked_project(&path.into_inner().0)?;
+    Ok(redirect(format!("{project}/")))
+}
+
+async fn source_project_no_slash(path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let project = checked_project(&path.into_inner().1)?;
+    Ok(redirect(format!("{project}/")))
+}
+
+async fn source_root_no_slash() -> HttpResponse {
+    redirect("simple/".into())
+}
+
+async fn source_root(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let source = pypi_source(&state, &path.into_inner())?;
+    root_page(&state, &req, View::Source(source)).await
+}
+
+async fn source_project(state: web::Data<AppState>, req: HttpRequest, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (source, raw) = path.into_inner();
+    let project = checked_project(&raw)?;
+    let source = pypi_source(&state, &source)?;
+    if project != raw {
+        return Ok(redirect(format!("../{project}/")));
+    }
+    project_page(&state, &req, View::Source(source), &project).await
+}
+
+async fn source_file(state: web::Data<AppState>, req: HttpRequest, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+    let (source, project, filename) = path.into_inner();
+    file(&state, &req, &source, &project, &filename).await
+}
+
+/// A resource answering GET and HEAD with the same handler.
+fn get_and_head<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler.clone())).route(web::head().to(handler))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get_and_head("/pypi/simple", merged_root_no_slash))
+        .service(get_and_head("/pypi/simple/", merged_root))
+        .service(get_and_head("/pypi/simple/{project}", project_no_slash))
+        .service(get_and_head("/pypi/simple/{project}/", merged_project))
+        .service(get_and_head("/sources/{source}/simple", source_root_no_slash))
+        .service(get_and_head("/sources/{source}/simple/", source_root))
+        .service(get_and_head("/sources/{source}/simple/{project}", source_project_no_slash))
+        .service(get_and_head("/sources/{source}/simple/{project}/", source_project))
+        .service(get_and_head("/sources/{source}/files/{project}/{filename}", source_file));
+}

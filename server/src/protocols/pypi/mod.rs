@@ -1,0 +1,9 @@
+//! PyPI: the simple repository API (PEP 503, 592, 629, 658, 691, 700, 714).
+
+pub mod handlers;
+pub mod metadata;
+pub mod model;
+pub mod names;
+pub mod negotiate;
+pub mod parse;
+pub mod render;

@@ -1,0 +1,267 @@
+//! Immutable artifacts: lookup → single-flight fill → verify → commit → serve.
+//!
+//! A hit is one joined query and a stream from storage. On a miss the first request
+//! (the leader) starts the fill: the upstream body is read once, each chunk goes to
+//! storage (hashed as it is written) and to the leader's client. The last chunk is held
+//! back until the hash is verified: on a mismatch the client's response is aborted
+//! (it never receives a complete body), storage keeps nothing and
+//! `orchard_hash_mismatch_total` counts it. Other requests for the same artifact on
+//! this replica wait for the commit and are served from storage. The fill runs in its
+//! own task, so it completes even when the leader's client goes away.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::http::{header, Method};
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{response, singleflight, FetchError};
+use crate::db::{now_unix, Artifact, CachedUrl};
+use crate::error::ApiError;
+use crate::metrics::metrics;
+use crate::routes::CacheStatus;
+use crate::sources::{Protocol, Source};
+use crate::state::AppState;
+use crate::storage::StorageError;
+
+/// Where the bytes come from, resolved only on a miss.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub url: String,
+    /// The digest the index declared; the bytes must match it to be stored.
+    pub sha256: Option<String>,
+}
+
+/// What a committed fill produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub sha256: String,
+    pub size: u64,
+}
+
+pub type FillResult = Result<Committed, FetchError>;
+
+/// Called after a fill committed (e.g. to extract metadata from a wheel).
+pub type CommitHook = Box<dyn FnOnce(AppState, Committed)>;
+
+pub struct ArtifactSpec {
+    pub protocol: Protocol,
+    pub source: Arc<Source>,
+    /// Orchard's path of the artifact within the source (validated segments).
+    pub path: String,
+    pub content_type: &'static str,
+}
+
+type ClientTx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Serves the artifact: from storage on a hit, through a fill on a miss.
+pub async fn serve<R, RF>(
+    state: &AppState,
+    req: &HttpRequest,
+    spec: ArtifactSpec,
+    resolve: R,
+    on_commit: Option<CommitHook>,
+) -> Result<HttpResponse, ApiError>
+where
+    R: FnOnce() -> RF,
+    RF: Future<Output = Result<Upstream, ApiError>>,
+{
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?.clone();
+    let protocol = spec.protocol.as_str();
+    if let Some((_, art)) = repo.get_cached_url_with_artifact(protocol, spec.source.name(), &spec.path).await? {
+        match response::stored(&state.storage, req, &art.sha256, art.size as u64, spec.content_type, CacheStatus::Hit).await {
+            Err(ApiError::NotFound(_)) => {
+                tracing::warn!(artifact.sha256 = %art.sha256, "artifact row without stored bytes; fetching again");
+            }
+            other => return other,
+        }
+    }
+
+    let upstream = resolve().await?;
+    let key = format!("{protocol}:{}:{}", spec.source.name(), spec.path);
+    let plain_get = req.method() == Method::GET
+        && !req.headers().contains_key(header::RANGE)
+        && !req.headers().contains_key(header::IF_NONE_MATCH);
+    let mut on_commit = on_commit;
+    let spec = Arc::new(spec);
+    loop {
+        match state.proxy.artifacts.join(&key) {
+            singleflight::Role::Leader(leader) => {
+                if plain_get {
+                    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+                    let (len_tx, len_rx) = tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
+                    let (state2, spec2, upstream2, hook) = (state.clone(), spec.clone(), upstream.clone(), on_commit.take());
+                    actix_web::rt::spawn(async move {
+                        let result = fill(&state2, &spec2, &upstream2, Some((tx, len_tx))).await;
+                        leader.finish(result.clone());
+                        if let (Ok(c), Some(hook)) = (result, hook) {
+                            hook(state2, c);
+                        }
+                    });
+                    // The head goes out once the upstream answered (with its length).
+                    let length = match len_rx.await {
+                        Ok(Ok(len)) => len,
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => return Err(ApiError::Internal),
+                    };
+                    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+                        .inspect(|c| {
+                            if let Ok(b) = c {
+                                metrics().artifact_bytes_served.inc_by(b.len() as u64);
+                            }
+                        });
+                    let mut b = HttpResponse::Ok();
+                    b.insert_header((header::CONTENT_TYPE, spec.content_type));
+                    if let Some(sha) = &upstream.sha256 {
+                        b.insert_header((header::ETAG, response::etag_of(sha)));
+                    }
+                    let res = match length {
+                        Some(len) => b.body(SizedStream::new(len, body)),
+                        None => b.streaming(body),
+                    };
+                    return Ok(response::tag(res, CacheStatus::Miss));
+                }
+                let result = fill(state, &spec, &upstream, None).await;
+                leader.finish(result.clone());
+                let committed = result?;
+                if let Some(hook) = on_commit.take() {
+                    hook(state.clone(), committed.clone());
+                }
+                return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
+            }
+            singleflight::Role::Follower(rx) => {
+                metrics().singleflight_waiters.inc();
+                if let Some(result) = singleflight::wait(rx).await {
+                    let committed = result?;
+                    return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
+                }
+                // The leader vanished: try to lead.
+            }
+        }
+    }
+}
+
+fn io_error(msg: &str) -> std::io::Error {
+    std::io::Error::other(msg.to_string())
+}
+
+/// Fetches, stores, verifies and commits one artifact. With `client`, the bytes are also
+/// streamed to the leader's response (the last chunk only after verification), and the
+/// upstream's length (or failure) is reported as soon as the head arrives.
+async fn fill(
+    state: &AppState,
+    spec: &ArtifactSpec,
+    upstream: &Upstream,
+    client: Option<(ClientTx, tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>)>,
+) -> FillResult {
+    let (mut client_tx, len_tx) = match client {
+        Some((tx, len)) => (Some(tx), Some(len)),
+        None => (None, None),
+    };
+    let fail_early = |len_tx: Option<tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>>, e: FetchError| {
+        if let Some(l) = len_tx {
+            let _ = l.send(Err(e.clone()));
+        }
+        Err(e)
+    };
+    let mut resp = match state.http.get(Some(spec.source.name()), &upstream.url, &[("accept", "*/*")]).await {
+        Ok(r) => r,
+        Err(e) => return fail_early(len_tx, e.into()),
+    };
+    match resp.status().as_u16() {
+        200 => {}
+        404 | 410 => return fail_early(len_tx, FetchError::NotFound),
+        s => return fail_early(len_tx, FetchError::Upstream(format!("upstream answered {s}"))),
+    }
+    let length = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(l) = len_tx {
+        let _ = l.send(Ok(length));
+    }
+
+    let (store_tx, store_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let storage = state.storage.clone();
+    let expected = upstream.sha256.clone();
+    let store_task = tokio::spawn(async move {
+        let body = futures::stream::unfold(store_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        storage.put_stream(body, expected.as_deref()).await
+    });
+
+    let read_timeout = state.config.http.read_timeout();
+    let mut held: Option<Bytes> = None;
+    let mut failure: Option<FetchError> = None;
+    loop {
+        match tokio::time::timeout(read_timeout, resp.next()).await {
+            Err(_) => {
+                failure = Some(FetchError::Timeout);
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                failure = Some(FetchError::Upstream(format!("the upstream body broke off: {e}")));
+                break;
+            }
+            Ok(Some(Ok(chunk))) => {
+                if store_tx.send(Ok(chunk.clone())).await.is_err() {
+                    break; // storage gave up; its error is collected below
+                }
+                if let Some(tx) = &client_tx {
+                    if let Some(prev) = held.replace(chunk) {
+                        if tx.send(Ok(prev)).await.is_err() {
+                            client_tx = None; // the client left; the fill goes on
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(f) = &failure {
+        let _ = store_tx.send(Err(io_error(&f.to_string()))).await;
+    }
+    drop(store_tx);
+    let stored = store_task.await.map_err(|e| FetchError::Internal(e.to_string()))?;
+    let result = match (failure, stored) {
+        (Some(f), _) => Err(f),
+        (None, Err(StorageError::HashMismatch { expected, actual })) => {
+            tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, expected, actual, "hash mismatch; nothing stored");
+            Err(FetchError::HashMismatch)
+        }
+        (None, Err(StorageError::Source(m))) => Err(FetchError::Upstream(m)),
+        (None, Err(e)) => Err(FetchError::Internal(e.to_string())),
+        (None, Ok(obj)) => commit(state, spec, upstream, obj.sha256, obj.size).await,
+    };
+    if let Some(tx) = client_tx {
+        let last = match (&result, held) {
+            (Ok(_), Some(b)) => Some(Ok(b)),
+            (Ok(_), None) => None,
+            (Err(e), _) => Some(Err(io_error(&e.to_string()))),
+        };
+        if let Some(item) = last {
+            let _ = tx.send(item).await;
+        }
+    }
+    result
+}
+
+async fn commit(state: &AppState, spec: &ArtifactSpec, upstream: &Upstream, sha256: String, size: u64) -> FillResult {
+    let repo = state.db().ok_or_else(|| FetchError::Internal("database not ready".into()))?;
+    let art = Artifact { sha256: sha256.clone(), size: size as i64, content_type: spec.content_type.to_string(), created_at: now_unix() };
+    repo.get_or_create_artifact(&art).await.map_err(|e| FetchError::Internal(e.to_string()))?;
+    let url = CachedUrl {
+        protocol: spec.protocol.as_str().to_string(),
+        source: spec.source.name().to_string(),
+        path: spec.path.clone(),
+        artifact_sha256: sha256.clone(),
+        upstream_url: upstream.url.clone(),
+        created_at: now_unix(),
+    };
+    repo.upsert_cached_url(&url).await.map_err(|e| FetchError::Internal(e.to_string()))?;
+    Ok(Committed { sha256, size })
+}

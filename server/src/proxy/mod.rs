@@ -1,0 +1,65 @@
+//! PackageProxyBase: the flow every protocol shares (DESIGN §3).
+//!
+//! - `document`: mutable documents — cache, revalidate, stale-if-error, negative cache.
+//! - `artifact`: immutable artifacts — lookup, single-flight fill streamed to the first
+//!   client while hashed and stored, verify, commit.
+//! - `response`: serving stored artifacts (HEAD, Range, ETag).
+//! - `singleflight`: one upstream call for concurrent misses on a replica.
+//!
+//! Protocols supply URLs, parsers, renderers and hooks; none of them touches the cache,
+//! the storage or the database directly for these flows.
+
+pub mod artifact;
+pub mod document;
+pub mod response;
+pub mod singleflight;
+
+use crate::error::ApiError;
+use crate::http_client::UpstreamError;
+
+/// Why an upstream fetch failed; cloneable so single-flight waiters share it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("the upstream registry did not answer in time")]
+    Timeout,
+    #[error("{0}")]
+    Upstream(String),
+    #[error("not found upstream")]
+    NotFound,
+    #[error("the upstream bytes do not match the declared hash")]
+    HashMismatch,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<UpstreamError> for FetchError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout => FetchError::Timeout,
+            UpstreamError::Connect(_) => FetchError::Upstream("cannot reach the upstream registry".into()),
+            UpstreamError::Request(_) => FetchError::Upstream("the upstream request failed".into()),
+        }
+    }
+}
+
+impl From<FetchError> for ApiError {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Timeout => ApiError::GatewayTimeout,
+            FetchError::Upstream(m) => ApiError::BadGateway(m),
+            FetchError::NotFound => ApiError::NotFound("not found upstream".into()),
+            FetchError::HashMismatch => ApiError::BadGateway("the upstream bytes do not match the declared hash; nothing was stored".into()),
+            FetchError::Internal(m) => {
+                tracing::error!(error = %m, "artifact fill failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+/// Per-replica state of the flow.
+#[derive(Default)]
+pub struct ProxyShared {
+    pub documents: singleflight::SingleFlight<document::DocumentResult>,
+    pub artifacts: singleflight::SingleFlight<artifact::FillResult>,
+}

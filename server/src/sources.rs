@@ -1,0 +1,439 @@
+//! Upstream sources: what they are (`SourceSpec`, the same fields as the
+//! `UpstreamSource` CRD spec), where they come from, and the live registry handlers
+//! read.
+//!
+//! Embedded mode reads them from `ORCHARD_UPSTREAMS_FILE` (YAML list of specs) and/or
+//! `ORCHARD_UPSTREAM_PYPI` / `_NPM` / `_MAVEN` (one URL each, a source named after the
+//! protocol, priority 100). In a cluster the operator writes them to the
+//! `upstream_sources` table. A name defined in both places takes the static definition.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Env};
+use crate::db::UpstreamSourceRow;
+use crate::http_client::{HttpClientManager, PoolSettings, UpstreamAuth};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Pypi,
+    Npm,
+    Maven,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Pypi => "pypi",
+            Protocol::Npm => "npm",
+            Protocol::Maven => "maven",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s {
+            "pypi" => Some(Protocol::Pypi),
+            "npm" => Some(Protocol::Npm),
+            "maven" => Some(Protocol::Maven),
+            _ => None,
+        }
+    }
+}
+
+/// Credentials of an upstream, by reference: the secret itself is read from an
+/// environment variable (embedded mode) or a Kubernetes Secret (operator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsSpec {
+    #[serde(rename = "type")]
+    pub kind: CredentialsKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password (basic) or token (bearer).
+    pub secret_env: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialsKind {
+    Basic,
+    Bearer,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TtlOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_seconds: Option<u64>,
+}
+
+/// One upstream source, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: String,
+    pub protocol: Protocol,
+    pub url: String,
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<TtlOverrides>,
+    /// Name patterns (`*` wildcard) this source may serve; empty = all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Name patterns this source never serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+fn default_enabled() -> bool {
+    true
+}
+
+/// The parts of a spec kept in the `settings` JSON column.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSettings {
+    #[serde(default)]
+    credentials: Option<CredentialsSpec>,
+    #[serde(default)]
+    ttl: Option<TtlOverrides>,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+impl SourceSpec {
+    /// Checks the spec; the message says which field is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.name;
+        let ok_name = !n.is_empty()
+            && n.len() <= 63
+            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !n.starts_with('-')
+            && !n.ends_with('-');
+        if !ok_name {
+            return Err(format!("source name {n:?} must be 1-63 characters of a-z, 0-9 and '-'"));
+        }
+        let url = url::Url::parse(&self.url).map_err(|e| format!("source {n}: url {:?} is not a URL: {e}", self.url))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("source {n}: url must be http:// or https:// with a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("source {n}: url must not carry credentials; use `credentials`"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("source {n}: url must not have a query or fragment"));
+        }
+        if !(0..=10_000).contains(&self.priority) {
+            return Err(format!("source {n}: priority {} is out of range 0..=10000", self.priority));
+        }
+        if let Some(c) = &self.credentials {
+            if c.kind == CredentialsKind::Basic && c.username.is_none() {
+                return Err(format!("source {n}: basic credentials need a username"));
+            }
+        }
+        for p in self.include.iter().chain(&self.exclude) {
+            if p.is_empty() || p.len() > 214 {
+                return Err(format!("source {n}: empty or overlong name pattern"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_row(&self) -> UpstreamSourceRow {
+        let settings = StoredSettings {
+            credentials: self.credentials.clone(),
+            ttl: self.ttl.clone(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+        };
+        UpstreamSourceRow {
+            name: self.name.clone(),
+            protocol: self.protocol.as_str().to_string(),
+            url: self.url.clone(),
+            priority: self.priority,
+            enabled: self.enabled,
+            settings: serde_json::to_string(&settings).unwrap_or_else(|_| "{}".into()),
+            updated_at: crate::db::now_unix(),
+        }
+    }
+
+    pub fn from_row(row: &UpstreamSourceRow) -> Result<SourceSpec, String> {
+        let protocol = Protocol::parse(&row.protocol).ok_or_else(|| format!("source {}: unknown protocol {:?}", row.name, row.protocol))?;
+        let settings: StoredSettings =
+            serde_json::from_str(&row.settings).map_err(|e| format!("source {}: bad settings: {e}", row.name))?;
+        let spec = SourceSpec {
+            name: row.name.clone(),
+            protocol,
+            url: row.url.clone(),
+            priority: row.priority,
+            enabled: row.enabled,
+            credentials: settings.credentials,
+            ttl: settings.ttl,
+            include: settings.include,
+            exclude: settings.exclude,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// Sources from `ORCHARD_UPSTREAMS_FILE` and `ORCHARD_UPSTREAM_{PYPI,NPM,MAVEN}`.
+pub fn static_sources(env: &Env<'_>) -> Result<Vec<SourceSpec>, ConfigError> {
+    const FILE: &str = "ORCHARD_UPSTREAMS_FILE";
+    let mut specs: Vec<SourceSpec> = Vec::new();
+    if let Some(path) = env.var(FILE) {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError { var: FILE, message: format!("cannot read {path}: {e}") })?;
+        specs = serde_norway::from_str(&text)
+            .map_err(|e| ConfigError { var: FILE, message: format!("{path} is not a list of sources: {e}") })?;
+        for s in &specs {
+            s.validate().map_err(|message| ConfigError { var: FILE, message })?;
+        }
+    }
+    for (var, protocol) in [
+        ("ORCHARD_UPSTREAM_PYPI", Protocol::Pypi),
+        ("ORCHARD_UPSTREAM_NPM", Protocol::Npm),
+        ("ORCHARD_UPSTREAM_MAVEN", Protocol::Maven),
+    ] {
+        if let Some(url) = env.var(var) {
+            let spec = SourceSpec {
+                name: protocol.as_str().to_string(),
+                protocol,
+                url,
+                priority: default_priority(),
+                enabled: true,
+                credentials: None,
+                ttl: None,
+                include: vec![],
+                exclude: vec![],
+            };
+            spec.validate().map_err(|message| ConfigError { var, message })?;
+            specs.push(spec);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &specs {
+        if !seen.insert(s.name.clone()) {
+            return Err(ConfigError { var: FILE, message: format!("source name {:?} is defined twice", s.name) });
+        }
+    }
+    Ok(specs)
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && p[pi] != '*' && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// A source ready for use: its spec, parsed base URL and resolved credentials.
+#[derive(Debug)]
+pub struct Source {
+    pub spec: SourceSpec,
+    /// The base URL, always ending in `/`.
+    pub base: url::Url,
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Whether this source may serve the (normalised) package name.
+    pub fn allows(&self, name: &str) -> bool {
+        let included = self.spec.include.is_empty() || self.spec.include.iter().any(|p| wildcard_match(p, name));
+        included && !self.spec.exclude.iter().any(|p| wildcard_match(p, name))
+    }
+
+    pub fn index_ttl(&self, default: Duration) -> Duration {
+        self.spec.ttl.as_ref().and_then(|t| t.index_seconds).map(Duration::from_secs).unwrap_or(default)
+    }
+
+    /// `relative` joined to the base; `relative` must already be made of validated,
+    /// percent-encoded segments.
+    pub fn url(&self, relative: &str) -> String {
+        format!("{}{}", self.base, relative.trim_start_matches('/'))
+    }
+}
+
+fn resolve_auth(spec: &SourceSpec) -> Result<Option<UpstreamAuth>, String> {
+    let Some(c) = &spec.credentials else { return Ok(None) };
+    let secret = std::env::var(&c.secret_env)
+        .map_err(|_| format!("source {}: credentials variable {} is not set", spec.name, c.secret_env))?;
+    Ok(Some(match c.kind {
+        CredentialsKind::Basic => UpstreamAuth::Basic {
+            username: c.username.clone().unwrap_or_default(),
+            password: SecretString::from(secret),
+        },
+        CredentialsKind::Bearer => UpstreamAuth::Bearer(SecretString::from(secret)),
+    }))
+}
+
+/// The sources in force, swapped whole when they change.
+#[derive(Default)]
+pub struct SourceRegistry {
+    sources: RwLock<Arc<Vec<Arc<Source>>>>,
+}
+
+impl SourceRegistry {
+    /// Replaces the sources (static specs win over database rows of the same name) and
+    /// registers one HTTP pool per source. Returns the problems of sources left out.
+    pub fn install(
+        &self,
+        static_specs: &[SourceSpec],
+        rows: &[UpstreamSourceRow],
+        http: &HttpClientManager,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut specs: BTreeMap<String, SourceSpec> = BTreeMap::new();
+        for row in rows {
+            match SourceSpec::from_row(row) {
+                Ok(s) => {
+                    specs.insert(s.name.clone(), s);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        for s in static_specs {
+            specs.insert(s.name.clone(), s.clone());
+        }
+        let mut sources = Vec::new();
+        for spec in specs.into_values() {
+            let mut base = match url::Url::parse(&spec.url) {
+                Ok(u) => u,
+                Err(e) => {
+                    problems.push(format!("source {}: {e}", spec.name));
+                    continue;
+                }
+            };
+            if !base.path().ends_with('/') {
+                let path = format!("{}/", base.path());
+                base.set_path(&path);
+            }
+            match resolve_auth(&spec) {
+                Ok(auth) => http.register(&spec.name, PoolSettings { auth, ..http.default_settings() }),
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            }
+            sources.push(Arc::new(Source { spec, base }));
+        }
+        sources.sort_by(|a, b| a.spec.priority.cmp(&b.spec.priority).then_with(|| a.spec.name.cmp(&b.spec.name)));
+        *self.sources.write().expect("source lock poisoned") = Arc::new(sources);
+        problems
+    }
+
+    pub fn all(&self) -> Arc<Vec<Arc<Source>>> {
+        self.sources.read().expect("source lock poisoned").clone()
+    }
+
+    /// Enabled sources of a protocol, highest priority (lowest number) first.
+    pub fn for_protocol(&self, protocol: Protocol) -> Vec<Arc<Source>> {
+        self.all().iter().filter(|s| s.spec.enabled && s.spec.protocol == protocol).cloned().collect()
+    }
+
+    /// An enabled source by name and protocol.
+    pub fn get(&self, protocol: Protocol, name: &str) -> Option<Arc<Source>> {
+        self.all().iter().find(|s| s.spec.enabled && s.spec.protocol == protocol && s.spec.name == name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard_match("*", "anything"));
+        assert!(wildcard_match("acme-*", "acme-tools"));
+        assert!(!wildcard_match("acme-*", "acm"));
+        assert!(wildcard_match("*-internal", "x-internal"));
+        assert!(wildcard_match("a*b*c", "aXXbYYc"));
+        assert!(!wildcard_match("a*b*c", "aXXbYY"));
+        assert!(wildcard_match("exact", "exact"));
+        assert!(!wildcard_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn yaml_file_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("up.yaml");
+        std::fs::write(
+            &path,
+            "- name: internal\n  protocol: pypi\n  url: https://upstream.example/internal/simple\n  priority: 10\n  include: ['acme-*']\n  credentials: {type: bearer, secretEnv: INTERNAL_TOKEN}\n- name: public\n  protocol: pypi\n  url: https://upstream.example/simple/\n",
+        )
+        .unwrap();
+        let p = path.to_string_lossy().to_string();
+        let specs = static_sources(&Env::from_fn(move |k| (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone()))).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].priority, 10);
+        assert_eq!(specs[1].priority, 100);
+        assert_eq!(SourceSpec::from_row(&specs[0].to_row()).unwrap(), specs[0]);
+
+        std::fs::write(&path, "- name: Bad_Name\n  protocol: pypi\n  url: https://upstream.example/\n").unwrap();
+        let p = path.to_string_lossy().to_string();
+        let e = static_sources(&Env::from_fn(move |k| (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone()))).unwrap_err();
+        assert_eq!(e.var, "ORCHARD_UPSTREAMS_FILE");
+        assert!(e.message.contains("Bad_Name"), "{e}");
+
+        let e = static_sources(&Env::from_fn(|k| (k == "ORCHARD_UPSTREAM_PYPI").then(|| "ftp://x/".to_string()))).unwrap_err();
+        assert_eq!(e.var, "ORCHARD_UPSTREAM_PYPI");
+        let e = static_sources(&Env::from_fn(|k| (k == "ORCHARD_UPSTREAM_PYPI").then(|| "https://u:p@upstream.example/".to_string())))
+            .unwrap_err();
+        assert!(e.message.contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn include_exclude() {
+        let spec = SourceSpec {
+            name: "s".into(),
+            protocol: Protocol::Pypi,
+            url: "https://upstream.example/".into(),
+            priority: 1,
+            enabled: true,
+            credentials: None,
+            ttl: None,
+            include: vec!["acme-*".into()],
+            exclude: vec!["acme-secret".into()],
+        };
+        let s = Source { base: url::Url::parse(&spec.url).unwrap(), spec };
+        assert!(s.allows("acme-tools"));
+        assert!(!s.allows("acme-secret"));
+        assert!(!s.allows("requests"));
+    }
+}
