@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run test unit e2e e2e-prepare services-up services-down
+.PHONY: help build-deps build run test unit e2e e2e-prepare bench services-up services-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2
 	$(CARGO) build -p orchard-server --bin orchard
 	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && cd e2e/pypi && \
 	  ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q . 2>&1 | tee -a "$(TEST_LOG)"
+
+bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to nginx, same run, loopback
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null)
+	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
+	$(CARGO) build --release -p orchard-server --bin orchard
+	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/pypi_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
 
 e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest) and fill the upstream package directories
 	bash e2e/pypi/prepare.sh

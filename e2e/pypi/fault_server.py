@@ -3,7 +3,7 @@
 It serves PEP 503 pages and files for made-up projects and misbehaves on request:
 
     POST /__mode/<key>/<mode>   key = a project or file name; mode is one of
-        ok | slow | 500 | reset | truncated | wrong
+        ok | slow | delayN (answer after N seconds) | 500 | reset | truncated | wrong
     GET  /__count               JSON: requests received per path
     POST /__reset               forget modes and counts
 
@@ -88,6 +88,8 @@ class Handler(BaseHTTPRequestHandler):
     def misbehave(self, mode, body, ctype):
         if mode == "slow":
             time.sleep(SLOW_SECONDS)
+        elif mode.startswith("delay"):
+            time.sleep(float(mode[5:] or 1))
         elif mode == "500":
             self.send_bytes(500, b"internal error")
             return True

@@ -3,8 +3,9 @@ stored, no upstream call is made for bad input, and the process keeps serving.""
 import hashlib
 import http.client as httpclient
 import json
+import threading
 import time
-import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -170,3 +171,42 @@ def test_oversized_headers_and_unknown_accept(orchard, fault):
     status, _, body, _ = raw_get(orchard, "/pypi/simple/faulty/", headers={"Accept": "image/png"})
     assert status == 406
     assert fault.total() == before
+
+
+def test_concurrent_misses_make_one_upstream_get(orchard, fault):
+    project, name = "herd", "herd-1.2.tar.gz"
+    fault.mode(project, "delay1")
+    fault.mode(name, "delay1")
+    waiters = orchard.counter("orchard_singleflight_waiters_total")
+    with ThreadPoolExecutor(30) as pool:
+        pages = list(pool.map(lambda _: http(f"{orchard.url}/sources/faulty/simple/{project}/")[0], range(30)))
+        files = list(pool.map(lambda _: raw_get(orchard, f"/sources/faulty/files/{project}/{name}"), range(30)))
+    assert pages == [200] * 30
+    assert all(status == 200 and complete and body == content(name) for status, _, body, complete in files)
+    counts = fault.counts()
+    assert counts.get(f"/simple/{project}/") == 1, counts
+    assert counts.get(f"/files/{name}") == 1, counts
+    assert orchard.counter("orchard_singleflight_waiters_total") >= waiters + 2
+
+
+def test_sigterm_drains_in_flight_downloads(tmp, fault):
+    env = {"ORCHARD_UPSTREAMS_FILE": sources_file(tmp / "sources-drain.yaml", ("faulty", fault.url)),
+           "ORCHARD_SHUTDOWN_TIMEOUT": "30"}
+    o = Orchard(tmp, env).start()
+    project, name = "drain", "drain-1.3.tar.gz"
+    assert http(f"{o.url}/sources/faulty/simple/{project}/")[0] == 200
+    fault.mode(name, "delay3")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=raw_get(o, f"/sources/faulty/files/{project}/{name}")))
+    t.start()
+    time.sleep(1)
+    o.proc.p.send_signal(15)
+    t.join(30)
+    status, _, body, complete = result["r"]
+    assert (status, complete, body == content(name)) == (200, True, True), "the in-flight download finished"
+    assert o.proc.p.wait(30) == 0
+    try:
+        http(f"{o.url}/", timeout=2)
+        raise AssertionError("still accepting after shutdown")
+    except OSError:
+        pass

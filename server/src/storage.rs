@@ -238,7 +238,12 @@ impl ArtifactStore {
             Ok(res) => {
                 let total = res.meta.size;
                 let served = res.range.clone();
-                Ok((total, served, res.into_stream().map_err(StorageError::from).boxed()))
+                let body = match res.payload {
+                    // object_store reads local files 8 KiB per blocking task; read large chunks instead.
+                    object_store::GetResultPayload::File(file, _) => file_stream(file, served.clone()),
+                    object_store::GetResultPayload::Stream(s) => s.map_err(StorageError::from).boxed(),
+                };
+                Ok((total, served, body))
             }
             Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound),
             Err(object_store::Error::NotModified { .. }) => Err(StorageError::BadRange),
@@ -266,6 +271,30 @@ impl ArtifactStore {
         self.store.list_with_delimiter(Some(&Path::from("health"))).await?;
         Ok(())
     }
+}
+
+/// Bytes `range` of a local file, read in `READ_CHUNK` pieces on the blocking pool.
+fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes, StorageError>> {
+    const READ_CHUNK: u64 = 256 * 1024;
+    let file = Arc::new(file);
+    futures::stream::try_unfold((file, range.start, range.end), |(file, pos, end)| async move {
+        if pos >= end {
+            return Ok(None);
+        }
+        let want = (end - pos).min(READ_CHUNK) as usize;
+        let reader = file.clone();
+        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; want];
+            reader.read_exact_at(&mut buf, pos)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| StorageError::Source(e.to_string()))?
+        .map_err(|e| StorageError::Source(format!("reading the stored artifact: {e}")))?;
+        Ok(Some((Bytes::from(buf), (file, pos + want as u64, end))))
+    })
+    .boxed()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{response, singleflight, FetchError};
+use crate::cache::Category;
 use crate::db::{now_unix, Artifact, CachedUrl};
 use crate::error::ApiError;
 use crate::metrics::metrics;
@@ -70,12 +71,12 @@ where
     R: FnOnce() -> RF,
     RF: Future<Output = Result<Upstream, ApiError>>,
 {
-    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?.clone();
     let protocol = spec.protocol.as_str();
-    if let Some((_, art)) = repo.get_cached_url_with_artifact(protocol, spec.source.name(), &spec.path).await? {
-        match response::stored(&state.storage, req, &art.sha256, art.size as u64, spec.content_type, CacheStatus::Hit).await {
+    if let Some(hit) = lookup(state, &spec).await? {
+        match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, CacheStatus::Hit).await {
             Err(ApiError::NotFound(_)) => {
-                tracing::warn!(artifact.sha256 = %art.sha256, "artifact row without stored bytes; fetching again");
+                tracing::warn!(artifact.sha256 = %hit.sha256, "artifact row without stored bytes; fetching again");
+                state.cache.delete(&lookup_key(state, &spec)).await;
             }
             other => return other,
         }
@@ -143,6 +144,36 @@ where
             }
         }
     }
+}
+
+/// Cache key of the path → artifact mapping (ARTIFACT_METADATA: immutable, no TTL).
+fn lookup_key(state: &AppState, spec: &ArtifactSpec) -> String {
+    state.cache.key(Category::ArtifactMetadata, spec.protocol.as_str(), &format!("{}/{}", spec.source.name(), spec.path))
+}
+
+/// The committed artifact for the spec's path: a cache hit, else one joined query
+/// (whose answer is then cached).
+async fn lookup(state: &AppState, spec: &ArtifactSpec) -> Result<Option<Committed>, ApiError> {
+    let key = lookup_key(state, spec);
+    if let Some(hit) = state.cache.get_json::<CommittedRecord>(&key).await {
+        return Ok(Some(Committed { sha256: hit.sha256, size: hit.size }));
+    }
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let found = repo.get_cached_url_with_artifact(spec.protocol.as_str(), spec.source.name(), &spec.path).await?;
+    Ok(match found {
+        Some((_, art)) => {
+            let record = CommittedRecord { sha256: art.sha256, size: art.size as u64 };
+            state.cache.set_json(&key, &record, Category::ArtifactMetadata).await;
+            Some(Committed { sha256: record.sha256, size: record.size })
+        }
+        None => None,
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CommittedRecord {
+    sha256: String,
+    size: u64,
 }
 
 fn io_error(msg: &str) -> std::io::Error {
