@@ -4,7 +4,8 @@ It serves PEP 503 pages and files for made-up projects and misbehaves on request
 
     POST /__mode/<key>/<mode>   key = a project or file name; mode is one of
         ok | slow | delayN (answer after N seconds) | 500 | reset | truncated | wrong
-    GET  /__count               JSON: requests received per path
+    GET  /__count               JSON: requests received per path (conditional requests
+                                answered 304 are counted under "304 <path>")
     POST /__reset               forget modes and counts
 
 Files have deterministic content (derived from the file name), and pages declare
@@ -153,7 +154,22 @@ class Handler(BaseHTTPRequestHandler):
             body = f"<!DOCTYPE html><html><body><h1>Links for {project}</h1>\n{links}</body></html>".encode()
             if self.misbehave(mode_for(project), body, "text/html"):
                 return
-            self.send_bytes(200, body)
+            etag = '"%s"' % hashlib.sha256(body).hexdigest()[:16]
+            if self.headers.get("If-None-Match") == etag:
+                with lock:
+                    counts["304 " + path] = counts.get("304 " + path, 0) + 1
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
             return
         if len(parts) == 2 and parts[0] == "files":
             name = parts[1]

@@ -86,6 +86,17 @@ def test_stale_page_when_the_upstream_fails(orchard, fault):
     assert stale >= 3
 
 
+def test_expired_page_is_revalidated_with_its_etag(orchard, fault):
+    path = "/sources/faulty/simple/revalidate/"
+    status, headers, first = http(orchard.url + path, headers={"Accept": "text/html"})
+    assert (status, headers["x-orchard-cache"]) == (200, "miss")
+    time.sleep(1.5)  # past the 1 s index TTL
+    status, headers, second = http(orchard.url + path, headers={"Accept": "text/html"})
+    assert (status, headers["x-orchard-cache"], second) == (200, "hit", first)
+    counts = fault.counts()
+    assert counts.get("/simple/revalidate/") == 2 and counts.get("304 /simple/revalidate/") == 1, counts
+
+
 def test_missing_project_is_404_and_remembered(orchard, fault):
     for _ in range(3):
         assert http(f"{orchard.url}/sources/faulty/simple/missing-project/")[0] == 404
