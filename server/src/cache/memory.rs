@@ -68,6 +68,17 @@ impl CacheBackend for InProcessBackend {
         Ok(())
     }
 
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        match self.entries.get(key).await {
+            Some(mut e) => {
+                e.ttl = Some(ttl);
+                self.entries.insert(key.to_string(), e).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn incr(&self, key: &str) -> Result<i64, CacheError> {
         let mut counters = self.counters.lock().expect("counter lock poisoned");
         let v = counters.entry(key.to_string()).or_insert(0);

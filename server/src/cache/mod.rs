@@ -82,6 +82,8 @@ pub trait CacheBackend: Send + Sync {
     /// `ttl: None` keeps the value until it is deleted (or evicted by memory pressure).
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), CacheError>;
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
+    /// Gives an existing key a new TTL; `false` when the key does not exist.
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError>;
     /// Atomically adds one and returns the new value (0 + 1 for a missing key).
     async fn incr(&self, key: &str) -> Result<i64, CacheError>;
     async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError>;
@@ -209,6 +211,11 @@ impl CacheService {
 
     pub async fn delete(&self, key: &str) -> bool {
         self.call("delete", self.backend.delete(key)).await.is_some()
+    }
+
+    /// Extends a key's life; `false` when it is gone (or the cache is unreachable).
+    pub async fn expire(&self, key: &str, ttl: Duration) -> bool {
+        self.call("expire", self.backend.expire(key, ttl)).await.unwrap_or(false)
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Option<T> {

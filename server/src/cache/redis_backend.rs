@@ -116,6 +116,11 @@ impl CacheBackend for RedisBackend {
         self.query::<i64>(redis::cmd("DEL").arg(key)).await.map(|_| ())
     }
 
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let n: i64 = self.query(redis::cmd("PEXPIRE").arg(key).arg(ttl.as_millis().max(1) as u64)).await?;
+        Ok(n == 1)
+    }
+
     async fn incr(&self, key: &str) -> Result<i64, CacheError> {
         self.query(redis::cmd("INCR").arg(key)).await
     }

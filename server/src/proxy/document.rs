@@ -1,11 +1,15 @@
-//! Mutable documents (index pages, version lists, `maven-metadata.xml`): cached with a
+//! Mutable documents (index pages, packuments, `maven-metadata.xml`): cached with a
 //! TTL, revalidated with `If-None-Match`/`If-Modified-Since`, served stale when the
 //! upstream fails, 404s remembered for a short time, concurrent misses coalesced.
 //!
 //! A document is stored as the protocol's parsed form (not the upstream bytes), so
-//! rendering it for a client never parses upstream input again. The cache keeps a
-//! found document for `ttl + ORCHARD_CACHE_STALE_MAX`: fresh for `ttl`, usable as a
-//! stale fallback after.
+//! serving it never parses upstream input again. It is kept as two cache entries: a
+//! small head (found?, validators, fetch time, digest of the body) under the
+//! generation-scoped key, and the body under `{key}#{digest}`. A hit reads the head
+//! only; protocols render from the body (and cache what they render by digest), so a
+//! large document is read only when something new has to be rendered. A found
+//! document is kept for `ttl + ORCHARD_CACHE_STALE_MAX`: fresh for `ttl`, a stale
+//! fallback after.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,25 +24,40 @@ use crate::sources::{Protocol, Source};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Document {
+pub struct DocHead {
     /// `false`: the upstream answered 404/410 (a negative entry).
     pub found: bool,
-    /// The parsed document (protocol-defined JSON).
-    pub body: String,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub fetched_at_ms: i64,
-    /// SHA-256 of `body`, short: identifies this version of the document.
+    /// Short SHA-256 of the body: identifies this version of the document.
     pub digest: String,
 }
 
-impl Document {
+impl DocHead {
     fn age(&self) -> Duration {
         Duration::from_millis((now_ms() - self.fetched_at_ms).max(0) as u64)
     }
 }
 
-pub type DocumentResult = Result<(Arc<Document>, CacheStatus), FetchError>;
+/// A document head, with its body when this request fetched it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub head: DocHead,
+    fetched_body: Option<Arc<str>>,
+    key: String,
+}
+
+impl Loaded {
+    pub fn found(&self) -> bool {
+        self.head.found
+    }
+    pub fn digest(&self) -> &str {
+        &self.head.digest
+    }
+}
+
+pub type DocumentResult = Result<(Arc<Loaded>, CacheStatus), FetchError>;
 
 /// Turns the upstream body (with its content type) into the stored form.
 pub type Parser = Arc<dyn Fn(&[u8], &str) -> Result<String, String> + Send + Sync>;
@@ -59,17 +78,25 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// The document, from the cache when fresh, else from the upstream (coalesced).
+fn body_key(key: &str, digest: &str) -> String {
+    format!("{key}#{digest}")
+}
+
+/// The document's head, from the cache when fresh, else from the upstream (coalesced).
 pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
     let key = state.cache.source_key(req.category, req.protocol.as_str(), req.source.name(), &req.identifier).await;
-    let cached: Option<Document> = state.cache.get_json(&key).await;
-    if let Some(doc) = &cached {
-        let ttl = if doc.found { req.ttl } else { state.config.cache.ttl_negative };
-        if doc.age() < ttl {
-            return Ok((Arc::new(doc.clone()), CacheStatus::Hit));
+    let cached: Option<DocHead> = state.cache.get_json(&key).await;
+    if let Some(head) = &cached {
+        let ttl = if head.found { req.ttl } else { state.config.cache.ttl_negative };
+        if head.age() < ttl {
+            return Ok((Arc::new(Loaded { head: head.clone(), fetched_body: None, key }), CacheStatus::Hit));
         }
     }
-    let previous = cached.map(Arc::new);
+    coalesced_fetch(state, req, key, cached).await
+}
+
+async fn coalesced_fetch(state: &AppState, req: &DocumentRequest, key: String, previous: Option<DocHead>) -> DocumentResult {
+    let previous = previous.map(Arc::new);
     let (result, waited) = super::singleflight::run(&state.proxy.documents, &key, || fetch(state, req, &key, previous.clone())).await;
     if waited {
         crate::metrics::metrics().singleflight_waiters.inc();
@@ -77,23 +104,49 @@ pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
     result
 }
 
-async fn store(state: &AppState, key: &str, doc: &Document, ttl: Duration) {
-    if let Ok(bytes) = serde_json::to_vec(doc) {
+/// The body of a found document: the one just fetched, else from the cache; when the
+/// cache lost it, the document is fetched again.
+pub async fn body(state: &AppState, req: &DocumentRequest, loaded: &Loaded) -> Result<Arc<str>, FetchError> {
+    if let Some(b) = &loaded.fetched_body {
+        return Ok(b.clone());
+    }
+    if let Some(raw) = state.cache.get(&body_key(&loaded.key, &loaded.head.digest)).await {
+        if let Ok(text) = std::str::from_utf8(&raw) {
+            return Ok(Arc::from(text));
+        }
+    }
+    let (fresh, _) = coalesced_fetch(state, req, loaded.key.clone(), None).await?;
+    if !fresh.head.found {
+        return Err(FetchError::NotFound);
+    }
+    match &fresh.fetched_body {
+        Some(b) => Ok(b.clone()),
+        None => state
+            .cache
+            .get(&body_key(&fresh.key, &fresh.head.digest))
+            .await
+            .and_then(|raw| std::str::from_utf8(&raw).ok().map(Arc::from))
+            .ok_or_else(|| FetchError::Internal("document body unavailable".into())),
+    }
+}
+
+async fn store_head(state: &AppState, key: &str, head: &DocHead, ttl: Duration) {
+    if let Ok(bytes) = serde_json::to_vec(head) {
         state.cache.set_with_ttl(key, bytes.into(), Some(ttl)).await;
     }
 }
 
-fn stale_or(state: &AppState, req: &DocumentRequest, previous: Option<Arc<Document>>, err: FetchError) -> DocumentResult {
+fn stale_or(state: &AppState, req: &DocumentRequest, key: &str, previous: Option<Arc<DocHead>>, err: FetchError) -> DocumentResult {
     match previous {
-        Some(doc) if doc.found && doc.age() < req.ttl + state.config.cache.stale_max => {
+        Some(head) if head.found && head.age() < req.ttl + state.config.cache.stale_max => {
             tracing::warn!(upstream.source = req.source.name(), document = %req.identifier, error = %err, "upstream failed; serving the stale copy");
-            Ok((doc, CacheStatus::Stale))
+            Ok((Arc::new(Loaded { head: (*head).clone(), fetched_body: None, key: key.to_string() }), CacheStatus::Stale))
         }
         _ => Err(err),
     }
 }
 
-async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Option<Arc<Document>>) -> DocumentResult {
+async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Option<Arc<DocHead>>) -> DocumentResult {
     let mut headers: Vec<(&str, String)> = vec![("accept", req.accept.to_string())];
     if let Some(p) = previous.as_ref().filter(|p| p.found) {
         if let Some(e) = &p.etag {
@@ -106,7 +159,7 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
     let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut resp = match state.http.get(Some(req.source.name()), &req.url, &header_refs).await {
         Ok(r) => r,
-        Err(e) => return stale_or(state, req, previous, e.into()),
+        Err(e) => return stale_or(state, req, key, previous, e.into()),
     };
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -114,10 +167,15 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
     match status {
         304 => match previous.filter(|p| p.found) {
             Some(p) => {
-                let mut doc = (*p).clone();
-                doc.fetched_at_ms = now_ms();
-                store(state, key, &doc, found_ttl).await;
-                Ok((Arc::new(doc), CacheStatus::Hit))
+                let mut head = (*p).clone();
+                head.fetched_at_ms = now_ms();
+                if state.cache.expire(&body_key(key, &head.digest), found_ttl).await {
+                    store_head(state, key, &head, found_ttl).await;
+                    Ok((Arc::new(Loaded { head, fetched_body: None, key: key.to_string() }), CacheStatus::Hit))
+                } else {
+                    // The body is gone from the cache: ask again without validators.
+                    Box::pin(fetch(state, req, key, None)).await
+                }
             }
             None => Err(FetchError::Upstream("upstream answered 304 to an unconditional request".into())),
         },
@@ -125,46 +183,40 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
             let etag = header("etag");
             let last_modified = header("last-modified");
             let content_type = header("content-type").unwrap_or_default();
-            let read = tokio::time::timeout(
-                state.config.http.read_timeout(),
-                resp.body().limit(state.config.max_index_bytes),
-            )
-            .await;
-            let body = match read {
-                Err(_) => return stale_or(state, req, previous, FetchError::Timeout),
+            let read = tokio::time::timeout(state.config.http.read_timeout(), resp.body().limit(state.config.max_index_bytes)).await;
+            let raw = match read {
+                Err(_) => return stale_or(state, req, key, previous, FetchError::Timeout),
                 Ok(Err(actix_web::error::PayloadError::Overflow)) => {
-                    return stale_or(state, req, previous, FetchError::Upstream(format!(
+                    let e = FetchError::Upstream(format!(
                         "upstream document is larger than ORCHARD_MAX_INDEX_BYTES ({})",
                         state.config.max_index_bytes
-                    )))
+                    ));
+                    return stale_or(state, req, key, previous, e);
                 }
-                Ok(Err(e)) => return stale_or(state, req, previous, FetchError::Upstream(format!("reading the upstream document failed: {e}"))),
+                Ok(Err(e)) => {
+                    let e = FetchError::Upstream(format!("reading the upstream document failed: {e}"));
+                    return stale_or(state, req, key, previous, e);
+                }
                 Ok(Ok(b)) => b,
             };
             let parse = req.parse.clone();
-            let parsed = state.blocking.run(move || parse(&body, &content_type)).await;
-            let body = match parsed {
+            let parsed = match state.blocking.run(move || parse(&raw, &content_type)).await {
                 Ok(Ok(b)) => b,
-                Ok(Err(e)) => return stale_or(state, req, previous, FetchError::Upstream(e)),
-                Err(e) => return stale_or(state, req, previous, FetchError::Upstream(e.to_string())),
+                Ok(Err(e)) => return stale_or(state, req, key, previous, FetchError::Upstream(e)),
+                Err(e) => return stale_or(state, req, key, previous, FetchError::Upstream(e.to_string())),
             };
-            let digest = hex::encode(&Sha256::digest(body.as_bytes())[..8]);
-            let doc = Document { found: true, body, etag, last_modified, fetched_at_ms: now_ms(), digest };
-            store(state, key, &doc, found_ttl).await;
-            Ok((Arc::new(doc), CacheStatus::Miss))
+            let digest = hex::encode(&Sha256::digest(parsed.as_bytes())[..8]);
+            let head = DocHead { found: true, etag, last_modified, fetched_at_ms: now_ms(), digest };
+            let body: Arc<str> = Arc::from(parsed);
+            state.cache.set_with_ttl(&body_key(key, &head.digest), bytes::Bytes::from(body.to_string()), Some(found_ttl)).await;
+            store_head(state, key, &head, found_ttl).await;
+            Ok((Arc::new(Loaded { head, fetched_body: Some(body), key: key.to_string() }), CacheStatus::Miss))
         }
         404 | 410 => {
-            let doc = Document {
-                found: false,
-                body: String::new(),
-                etag: None,
-                last_modified: None,
-                fetched_at_ms: now_ms(),
-                digest: String::new(),
-            };
-            store(state, key, &doc, state.config.cache.ttl_negative).await;
-            Ok((Arc::new(doc), CacheStatus::Miss))
+            let head = DocHead { found: false, etag: None, last_modified: None, fetched_at_ms: now_ms(), digest: String::new() };
+            store_head(state, key, &head, state.config.cache.ttl_negative).await;
+            Ok((Arc::new(Loaded { head, fetched_body: None, key: key.to_string() }), CacheStatus::Miss))
         }
-        other => stale_or(state, req, previous, FetchError::Upstream(format!("upstream answered {other}"))),
+        other => stale_or(state, req, key, previous, FetchError::Upstream(format!("upstream answered {other}"))),
     }
 }

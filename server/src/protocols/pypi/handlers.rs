@@ -11,7 +11,7 @@
 //! Page links are relative (`../../../sources/…` from a merged page, `../../files/…`
 //! from a source page), so Orchard works behind a path prefix too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::http::header;
@@ -146,12 +146,14 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut worst = CacheStatus::Hit;
     for source in view.sources(state) {
-        let (doc, status) = document::get(state, &root_request(state, &source)).await?;
+        let dreq = root_request(state, &source);
+        let (doc, status) = document::get(state, &dreq).await?;
         worst = worse(worst, status);
-        if !doc.found {
+        if !doc.found() {
             continue;
         }
-        let root: RootIndex = serde_json::from_str(&doc.body).map_err(|_| ApiError::Internal)?;
+        let body = document::body(state, &dreq, &doc).await?;
+        let root: RootIndex = serde_json::from_str(&body).map_err(|_| ApiError::Internal)?;
         for p in root.projects {
             let n = normalize(&p);
             if source.allows(&n) {
@@ -177,37 +179,28 @@ fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
 
 async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: &str) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
-    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?.clone();
     for source in view.sources(state) {
         if !source.allows(project) {
             continue;
         }
-        let (doc, status) = document::get(state, &project_request(state, &source, project)).await?;
-        if !doc.found {
+        let dreq = project_request(state, &source, project);
+        let (doc, status) = document::get(state, &dreq).await?;
+        if !doc.found() {
             continue;
         }
-        // Metadata Orchard extracted itself (or cached from the upstream) for this project.
-        let cached_meta: HashMap<String, String> = repo
-            .list_cached_paths("pypi", source.name(), &format!("{project}/"))
-            .await?
-            .into_iter()
-            .filter_map(|(path, sha)| {
-                path.strip_prefix(&format!("{project}/")).and_then(|f| f.strip_suffix(".metadata")).map(|f| (f.to_string(), sha))
-            })
-            .collect();
-        let mut meta_list: Vec<_> = cached_meta.iter().collect();
-        meta_list.sort();
-        let meta_digest = hex::encode(&Sha256::digest(format!("{meta_list:?}").as_bytes())[..8]);
+        let cached_meta = cached_metadata(state, &source, project).await?;
+        let meta_digest = hex::encode(&Sha256::digest(serde_json::to_vec(&cached_meta).unwrap_or_default())[..8]);
         let rendered_key = state.cache.key(
             Category::PackageIndex,
             "pypi",
-            &format!("rendered/{}/{}/{project}/{}/{meta_digest}/{}", view.label(), source.name(), doc.digest, repr.cache_suffix()),
+            &format!("rendered/{}/{}/{project}/{}/{meta_digest}/{}", view.label(), source.name(), doc.digest(), repr.cache_suffix()),
         );
-        let etag = format!("W/\"{}-{meta_digest}-{}\"", doc.digest, repr.cache_suffix());
+        let etag = format!("W/\"{}-{meta_digest}-{}\"", doc.digest(), repr.cache_suffix());
         if let Some(body) = state.cache.get(&rendered_key).await {
             return Ok(page_response(req, repr, body, etag, status));
         }
-        let page: ProjectPage = serde_json::from_str(&doc.body).map_err(|_| ApiError::Internal)?;
+        let body = document::body(state, &dreq, &doc).await?;
+        let page: ProjectPage = serde_json::from_str(&body).map_err(|_| ApiError::Internal)?;
         let links: Vec<render::Link<'_>> = page
             .files
             .iter()
@@ -231,13 +224,40 @@ async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: 
     Err(ApiError::NotFound(format!("project {project:?} not found in any PyPI source")))
 }
 
+/// Cache key of the project's cached-metadata list (dropped when a wheel's metadata is
+/// extracted).
+pub(super) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
+    state.cache.source_key(Category::PackageIndex, "pypi", source, &format!("metadata/{project}")).await
+}
+
+/// File name → sha256 of every `.metadata` Orchard holds for the project (cached; one
+/// query on a miss).
+async fn cached_metadata(state: &AppState, source: &Source, project: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    let key = metadata_list_key(state, source.name(), project).await;
+    if let Some(list) = state.cache.get_json::<BTreeMap<String, String>>(&key).await {
+        return Ok(list);
+    }
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let prefix = format!("{project}/");
+    let list: BTreeMap<String, String> = repo
+        .list_cached_paths("pypi", source.name(), &prefix)
+        .await?
+        .into_iter()
+        .filter_map(|(path, sha)| path.strip_prefix(&prefix).and_then(|f| f.strip_suffix(".metadata")).map(|f| (f.to_string(), sha)))
+        .collect();
+    state.cache.set_json(&key, &list, Category::PackageIndex).await;
+    Ok(list)
+}
+
 /// The file entry of `filename` on the source's project page.
 async fn find_file(state: &AppState, source: &Arc<Source>, project: &str, filename: &str) -> Result<super::model::FileEntry, ApiError> {
-    let (doc, _) = document::get(state, &project_request(state, source, project)).await?;
-    if !doc.found {
+    let dreq = project_request(state, source, project);
+    let (doc, _) = document::get(state, &dreq).await?;
+    if !doc.found() {
         return Err(ApiError::NotFound(format!("project {project:?} not found in source {:?}", source.name())));
     }
-    let page: ProjectPage = serde_json::from_str(&doc.body).map_err(|_| ApiError::Internal)?;
+    let body = document::body(state, &dreq, &doc).await?;
+    let page: ProjectPage = serde_json::from_str(&body).map_err(|_| ApiError::Internal)?;
     page.files
         .into_iter()
         .find(|f| f.filename == filename)

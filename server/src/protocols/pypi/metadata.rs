@@ -88,6 +88,9 @@ async fn try_extract(state: &AppState, source: &Source, project: &str, filename:
     })
     .await
     .map_err(|e| e.to_string())?;
+    // Pages render the metadata list; make them see the new entry.
+    let key = super::handlers::metadata_list_key(state, source.name(), project).await;
+    state.cache.delete(&key).await;
     Ok(())
 }
 
