@@ -34,9 +34,10 @@ write_if_changed "$TOOLS/package.json" <<'JSON'
   "overrides": { "node-fetch": "2.7.0" }
 }
 JSON
-if [[ ! -x $TOOLS/node_modules/.bin/verdaccio || ! -x $TOOLS/node_modules/.bin/pnpm ]]; then
+if [[ ! -x $TOOLS/node_modules/.bin/verdaccio || ! -x $TOOLS/node_modules/.bin/pnpm ||
+      $TOOLS/package.json -nt $TOOLS/node_modules/.package-lock.json ]]; then
   log "installing verdaccio 6.8.0 and pnpm 9 into $TOOLS"
-  (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error)
+  (cd "$TOOLS" && npm install --no-audit --no-fund --loglevel=error >&2)
 fi
 
 # --- upstream A: a real dependency closure -----------------------------------
@@ -61,7 +62,7 @@ JSON
 # Resolve the closure once (the lockfile is kept; delete it to re-resolve).
 if [[ ! -f $PROJECT/package-lock.json || $PROJECT/package.json -nt $PROJECT/package-lock.json ]]; then
   log "resolving the dependency tree in $PROJECT"
-  (cd "$PROJECT" && npm install --package-lock-only --ignore-scripts --no-audit --no-fund --loglevel=error)
+  (cd "$PROJECT" && npm install --package-lock-only --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
 fi
 
 # pack_into DIR SPEC... : `npm pack` every name@version whose tarball is not in DIR yet.

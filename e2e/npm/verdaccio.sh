@@ -38,6 +38,10 @@ start() {
   [[ -f $DIR/config.yaml ]] || { echo "$DIR/config.yaml missing: run prepare.sh" >&2; exit 1; }
   [[ -x $BIN ]] || { echo "$BIN missing: run prepare.sh" >&2; exit 1; }
   stop
+  # Refuse a port something else answers on: its ping would look like ours.
+  if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then
+    echo "port $port is already in use" >&2; exit 1
+  fi
   # Detached, with no inherited stdio, so callers capturing our output never hang.
   setsid "$BIN" --config "$DIR/config.yaml" --listen "127.0.0.1:$port" >"$LOG" 2>&1 </dev/null &
   pid=$!
@@ -46,7 +50,7 @@ start() {
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "verdaccio $ID exited; log $LOG:" >&2; tail -n 20 "$LOG" >&2; rm -f "$PID_FILE"; exit 1
     fi
-    curl -sf -o /dev/null "http://127.0.0.1:$port/-/ping" && return 0
+    curl -sf -o /dev/null "http://127.0.0.1:$port/-/ping" && kill -0 "$pid" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "verdaccio $ID did not answer on port $port within 30 s; log $LOG:" >&2

@@ -1,93 +1,22 @@
-"""Fixtures for the PyPI end-to-end suite: real upstreams (pypiserver), a fault
-upstream, real Orchard processes (embedded and on Postgres + Redis Cluster + S3),
-and helpers for real pip and uv runs."""
-import json
+"""Fixtures of the PyPI end-to-end suite: real upstreams (pypiserver), a fault
+upstream, and helpers for real pip and uv runs. The shared harness is e2e/harness.py."""
 import os
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import *  # noqa: E402,F401,F403
+from harness import E2E, Proc, free_port, http, json, tmp, wait_http  # noqa: E402,F401
+
 HERE = Path(__file__).resolve().parent
-E2E = Path(os.environ.get("ORCHARD_E2E_DIR", Path.home() / ".cache/orchard/e2e"))
 VENV_BIN = E2E / "venv/bin"
-ORCHARD_BIN = os.environ.get("ORCHARD_BIN") or str(
-    Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/orchard/target")) / "debug/orchard"
-)
 # The set every install test asks for: >20 packages, an sdist (docopt), one project
 # with many versions (six), one only the second upstream has (colorama).
 REQUIREMENTS = ["requests", "flask", "pytest", "rich", "attrs", "six==1.16.0", "docopt==0.6.2", "colorama"]
 IMPORTS = "import requests, flask, pytest, rich, attrs, six, docopt, colorama"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(url, method="GET", headers=None, data=None, timeout=30):
-    """(status, headers with lowercase names, body) without raising on HTTP errors."""
-    req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status, lower(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, lower(e.headers), e.read()
-
-
-def lower(headers):
-    return {k.lower(): v for k, v in headers.items()}
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def wait_http(url, status=200, timeout=60):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = http(url, timeout=5)[0]
-            if last == status:
-                return
-        except OSError as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered {status} (last: {last})")
-
-
-class Proc:
-    def __init__(self, args, log, env=None, cwd=None):
-        self.args, self.log, self.env, self.cwd = args, log, env, cwd
-        self.p = None
-
-    def start(self):
-        self.p = subprocess.Popen(self.args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                  env=self.env, cwd=self.cwd, start_new_session=True)
-        return self
-
-    def stop(self):
-        if self.p and self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait()
-        return self.p.returncode if self.p else None
 
 
 class Upstream:
@@ -131,65 +60,6 @@ class FaultUpstream:
         return sum(self.counts().values())
 
 
-METRIC = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
-
-
-class Orchard:
-    def __init__(self, tmp, env):
-        self.dir = tmp / f"orchard-{uuid.uuid4().hex[:8]}"
-        self.dir.mkdir()
-        self.port, self.admin_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.admin = f"http://127.0.0.1:{self.admin_port}"
-        self.index = f"{self.url}/pypi/simple/"
-        full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-                "ORCHARD_LISTEN_ADDR": f"127.0.0.1:{self.port}", "ORCHARD_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
-                "ORCHARD_LOG_FORMAT": "json", "RUST_LOG": "info"}
-        full.update(env)
-        self.log = self.dir / "orchard.log"
-        self.proc = Proc([ORCHARD_BIN, "serve"], self.log, env=full, cwd=self.dir)
-
-    def start(self):
-        self.proc.start()
-        wait_http(f"{self.admin}/readyz")
-        wait_http(f"{self.url}/")
-        return self
-
-    def stop(self):
-        return self.proc.stop()
-
-    def metrics(self):
-        out = {}
-        for line in http(f"{self.admin}/metrics")[2].decode().splitlines():
-            m = METRIC.match(line)
-            if m:
-                labels = dict(kv.split("=", 1) for kv in re.findall(r'\w+="[^"]*"', m.group(2) or ""))
-                labels = {k: v.strip('"') for k, v in labels.items()}
-                out[(m.group(1), tuple(sorted(labels.items())))] = float(m.group(3))
-        return out
-
-    def requests_by_cache(self):
-        """{cache label: count} over PyPI pages and files."""
-        totals = {}
-        for (name, labels), v in self.metrics().items():
-            if name == "orchard_http_requests_total":
-                d = dict(labels)
-                if d["protocol"] in ("pypi", "source"):
-                    totals[d["cache"]] = totals.get(d["cache"], 0) + v
-        return totals
-
-    def counter(self, name):
-        return sum(v for (n, _), v in self.metrics().items() if n == name)
-
-
-def sources_file(path, *upstreams):
-    lines = []
-    for prio, (name, url) in enumerate(upstreams, start=1):
-        lines += [f"- name: {name}", "  protocol: pypi", f"  url: {url}", f"  priority: {prio * 10}"]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def venv(path):
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path
@@ -217,11 +87,6 @@ def uv_install(index, target, packages=REQUIREMENTS):
 
 
 @pytest.fixture(scope="session")
-def tmp(tmp_path_factory):
-    return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="session")
 def upstream_a(tmp):
     u = Upstream("a", E2E / "pkgs-a", tmp).start()
     yield u
@@ -242,29 +107,3 @@ def fault(tmp):
     f.proc.stop()
 
 
-def service_env(name):
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set: run the suite with `make test` (it starts the services)")
-    return value
-
-
-def fresh_postgres_url():
-    admin = service_env("ORCHARD_TEST_DATABASE_URL")
-    name = f"orchard_e2e_{uuid.uuid4().hex[:12]}"
-    subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True)
-    return admin.rsplit("/", 1)[0] + "/" + name
-
-
-def production_env(prefix):
-    return {
-        "ORCHARD_DATABASE_URL": fresh_postgres_url(),
-        "ORCHARD_REDIS_CLUSTER_NODES": service_env("ORCHARD_TEST_REDIS_CLUSTER_NODES"),
-        "ORCHARD_CACHE_NAMESPACE": f"e2e{uuid.uuid4().hex[:8]}",
-        "ORCHARD_S3_ENDPOINT": service_env("ORCHARD_TEST_S3_ENDPOINT"),
-        "ORCHARD_S3_BUCKET": service_env("ORCHARD_TEST_S3_BUCKET"),
-        "ORCHARD_S3_REGION": service_env("ORCHARD_TEST_S3_REGION"),
-        "ORCHARD_S3_ACCESS_KEY_ID": service_env("ORCHARD_TEST_S3_ACCESS_KEY_ID"),
-        "ORCHARD_S3_SECRET_ACCESS_KEY": service_env("ORCHARD_TEST_S3_SECRET_ACCESS_KEY"),
-        "ORCHARD_S3_PREFIX": prefix,
-    }

@@ -39,6 +39,7 @@
 //! | `ORCHARD_HTTP_WORKER_THREADS` | `32` | bound of the pool for blocking work |
 //! | `ORCHARD_CACHE_TTL_NEGATIVE` | `60` | seconds an upstream 404 is remembered |
 //! | `ORCHARD_CACHE_STALE_MAX` | `86400` | seconds an expired index page may still be served when the upstream fails |
+//! | `ORCHARD_PUBLIC_URL` | unset | `scheme://host[:port]` clients reach Orchard at (absolute links, e.g. npm tarballs); unset = from each request |
 //! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
 //! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
 //! | `ORCHARD_UPSTREAMS_FILE` | unset | YAML list of upstream sources (see `sources`) |
@@ -137,6 +138,7 @@ pub struct Config {
     pub sources: Vec<crate::sources::SourceSpec>,
     pub max_index_bytes: usize,
     pub max_header_bytes: usize,
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -281,6 +283,7 @@ impl Config {
             sources: crate::sources::static_sources(env)?,
             max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)? as usize,
             max_header_bytes: env.var_in_range("ORCHARD_MAX_HEADER_BYTES", 32 << 10, 1024, 1 << 20)? as usize,
+            public_url: public_url(env)?,
             server,
         })
     }
@@ -327,6 +330,7 @@ impl Config {
             })).collect::<Vec<_>>(),
             "max_index_bytes": self.max_index_bytes,
             "max_header_bytes": self.max_header_bytes,
+            "public_url": self.public_url,
             "storage": storage,
             "http": self.http,
         })
@@ -393,6 +397,16 @@ impl DatabaseConfig {
             pre_ping: env.var_bool("ORCHARD_DATABASE_POOL_PRE_PING", false)?,
         })
     }
+}
+
+fn public_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
+    const VAR: &str = "ORCHARD_PUBLIC_URL";
+    let Some(raw) = env.var(VAR) else { return Ok(None) };
+    let u = url::Url::parse(&raw).map_err(|e| ConfigError { var: VAR, message: format!("not a valid URL: {e}") })?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() || u.query().is_some() {
+        return Err(ConfigError { var: VAR, message: "expected http(s)://host[:port][/prefix]".into() });
+    }
+    Ok(Some(raw.trim_end_matches('/').to_string()))
 }
 
 fn parse_host_port(var: &'static str, raw: &str) -> Result<String, ConfigError> {

@@ -92,6 +92,18 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index));
     crate::protocols::pypi::handlers::configure(cfg);
+    crate::protocols::npm::handlers::configure(cfg);
+}
+
+/// Matches `/sources/{source}/…` only when `{source}` is an enabled source of
+/// `protocol`, so each protocol owns its sources' URL space (an npm package may be
+/// called `simple`).
+pub fn source_protocol(protocol: crate::sources::Protocol) -> impl actix_web::guard::Guard {
+    actix_web::guard::fn_guard(move |ctx| {
+        let Some(name) = ctx.head().uri.path().split('/').nth(2) else { return false };
+        let Some(state) = ctx.app_data::<web::Data<crate::state::AppState>>() else { return false };
+        state.sources.get(protocol, name).is_some()
+    })
 }
 
 pub fn default_service() -> actix_web::Route {

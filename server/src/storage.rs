@@ -33,8 +33,8 @@ const MULTIPART_CONCURRENCY: usize = 2;
 pub enum StorageError {
     #[error("artifact not found")]
     NotFound,
-    #[error("hash mismatch: expected sha256 {expected}, got {actual}")]
-    HashMismatch { expected: String, actual: String },
+    #[error("hash mismatch: expected {algorithm} {expected}, got {actual}")]
+    HashMismatch { algorithm: &'static str, expected: String, actual: String },
     #[error("not a sha256 hex digest: {0:?}")]
     BadDigest(String),
     #[error("requested range not satisfiable")]
@@ -58,6 +58,31 @@ pub struct StoredObject {
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     kind: &'static str,
+}
+
+/// Digests the stored bytes must match (lowercase hex); all `None` accepts any bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub sha256: Option<String>,
+    pub sha512: Option<String>,
+    pub sha1: Option<String>,
+}
+
+impl Expected {
+    pub fn sha256(hex: impl Into<String>) -> Self {
+        Expected { sha256: Some(hex.into()), ..Default::default() }
+    }
+
+    fn validate(&self) -> Result<(), StorageError> {
+        for (digest, len) in [(&self.sha256, 64), (&self.sha512, 128), (&self.sha1, 40)] {
+            if let Some(d) = digest {
+                if d.len() != len || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(StorageError::BadDigest(d.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn is_sha256_hex(s: &str) -> bool {
@@ -120,17 +145,15 @@ impl ArtifactStore {
         metrics().storage_operations.with_label_values(&[self.kind, op, result]).inc();
     }
 
-    /// Streams `body` into storage. With `expected_sha256`, bytes that hash otherwise are
+    /// Streams `body` into storage. Bytes that do not match every `expected` digest are
     /// refused (`HashMismatch`, counted in `orchard_hash_mismatch_total`) and nothing is kept.
-    pub async fn put_stream<S, E>(&self, body: S, expected_sha256: Option<&str>) -> Result<StoredObject, StorageError>
+    pub async fn put_stream<S, E>(&self, body: S, expected: &Expected) -> Result<StoredObject, StorageError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        if let Some(expected) = expected_sha256 {
-            Self::key(expected)?;
-        }
-        let r = self.put_stream_inner(body, expected_sha256).await;
+        expected.validate()?;
+        let r = self.put_stream_inner(body, expected).await;
         if matches!(r, Err(StorageError::HashMismatch { .. })) {
             metrics().hash_mismatch.inc();
         }
@@ -138,13 +161,15 @@ impl ArtifactStore {
         r
     }
 
-    async fn put_stream_inner<S, E>(&self, body: S, expected: Option<&str>) -> Result<StoredObject, StorageError>
+    async fn put_stream_inner<S, E>(&self, body: S, expected: &Expected) -> Result<StoredObject, StorageError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
         let tmp = Path::from(format!("tmp/{}", uuid::Uuid::new_v4()));
         let mut hasher = Sha256::new();
+        let mut sha512 = expected.sha512.as_ref().map(|_| sha2::Sha512::new());
+        let mut sha1 = expected.sha1.as_ref().map(|_| sha1::Sha1::new());
         let mut size: u64 = 0;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
@@ -155,6 +180,12 @@ impl ArtifactStore {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| StorageError::Source(e.to_string()))?;
                 hasher.update(&chunk);
+                if let Some(h) = sha512.as_mut() {
+                    h.update(&chunk);
+                }
+                if let Some(h) = sha1.as_mut() {
+                    h.update(&chunk);
+                }
                 size += chunk.len() as u64;
                 match upload.as_mut() {
                     Some(w) => {
@@ -197,10 +228,17 @@ impl ArtifactStore {
         }
 
         let actual = hex::encode(hasher.finalize());
-        if let Some(expected) = expected {
-            if !expected.eq_ignore_ascii_case(&actual) {
-                let _ = self.store.delete(&tmp).await;
-                return Err(StorageError::HashMismatch { expected: expected.to_ascii_lowercase(), actual });
+        let checks = [
+            ("sha256", expected.sha256.as_ref(), Some(actual.clone())),
+            ("sha512", expected.sha512.as_ref(), sha512.map(|h| hex::encode(h.finalize()))),
+            ("sha1", expected.sha1.as_ref(), sha1.map(|h| hex::encode(h.finalize()))),
+        ];
+        for (algorithm, want, got) in checks {
+            if let (Some(want), Some(got)) = (want, got) {
+                if !want.eq_ignore_ascii_case(&got) {
+                    let _ = self.store.delete(&tmp).await;
+                    return Err(StorageError::HashMismatch { algorithm, expected: want.to_ascii_lowercase(), actual: got });
+                }
             }
         }
         let key = Self::key(&actual)?;

@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use futures::{stream, TryStreamExt};
 use orchard_server::config::StorageConfig;
-use orchard_server::storage::{ArtifactStore, StorageError, SMALL_OBJECT_LIMIT};
+use orchard_server::storage::{ArtifactStore, Expected, StorageError, SMALL_OBJECT_LIMIT};
 use sha2::{Digest, Sha256};
 
 fn s3_store() -> ArtifactStore {
@@ -54,14 +54,14 @@ async fn exercise(store: ArtifactStore) {
 
     // Small object: one PUT.
     let small = content(100_000, 1);
-    let stored = store.put_stream(chunks(&small), Some(&sha(&small))).await.expect("put small");
+    let stored = store.put_stream(chunks(&small), &Expected::sha256(sha(&small))).await.expect("put small");
     assert_eq!((stored.sha256.as_str(), stored.size), (sha(&small).as_str(), small.len() as u64));
     assert_eq!(store.head(&stored.sha256).await.unwrap(), small.len() as u64);
     assert_eq!(read_all(&store, &stored.sha256, None).await.1, small);
 
     // Large object: multipart (more than two parts), no declared hash.
     let large = content(SMALL_OBJECT_LIMIT * 2 + 12_345, 2);
-    let stored = store.put_stream(chunks(&large), None).await.expect("put large");
+    let stored = store.put_stream(chunks(&large), &Expected::default()).await.expect("put large");
     assert_eq!(stored.sha256, sha(&large));
     let (total, bytes) = read_all(&store, &stored.sha256, None).await;
     assert_eq!(total, large.len() as u64);
@@ -70,15 +70,15 @@ async fn exercise(store: ArtifactStore) {
     assert!(part == large[1_000..SMALL_OBJECT_LIMIT + 5], "range read");
 
     // Same bytes again: same key, still one object.
-    let again = store.put_stream(chunks(&small), None).await.unwrap();
+    let again = store.put_stream(chunks(&small), &Expected::default()).await.unwrap();
     assert_eq!(again.sha256, sha(&small));
 
     // Hash mismatch: refused, counted, nothing stored under either digest, no temp left.
     let before = orchard_server::metrics::metrics().hash_mismatch.get();
     let evil = content(SMALL_OBJECT_LIMIT + 10, 3);
     let declared = sha(b"what the index promised");
-    match store.put_stream(chunks(&evil), Some(&declared)).await {
-        Err(StorageError::HashMismatch { expected, actual }) => {
+    match store.put_stream(chunks(&evil), &Expected::sha256(declared.clone())).await {
+        Err(StorageError::HashMismatch { algorithm: "sha256", expected, actual }) => {
             assert_eq!(expected, declared);
             assert_eq!(actual, sha(&evil));
         }
@@ -92,14 +92,22 @@ async fn exercise(store: ArtifactStore) {
     let mut pieces: Vec<Result<Bytes, std::io::Error>> =
         evil.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     pieces.push(Err(std::io::Error::other("connection reset")));
-    let r = store.put_stream(stream::iter(pieces), None).await;
+    let r = store.put_stream(stream::iter(pieces), &Expected::default()).await;
     assert!(matches!(r, Err(StorageError::Source(_))), "{r:?}");
     assert!(matches!(store.head(&sha(&evil)).await, Err(StorageError::NotFound)));
     assert_eq!(store.temporary_objects().await.unwrap(), 0, "no temporary object left behind");
 
     // Bad digests never reach the store.
     assert!(matches!(store.head("../../etc/passwd").await, Err(StorageError::BadDigest(_))));
-    assert!(matches!(store.put_stream(chunks(b"x"), Some("nope")).await, Err(StorageError::BadDigest(_))));
+    assert!(matches!(store.put_stream(chunks(b"x"), &Expected::sha256("nope")).await, Err(StorageError::BadDigest(_))));
+
+    // npm and Maven declare sha512 / sha1: verified the same way.
+    let sha512 = hex::encode(sha2::Sha512::digest(&small));
+    let sha1 = hex::encode(sha1::Sha1::digest(&small));
+    let both = Expected { sha512: Some(sha512.clone()), sha1: Some(sha1.clone()), ..Default::default() };
+    assert_eq!(store.put_stream(chunks(&small), &both).await.unwrap().sha256, sha(&small));
+    let wrong = Expected { sha512: Some(sha512), sha1: Some("0".repeat(40)), ..Default::default() };
+    assert!(matches!(store.put_stream(chunks(&small), &wrong).await, Err(StorageError::HashMismatch { algorithm: "sha1", .. })));
 
     store.delete(&sha(&small)).await.unwrap();
     assert!(matches!(store.head(&sha(&small)).await, Err(StorageError::NotFound)));

@@ -27,14 +27,14 @@ use crate::metrics::metrics;
 use crate::routes::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
-use crate::storage::StorageError;
+use crate::storage::{Expected, StorageError};
 
 /// Where the bytes come from, resolved only on a miss.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub url: String,
-    /// The digest the index declared; the bytes must match it to be stored.
-    pub sha256: Option<String>,
+    /// The digests the index declared; the bytes must match them to be stored.
+    pub expected: Expected,
 }
 
 /// What a committed fill produced.
@@ -117,7 +117,7 @@ where
                         });
                     let mut b = HttpResponse::Ok();
                     b.insert_header((header::CONTENT_TYPE, spec.content_type));
-                    if let Some(sha) = &upstream.sha256 {
+                    if let Some(sha) = &upstream.expected.sha256 {
                         b.insert_header((header::ETAG, response::etag_of(sha)));
                     }
                     let res = match length {
@@ -219,10 +219,10 @@ async fn fill(
 
     let (store_tx, store_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let storage = state.storage.clone();
-    let expected = upstream.sha256.clone();
+    let expected = upstream.expected.clone();
     let store_task = tokio::spawn(async move {
         let body = futures::stream::unfold(store_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-        storage.put_stream(body, expected.as_deref()).await
+        storage.put_stream(body, &expected).await
     });
 
     let read_timeout = state.config.http.read_timeout();
@@ -260,8 +260,8 @@ async fn fill(
     let stored = store_task.await.map_err(|e| FetchError::Internal(e.to_string()))?;
     let result = match (failure, stored) {
         (Some(f), _) => Err(f),
-        (None, Err(StorageError::HashMismatch { expected, actual })) => {
-            tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, expected, actual, "hash mismatch; nothing stored");
+        (None, Err(StorageError::HashMismatch { algorithm, expected, actual })) => {
+            tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, algorithm, expected, actual, "hash mismatch; nothing stored");
             Err(FetchError::HashMismatch)
         }
         (None, Err(StorageError::Source(m))) => Err(FetchError::Upstream(m)),

@@ -31,6 +31,7 @@ use crate::proxy::response;
 use crate::routes::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
+use crate::storage::Expected;
 
 const UPSTREAM_ACCEPT: &str =
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
@@ -290,9 +291,14 @@ async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, 
     });
     let resolve = || async {
         let entry = find_file(state, &source, &project, filename).await?;
-        Ok(Upstream { url: entry.url.clone(), sha256: entry.sha256().map(str::to_string) })
+        Ok(Upstream { url: entry.url.clone(), expected: expected_of(&entry.hashes) })
     };
     artifact::serve(state, req, spec, resolve, hook).await
+}
+
+/// The index's hashes that storage can verify.
+fn expected_of(hashes: &BTreeMap<String, String>) -> Expected {
+    Expected { sha256: hashes.get("sha256").cloned(), sha512: hashes.get("sha512").cloned(), sha1: hashes.get("sha1").cloned() }
 }
 
 /// `<file>.metadata`: Orchard's extracted copy, or the upstream's when it offers one.
@@ -309,7 +315,7 @@ async fn core_metadata(state: &AppState, req: &HttpRequest, source: Arc<Source>,
     let resolve = || async {
         let entry = find_file(state, &source, project, dist).await?;
         match &entry.core_metadata {
-            Some(hashes) => Ok(Upstream { url: format!("{}.metadata", entry.url), sha256: hashes.get("sha256").cloned() }),
+            Some(hashes) => Ok(Upstream { url: format!("{}.metadata", entry.url), expected: expected_of(hashes) }),
             None => Err(ApiError::NotFound(format!("no metadata for {dist:?} (yet)"))),
         }
     };
@@ -376,7 +382,13 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path).route(web::get().to(handler.clone())).route(web::head().to(handler))
+    let resource = web::resource(path);
+    let resource = if path.starts_with("/sources/") {
+        resource.guard(crate::routes::source_protocol(Protocol::Pypi))
+    } else {
+        resource
+    };
+    resource.route(web::get().to(handler.clone())).route(web::head().to(handler))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -68,7 +68,7 @@ async fn try_extract(state: &AppState, source: &Source, project: &str, filename:
     let metadata = state.blocking.run(move || extract_from_wheel(&local)).await.map_err(|e| e.to_string())??;
     let stored = state
         .storage
-        .put_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(metadata)) }), None)
+        .put_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(metadata)) }), &Default::default())
         .await
         .map_err(|e| e.to_string())?;
     let art = Artifact {

@@ -1,0 +1,336 @@
+//! npm routes.
+//!
+//! | route | what |
+//! |---|---|
+//! | `/npm/{package}` | packument (full `application/json` or abbreviated `application/vnd.npm.install-v1+json`), merged over every enabled npm source by priority |
+//! | `/npm/{package}/{version or dist-tag}` | one version's manifest |
+//! | `/npm/{package}/-/{file}.tgz` | tarball |
+//! | `/npm/-/ping` | `{}` |
+//! | `/sources/{source}/…` | the same API for one npm source |
+//!
+//! `{package}` is `name`, `@scope/name` or `@scope%2fname`. Tarball links in packuments
+//! are absolute (npm needs that): `ORCHARD_PUBLIC_URL` when set, else the scheme and
+//! host the client used; they always point at `/sources/{source}/…` of the source the
+//! packument came from.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::names::{is_valid_tarball, is_valid_version_or_tag, PackageName};
+use super::packument;
+use crate::cache::Category;
+use crate::error::ApiError;
+use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
+use crate::proxy::document::{self, DocumentRequest, Loaded, Parser};
+use crate::proxy::response;
+use crate::routes::CacheStatus;
+use crate::sources::{Protocol, Source};
+use crate::state::AppState;
+
+const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
+
+#[derive(Debug, PartialEq, Eq)]
+enum NpmRequest {
+    Ping,
+    Packument(PackageName),
+    Version(PackageName, String),
+    Tarball(PackageName, String),
+}
+
+fn decode(segment: &str) -> Result<String, ApiError> {
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .unwrap_or_default();
+    let s = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("path is not UTF-8".into()))?;
+    if s.chars().any(|c| c.is_control()) {
+        return Err(ApiError::BadRequest("control characters in path".into()));
+    }
+    Ok(s)
+}
+
+/// Parses the part of the path after the registry root (still percent-encoded).
+fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
+    let segs: Vec<String> = tail.split('/').map(decode).collect::<Result<_, _>>()?;
+    if segs.iter().any(|s| s.is_empty()) {
+        return Err(ApiError::NotFound("no such npm route".into()));
+    }
+    if segs.len() == 2 && segs[0] == "-" && segs[1] == "ping" {
+        return Ok(NpmRequest::Ping);
+    }
+    let (name, rest) = if segs[0].starts_with('@') && !segs[0].contains('/') {
+        if segs.len() < 2 {
+            return Err(ApiError::BadRequest(format!("scoped name {:?} needs @scope/name", segs[0])));
+        }
+        (format!("{}/{}", segs[0], segs[1]), &segs[2..])
+    } else {
+        (segs[0].clone(), &segs[1..])
+    };
+    let name = PackageName::parse(&name).map_err(ApiError::BadRequest)?;
+    match rest {
+        [] => Ok(NpmRequest::Packument(name)),
+        [v] if is_valid_version_or_tag(v) => Ok(NpmRequest::Version(name, v.clone())),
+        [v] => Err(ApiError::BadRequest(format!("invalid version or tag {:?}", v.chars().take(60).collect::<String>()))),
+        [dash, file] if dash == "-" && is_valid_tarball(file) => Ok(NpmRequest::Tarball(name, file.clone())),
+        [dash, _] if dash == "-" => Err(ApiError::BadRequest("invalid tarball file name".into())),
+        _ => Err(ApiError::NotFound("no such npm route".into())),
+    }
+}
+
+#[derive(Clone)]
+enum View {
+    Merged,
+    Source(Arc<Source>),
+}
+
+impl View {
+    fn sources(&self, state: &AppState) -> Vec<Arc<Source>> {
+        match self {
+            View::Merged => state.sources.for_protocol(Protocol::Npm),
+            View::Source(s) => vec![s.clone()],
+        }
+    }
+}
+
+/// scheme://host the client should use for tarball links.
+fn base_url(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
+    if let Some(public) = &state.config.public_url {
+        return Ok(public.clone());
+    }
+    let info = req.connection_info();
+    let host = info.host();
+    let ok_host = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    let scheme = info.scheme();
+    if !ok_host || !matches!(scheme, "http" | "https") {
+        return Err(ApiError::BadRequest("invalid Host header".into()));
+    }
+    Ok(format!("{scheme}://{host}"))
+}
+
+fn wants_abbreviated(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(|a| {
+            a.split(',').any(|part| {
+                let mut it = part.split(';');
+                let media = it.next().unwrap_or("").trim();
+                let q = it
+                    .filter_map(|p| p.trim().strip_prefix("q="))
+                    .filter_map(|q| q.parse::<f32>().ok())
+                    .next()
+                    .unwrap_or(1.0);
+                media.eq_ignore_ascii_case(ABBREVIATED) && q > 0.0
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn packument_request(state: &AppState, source: &Arc<Source>, name: &PackageName, abbreviated: bool) -> DocumentRequest {
+    let parse_name = name.clone();
+    let prefix = format!("/sources/{}", source.name());
+    let parse: Parser = Arc::new(move |body, _ct| packument::parse(body, &parse_name, &prefix));
+    let ttl = source
+        .spec
+        .ttl
+        .as_ref()
+        .and_then(|t| t.versions_seconds)
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(state.config.cache.ttl_versions);
+    DocumentRequest {
+        protocol: Protocol::Npm,
+        source: source.clone(),
+        identifier: format!("{}/{}", if abbreviated { "abbreviated" } else { "packument" }, name.full()),
+        url: source.url(&name.encoded()),
+        accept: if abbreviated { "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8" } else { "application/json" },
+        ttl,
+        category: Category::PackageVersions,
+        parse,
+    }
+}
+
+/// The first source (by priority) that has the package, with its packument.
+async fn find_package(
+    state: &AppState,
+    view: &View,
+    name: &PackageName,
+    abbreviated: bool,
+) -> Result<(Arc<Source>, DocumentRequest, Arc<Loaded>, CacheStatus), ApiError> {
+    for source in view.sources(state) {
+        if !source.allows(&name.full()) {
+            continue;
+        }
+        let dreq = packument_request(state, &source, name, abbreviated);
+        let (doc, status) = document::get(state, &dreq).await?;
+        if doc.found() {
+            return Ok((source, dreq, doc, status));
+        }
+    }
+    Err(ApiError::NotFound(format!("package {:?} not found in any npm source", name.full())))
+}
+
+fn json_response(req: &HttpRequest, content_type: &str, body: Bytes, etag: String, cache: CacheStatus) -> HttpResponse {
+    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        HttpResponse::NotModified().insert_header((header::ETAG, etag)).insert_header((header::VARY, "Accept")).finish()
+    } else {
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, content_type))
+            .insert_header((header::VARY, "Accept"))
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, "max-age=60"))
+            .body(body)
+    };
+    response::tag(res, cache)
+}
+
+async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName) -> Result<HttpResponse, ApiError> {
+    let abbreviated = wants_abbreviated(req);
+    let base = base_url(state, req)?;
+    let (source, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
+    let base_tag = hex::encode(&Sha256::digest(base.as_bytes())[..4]);
+    let repr = if abbreviated { "abbreviated" } else { "full" };
+    let key = state.cache.key(
+        Category::PackageVersions,
+        "npm",
+        &format!("rendered/{}/{}/{}/{repr}/{base_tag}", source.name(), name.full(), doc.digest()),
+    );
+    let etag = format!("W/\"{}-{repr}-{base_tag}\"", doc.digest());
+    let content_type = if abbreviated { ABBREVIATED } else { "application/json" };
+    if let Some(body) = state.cache.get(&key).await {
+        return Ok(json_response(req, content_type, body, etag, status));
+    }
+    let stored = document::body(state, &dreq, &doc).await?;
+    let rendered = state
+        .blocking
+        .run(move || packument::split(&stored).map(|(_, body)| packument::render(body, &base)))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "stored packument unreadable");
+            ApiError::Internal
+        })?;
+    let body = Bytes::from(rendered);
+    state.cache.set_with_ttl(&key, body.clone(), Some(dreq.ttl)).await;
+    Ok(json_response(req, content_type, body, etag, status))
+}
+
+async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, wanted: &str) -> Result<HttpResponse, ApiError> {
+    let base = base_url(state, req)?;
+    let (_, dreq, doc, status) = find_package(state, view, name, false).await?;
+    let stored = document::body(state, &dreq, &doc).await?;
+    let wanted_owned = wanted.to_string();
+    let manifest = state
+        .blocking
+        .run(move || packument::split(&stored).and_then(|(_, body)| packument::version(body, &wanted_owned, &base)))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|_| ApiError::Internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("{}@{wanted} not found", name.full())))?;
+    let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(manifest);
+    Ok(response::tag(res, status))
+}
+
+async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, file: &str) -> Result<HttpResponse, ApiError> {
+    let source = match view {
+        View::Source(s) => s.clone(),
+        View::Merged => find_package(state, view, name, true).await?.0,
+    };
+    if !source.allows(&name.full()) {
+        return Err(ApiError::NotFound(format!("source {:?} does not serve {:?}", source.name(), name.full())));
+    }
+    let spec = ArtifactSpec {
+        protocol: Protocol::Npm,
+        source: source.clone(),
+        path: format!("{}/-/{file}", name.full()),
+        content_type: "application/octet-stream",
+    };
+    let resolve = || async {
+        let dreq = packument_request(state, &source, name, true);
+        let (doc, _) = document::get(state, &dreq).await?;
+        if !doc.found() {
+            return Err(ApiError::NotFound(format!("package {:?} not found in source {:?}", name.full(), source.name())));
+        }
+        let stored = document::body(state, &dreq, &doc).await?;
+        let (tarballs, _) = packument::split(&stored).map_err(|_| ApiError::Internal)?;
+        let found = tarballs.get(file).ok_or_else(|| ApiError::NotFound(format!("{file:?} is not a tarball of {:?}", name.full())))?;
+        Ok(Upstream { url: found.url.clone(), expected: found.expected() })
+    };
+    artifact::serve(state, req, spec, resolve, None).await
+}
+
+async fn dispatch(state: &AppState, req: &HttpRequest, view: View, tail: &str) -> Result<HttpResponse, ApiError> {
+    match parse_tail(tail)? {
+        NpmRequest::Ping => Ok(HttpResponse::Ok().content_type("application/json").body("{}")),
+        NpmRequest::Packument(name) => packument(state, req, &view, &name).await,
+        NpmRequest::Version(name, v) => version(state, req, &view, &name, &v).await,
+        NpmRequest::Tarball(name, file) => tarball(state, req, &view, &name, &file).await,
+    }
+}
+
+async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let tail = req.path().strip_prefix("/npm/").unwrap_or("").to_string();
+    dispatch(&state, &req, View::Merged, &tail).await
+}
+
+async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // /sources/{source}/{tail}: the raw path keeps %2f inside scoped names.
+    let mut parts = req.path().splitn(4, '/').skip(2);
+    let source_name = decode(parts.next().unwrap_or(""))?;
+    let tail = parts.next().unwrap_or("").to_string();
+    let source = state
+        .sources
+        .get(Protocol::Npm, &source_name)
+        .ok_or_else(|| ApiError::NotFound(format!("no enabled npm source named {source_name:?}")))?;
+    dispatch(&state, &req, View::Source(source), &tail).await
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/npm/{tail:.*}").route(web::get().to(merged)).route(web::head().to(merged)),
+    )
+    .service(
+        web::resource("/sources/{source}/{tail:.*}")
+            .guard(crate::routes::source_protocol(Protocol::Npm))
+            .route(web::get().to(one_source))
+            .route(web::head().to(one_source)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> PackageName {
+        PackageName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tails() {
+        assert_eq!(parse_tail("-/ping").unwrap(), NpmRequest::Ping);
+        assert_eq!(parse_tail("chalk").unwrap(), NpmRequest::Packument(name("chalk")));
+        assert_eq!(parse_tail("@babel/core").unwrap(), NpmRequest::Packument(name("@babel/core")));
+        assert_eq!(parse_tail("@babel%2fcore").unwrap(), NpmRequest::Packument(name("@babel/core")));
+        assert_eq!(parse_tail("@babel%2Fcore").unwrap(), NpmRequest::Packument(name("@babel/core")));
+        assert_eq!(parse_tail("chalk/latest").unwrap(), NpmRequest::Version(name("chalk"), "latest".into()));
+        assert_eq!(parse_tail("@babel/core/7.0.0").unwrap(), NpmRequest::Version(name("@babel/core"), "7.0.0".into()));
+        assert_eq!(parse_tail("@babel%2fcore/7.0.0").unwrap(), NpmRequest::Version(name("@babel/core"), "7.0.0".into()));
+        assert_eq!(parse_tail("chalk/-/chalk-4.1.2.tgz").unwrap(), NpmRequest::Tarball(name("chalk"), "chalk-4.1.2.tgz".into()));
+        assert_eq!(
+            parse_tail("@babel/core/-/core-7.0.0.tgz").unwrap(),
+            NpmRequest::Tarball(name("@babel/core"), "core-7.0.0.tgz".into())
+        );
+        for bad in ["%2e%2e", "@scope/..", "@scope/../x", "..", "chalk/..%2f..%2fetc", "chalk/-/..%2fx.tgz", "a%00b", "@scope", "Bad Name"] {
+            assert!(matches!(parse_tail(bad), Err(ApiError::BadRequest(_))), "{bad}: {:?}", parse_tail(bad));
+        }
+        for missing in ["chalk/1/2", "chalk/", ""] {
+            assert!(matches!(parse_tail(missing), Err(ApiError::NotFound(_))), "{missing}");
+        }
+    }
+}

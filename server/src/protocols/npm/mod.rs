@@ -1,0 +1,5 @@
+//! npm: packuments (full and abbreviated), versions, tarballs, scoped names.
+
+pub mod handlers;
+pub mod names;
+pub mod packument;

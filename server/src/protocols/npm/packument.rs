@@ -1,0 +1,160 @@
+//! Packuments: parsed once on fetch (on the blocking pool), stored with tarball URLs
+//! already rewritten to Orchard paths behind a base-URL placeholder, rendered per
+//! request by substituting the client's base URL.
+//!
+//! Stored form (one string, no double JSON escaping of a possibly huge document):
+//! line 1 = JSON map of tarball file → upstream reference, line 2… = the packument JSON.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::names::{is_valid_tarball, PackageName};
+use crate::storage::Expected;
+
+/// Stands for the scheme://host of the client's request in stored packuments.
+pub const BASE: &str = "@@ORCHARD_BASE@@";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TarballRef {
+    pub url: String,
+    pub version: String,
+    #[serde(default)]
+    pub integrity: Option<String>,
+    #[serde(default)]
+    pub shasum: Option<String>,
+}
+
+impl TarballRef {
+    /// The digests to verify on ingest: `dist.integrity` (sha512, or sha1 for old
+    /// packages) and `dist.shasum` (sha1).
+    pub fn expected(&self) -> Expected {
+        let mut e = Expected::default();
+        if let Some(integrity) = &self.integrity {
+            // Several space-separated hashes may be listed; take the ones we verify.
+            for part in integrity.split_whitespace() {
+                if let Some((alg, b64)) = part.split_once('-') {
+                    let b64 = b64.split('?').next().unwrap_or("");
+                    if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) {
+                        match alg {
+                            "sha512" if raw.len() == 64 => e.sha512 = Some(hex::encode(raw)),
+                            "sha256" if raw.len() == 32 => e.sha256 = Some(hex::encode(raw)),
+                            "sha1" if raw.len() == 20 => e.sha1 = Some(hex::encode(raw)),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(s) = self.shasum.as_ref().filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())) {
+            e.sha1 = Some(s.to_ascii_lowercase());
+        }
+        e
+    }
+}
+
+fn last_segment(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let seg = u.path_segments()?.next_back()?.to_string();
+    Some(url::form_urlencoded::parse(format!("x={}", seg.replace('+', "%2B")).as_bytes()).next()?.1.into_owned())
+}
+
+/// Parses an upstream packument for `name` and rewrites every `dist.tarball` to
+/// `{BASE}{prefix}/{name}/-/{file}`. Returns the stored form.
+pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, String> {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
+    let obj = doc.as_object_mut().ok_or("upstream packument is not a JSON object")?;
+    match obj.get("name").and_then(|n| n.as_str()) {
+        Some(n) if n == name.full() => {}
+        Some(other) => return Err(format!("upstream answered for {other:?} instead of {:?}", name.full())),
+        None => return Err("upstream packument has no name".into()),
+    }
+    let mut tarballs = BTreeMap::new();
+    if let Some(versions) = obj.get_mut("versions").and_then(|v| v.as_object_mut()) {
+        for (version, meta) in versions.iter_mut() {
+            let Some(dist) = meta.get_mut("dist").and_then(|d| d.as_object_mut()) else { continue };
+            let Some(url) = dist.get("tarball").and_then(|t| t.as_str()).map(str::to_string) else { continue };
+            let Some(file) = last_segment(&url).filter(|f| is_valid_tarball(f)) else {
+                dist.remove("tarball"); // never advertise what cannot be served
+                continue;
+            };
+            tarballs.insert(
+                file.clone(),
+                TarballRef {
+                    url,
+                    version: version.clone(),
+                    integrity: dist.get("integrity").and_then(|v| v.as_str()).map(str::to_string),
+                    shasum: dist.get("shasum").and_then(|v| v.as_str()).map(str::to_string),
+                },
+            );
+            dist.insert("tarball".into(), format!("{BASE}{prefix}/{}/-/{file}", name.full()).into());
+        }
+    }
+    let head = serde_json::to_string(&tarballs).map_err(|e| e.to_string())?;
+    let body = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
+    Ok(format!("{head}\n{body}"))
+}
+
+/// The parts of a stored packument.
+pub fn split(stored: &str) -> Result<(BTreeMap<String, TarballRef>, &str), String> {
+    let (head, body) = stored.split_once('\n').ok_or("stored packument without header")?;
+    let tarballs = serde_json::from_str(head).map_err(|e| e.to_string())?;
+    Ok((tarballs, body))
+}
+
+/// The packument JSON with the client's base URL in place.
+pub fn render(stored_body: &str, base: &str) -> String {
+    stored_body.replace(BASE, base)
+}
+
+/// One version's manifest (by version or dist-tag), rendered.
+pub fn version(stored_body: &str, wanted: &str, base: &str) -> Result<Option<String>, String> {
+    let doc: serde_json::Value = serde_json::from_str(stored_body).map_err(|e| e.to_string())?;
+    let resolved = match doc.get("versions").and_then(|v| v.get(wanted)) {
+        Some(_) => wanted.to_string(),
+        None => match doc.get("dist-tags").and_then(|t| t.get(wanted)).and_then(|v| v.as_str()) {
+            Some(v) => v.to_string(),
+            None => return Ok(None),
+        },
+    };
+    Ok(doc.get("versions").and_then(|v| v.get(&resolved)).map(|m| render(&m.to_string(), base)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"name":"@acme/tool","dist-tags":{"latest":"1.1.0"},"versions":{
+      "1.0.0":{"name":"@acme/tool","version":"1.0.0","dist":{"tarball":"https://upstream.example/@acme/tool/-/tool-1.0.0.tgz","shasum":"aa","integrity":"sha512-AAAA"}},
+      "1.1.0":{"name":"@acme/tool","version":"1.1.0","dist":{"tarball":"https://upstream.example/@acme%2ftool/-/tool-1.1.0.tgz","integrity":"sha512-q83vEjkqsdFiKnRtnBNoqeDhBnqglp0U6vNhDUhqJsuJgkXLuRIHxEGsS/pw+Nf1Fv5O5dCPyxyb5tE9NR/2Rg=="}},
+      "2.0.0":{"name":"@acme/tool","version":"2.0.0","dist":{"tarball":"https://upstream.example/evil/../../x"}}}}"#;
+
+    #[test]
+    fn rewrites_tarballs_and_keeps_integrity() {
+        let name = PackageName::parse("@acme/tool").unwrap();
+        let stored = parse(DOC.as_bytes(), &name, "/sources/up").unwrap();
+        let (tarballs, body) = split(&stored).unwrap();
+        assert_eq!(tarballs.len(), 2, "the unservable tarball is dropped");
+        assert_eq!(tarballs["tool-1.1.0.tgz"].url, "https://upstream.example/@acme%2ftool/-/tool-1.1.0.tgz");
+        let rendered = render(body, "http://orchard.local:8080");
+        assert!(rendered.contains(r#""tarball":"http://orchard.local:8080/sources/up/@acme/tool/-/tool-1.0.0.tgz""#), "{rendered}");
+        assert!(!rendered.contains("upstream.example"), "no upstream URL leaks");
+        assert!(rendered.contains(r#""integrity":"sha512-AAAA""#) && rendered.contains(r#""shasum":"aa""#));
+        let v: serde_json::Value = serde_json::from_str(&version(body, "latest", "http://b").unwrap().unwrap()).unwrap();
+        assert_eq!(v["version"], "1.1.0");
+        assert_eq!(v["dist"]["tarball"], "http://b/sources/up/@acme/tool/-/tool-1.1.0.tgz");
+        assert!(version(body, "9.9.9", "http://b").unwrap().is_none());
+        let e = tarballs["tool-1.1.0.tgz"].expected();
+        assert_eq!(e.sha512.as_deref().map(str::len), Some(128));
+    }
+
+    #[test]
+    fn refuses_a_packument_for_another_name() {
+        let name = PackageName::parse("tool").unwrap();
+        assert!(parse(DOC.as_bytes(), &name, "/npm").unwrap_err().contains("instead of"));
+        assert!(parse(b"[1,2]", &name, "/npm").is_err());
+        assert!(parse(b"{not json", &name, "/npm").is_err());
+    }
+}
