@@ -40,8 +40,9 @@ unit: ## Rust unit and integration tests (needs `make services-up`)
 
 e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
 	$(CARGO) build -p orchard-server --bin orchard
-	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && cd e2e/pypi && \
-	  ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q . 2>&1 | tee -a "$(TEST_LOG)"
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm; do \
+	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
+	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
 bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to nginx, same run, loopback
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null)
@@ -49,8 +50,9 @@ bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to ngi
 	$(CARGO) build --release -p orchard-server --bin orchard
 	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/pypi_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
 
-e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest) and fill the upstream package directories
+e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest, Verdaccio, pnpm) and fill the upstreams
 	bash e2e/pypi/prepare.sh
+	bash e2e/npm/prepare.sh
 
 services-up: ## Install (if needed) and start Postgres, Redis Cluster, Redis, S3
 	bash e2e/services/up.sh

@@ -7,10 +7,13 @@ It serves PEP 503 pages and files for made-up projects and misbehaves on request
     GET  /__count               JSON: requests received per path (conditional requests
                                 answered 304 are counted under "304 <path>")
     POST /__reset               forget modes and counts
+    GET  /npm/<name>            an npm packument for <name> (one version, 1.0.0) whose
+                                tarball is /files/<name>-1.0.0.tgz with its sha512/sha1
 
 Files have deterministic content (derived from the file name), and pages declare
 the sha256 of that content, so "wrong" bytes are detectable.
 """
+import base64
 import hashlib
 import json
 import socket
@@ -170,6 +173,27 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+            return
+        if len(parts) == 2 and parts[0] == "npm":
+            name = parts[1]
+            if name.startswith("missing-"):
+                self.send_bytes(404, b'{"error":"not found"}', "application/json")
+                return
+            file = f"{name}-1.0.0.tgz"
+            data = content(file)
+            doc = {
+                "name": name,
+                "dist-tags": {"latest": "1.0.0"},
+                "versions": {"1.0.0": {"name": name, "version": "1.0.0", "dist": {
+                    "tarball": f"http://127.0.0.1:{self.server.server_port}/files/{file}",
+                    "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode(),
+                    "shasum": hashlib.sha1(data).hexdigest(),
+                }}},
+            }
+            body = json.dumps(doc).encode()
+            if self.misbehave(mode_for(name), body, "application/json"):
+                return
+            self.send_bytes(200, body, "application/json")
             return
         if len(parts) == 2 and parts[0] == "files":
             name = parts[1]
