@@ -49,6 +49,7 @@ bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to ngi
 	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
 	$(CARGO) build --release -p orchard-server --bin orchard
 	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/pypi_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
+	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/npm_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
 
 e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest, Verdaccio, pnpm) and fill the upstreams
 	bash e2e/pypi/prepare.sh

@@ -1,0 +1,176 @@
+"""npm figures for `make bench`: Orchard next to Verdaccio serving the same packages
+from its own storage, in the same run, on loopback.
+
+  1. warm abbreviated packument of a package with 600 versions (64 connections)
+  2. warm tarball hit (64 connections)
+  3. a ~20 MB packument (3000 versions): the cold fetch through Orchard (parse and
+     rewrite on the blocking pool), and /npm/-/ping latency while 20 MB packuments are
+     being re-rendered for several client hosts at once — the server must not stall.
+
+The synthetic packages are written straight into a Verdaccio storage folder
+($ORCHARD_E2E_DIR/verdaccio-bench), once.
+"""
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import E2E, free_port, http, wait_http  # noqa: E402
+from pypi_bench import wrk  # noqa: E402
+
+ABBREV = "application/vnd.npm.install-v1+json"
+STORE = E2E / "verdaccio-bench"
+VERDACCIO = E2E / "npm-tools/node_modules/.bin/verdaccio"
+
+
+def tarball(name, version):
+    pkg = json.dumps({"name": name, "version": version, "description": "bench"}).encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as t:
+        info = tarfile.TarInfo("package/package.json")
+        info.size = len(pkg)
+        t.addfile(info, io.BytesIO(pkg))
+        blob = os.urandom(200_000)  # an incompressible payload, like real code
+        info = tarfile.TarInfo("package/blob.bin")
+        info.size = len(blob)
+        t.addfile(info, io.BytesIO(blob))
+    return raw.getvalue()
+
+
+def write_package(storage, name, versions, filler):
+    d = storage / name
+    d.mkdir(parents=True, exist_ok=True)
+    data = tarball(name, "1.0.0")
+    (d / f"{name}-1.0.0.tgz").write_bytes(data)
+    dist = {"shasum": hashlib.sha1(data).hexdigest(),
+            "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()}
+    doc = {"name": name, "versions": {}, "time": {}, "dist-tags": {}, "_uplinks": {}, "_distfiles": {},
+           "_attachments": {}, "_rev": "1-0", "_id": name, "readme": "bench"}
+    for i in range(versions):
+        v = f"1.0.{i}"
+        doc["versions"][v] = {"name": name, "version": v, "description": filler,
+                              "dependencies": {"left-pad": "^1.3.0"},
+                              "dist": dict(dist, tarball=f"http://localhost/{name}/-/{name}-{v}.tgz")}
+        doc["time"][v] = "2026-01-01T00:00:00.000Z"
+    doc["dist-tags"]["latest"] = f"1.0.{versions - 1}"
+    (d / "package.json").write_text(json.dumps(doc))
+    return (d / "package.json").stat().st_size
+
+
+def prepare():
+    marker = STORE / ".complete-1"
+    if marker.exists():
+        return
+    shutil.rmtree(STORE, ignore_errors=True)
+    (STORE / "storage").mkdir(parents=True)
+    (STORE / "config.yaml").write_text((E2E / "verdaccio-a/config.yaml").read_text())
+    (STORE / "htpasswd").write_text("")
+    write_package(STORE / "storage", "bench-many", 600, "a small package with many versions")
+    size = write_package(STORE / "storage", "bench-huge", 3000, "x" * 6500)
+    print(f"prepared bench packages (bench-huge packument: {size / 1e6:.1f} MB)", file=sys.stderr)
+    marker.touch()
+
+
+def timed_get(url, headers):
+    t = time.perf_counter()
+    status, _, body = http(url, headers=headers, timeout=120)
+    return status, len(body), time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--orchard", required=True)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    args = ap.parse_args()
+    prepare()
+    work = Path(tempfile.mkdtemp(prefix="orchard-npm-bench-"))
+    procs = []
+    try:
+        vport = free_port()
+        procs.append(subprocess.Popen([str(VERDACCIO), "--config", str(STORE / "config.yaml"), "--listen", f"127.0.0.1:{vport}"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        verdaccio = f"http://127.0.0.1:{vport}"
+        wait_http(f"{verdaccio}/-/ping")
+        port, admin = free_port(), free_port()
+        env = {"PATH": os.environ["PATH"], "ORCHARD_UPSTREAM_NPM": f"{verdaccio}/",
+               "ORCHARD_LISTEN_ADDR": f"127.0.0.1:{port}", "ORCHARD_ADMIN_ADDR": f"127.0.0.1:{admin}",
+               "ORCHARD_CACHE_TTL_VERSIONS": "3600", "RUST_LOG": "warn"}
+        procs.append(subprocess.Popen([args.orchard, "serve"], cwd=work, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=open(work / "orchard.log", "w"), start_new_session=True))
+        wait_http(f"http://127.0.0.1:{admin}/readyz")
+        base = f"http://127.0.0.1:{port}"
+        h = {"Accept": ABBREV}
+        for url in (f"{base}/npm/bench-many", f"{base}/npm/bench-many/-/bench-many-1.0.0.tgz",
+                    f"{verdaccio}/bench-many", f"{verdaccio}/bench-many/-/bench-many-1.0.0.tgz"):
+            assert http(url, headers=h)[0] == 200, url
+        c, s = args.connections, args.seconds
+        print(f"| scenario ({c} connections, {s} s) | Orchard req/s | p50 ms | p99 ms | errors | Verdaccio req/s | p50 ms | p99 ms | req/s ratio |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label, o_url, v_url, hdr in [
+            ("abbreviated packument, 600 versions", f"{base}/npm/bench-many", f"{verdaccio}/bench-many", [f"Accept: {ABBREV}"]),
+            ("tarball 200 KB", f"{base}/npm/bench-many/-/bench-many-1.0.0.tgz", f"{verdaccio}/bench-many/-/bench-many-1.0.0.tgz", []),
+        ]:
+            o = wrk(o_url, c, s, hdr)
+            v = wrk(v_url, c, s, hdr)
+            print(f"| {label} | {o['rps']:.0f} | {o['p50']:.2f} | {o['p99']:.2f} | {o['errors']} | "
+                  f"{v['rps']:.0f} | {v['p50']:.2f} | {v['p99']:.2f} | {o['rps'] / v['rps']:.1f} |", flush=True)
+
+        # 20 MB packument
+        status, size, cold = timed_get(f"{base}/npm/bench-huge", h)
+        assert status == 200
+        _, _, upstream = timed_get(f"{verdaccio}/bench-huge", h)
+        _, _, warm = timed_get(f"{base}/npm/bench-huge", h)
+        stop = threading.Event()
+        renders = []
+
+        def rerender(i):
+            n = 0
+            while not stop.is_set():
+                # a new client host each time: a new render of the 20 MB document
+                status, _, dt = timed_get(f"{base}/npm/bench-huge", {"Accept": ABBREV, "Host": f"client{i}-{n}.test:{port}"})
+                renders.append(dt)
+                n += 1
+
+        threads = [threading.Thread(target=rerender, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        ping = wrk(f"{base}/npm/-/ping", 16, 5)
+        stop.set()
+        for t in threads:
+            t.join()
+        idle = wrk(f"{base}/npm/-/ping", 16, 5)
+        print()
+        print(f"| 20 MB packument ({size / 1e6:.1f} MB abbreviated) | value |")
+        print("|---|---:|")
+        print(f"| cold fetch through Orchard (upstream fetch, parse, rewrite, render) | {cold * 1000:.0f} ms |")
+        print(f"| the same document straight from Verdaccio | {upstream * 1000:.0f} ms |")
+        print(f"| warm hit through Orchard | {warm * 1000:.0f} ms |")
+        print(f"| re-renders for new client hosts during the ping run | {len(renders)}, median {sorted(renders)[len(renders) // 2] * 1000:.0f} ms |")
+        print(f"| /npm/-/ping p99 while rendering (16 connections) | {ping['p99']:.2f} ms ({ping['rps']:.0f} req/s) |")
+        print(f"| /npm/-/ping p99 idle (16 connections) | {idle['p99']:.2f} ms ({idle['rps']:.0f} req/s) |")
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(10)
+            except Exception:
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
