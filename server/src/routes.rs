@@ -93,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index));
     crate::protocols::pypi::handlers::configure(cfg);
     crate::protocols::npm::handlers::configure(cfg);
+    crate::protocols::maven::handlers::configure(cfg);
 }
 
 /// Matches `/sources/{source}/…` only when `{source}` is an enabled source of

@@ -71,7 +71,6 @@ where
     R: FnOnce() -> RF,
     RF: Future<Output = Result<Upstream, ApiError>>,
 {
-    let protocol = spec.protocol.as_str();
     if let Some(hit) = lookup(state, &spec).await? {
         match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, CacheStatus::Hit).await {
             Err(ApiError::NotFound(_)) => {
@@ -81,58 +80,54 @@ where
             other => return other,
         }
     }
-
+    if known_missing(state, &spec).await {
+        return Err(ApiError::NotFound("not found upstream (remembered)".into()));
+    }
     let upstream = resolve().await?;
-    let key = format!("{protocol}:{}:{}", spec.source.name(), spec.path);
     let plain_get = req.method() == Method::GET
         && !req.headers().contains_key(header::RANGE)
         && !req.headers().contains_key(header::IF_NONE_MATCH);
-    let mut on_commit = on_commit;
     let spec = Arc::new(spec);
+    if !plain_get {
+        let committed = fill_once(state, &spec, &upstream, on_commit).await?;
+        return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
+    }
+    let mut on_commit = on_commit;
     loop {
-        match state.proxy.artifacts.join(&key) {
+        match state.proxy.artifacts.join(&flight_key(&spec)) {
             singleflight::Role::Leader(leader) => {
-                if plain_get {
-                    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-                    let (len_tx, len_rx) = tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
-                    let (state2, spec2, upstream2, hook) = (state.clone(), spec.clone(), upstream.clone(), on_commit.take());
-                    actix_web::rt::spawn(async move {
-                        let result = fill(&state2, &spec2, &upstream2, Some((tx, len_tx))).await;
-                        leader.finish(result.clone());
-                        if let (Ok(c), Some(hook)) = (result, hook) {
-                            hook(state2, c);
+                let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+                let (len_tx, len_rx) = tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
+                let (state2, spec2, upstream2, hook) = (state.clone(), spec.clone(), upstream.clone(), on_commit.take());
+                actix_web::rt::spawn(async move {
+                    let result = fill(&state2, &spec2, &upstream2, Some((tx, len_tx))).await;
+                    leader.finish(result.clone());
+                    if let (Ok(c), Some(hook)) = (result, hook) {
+                        hook(state2, c);
+                    }
+                });
+                // The head goes out once the upstream answered (with its length).
+                let length = match len_rx.await {
+                    Ok(Ok(len)) => len,
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err(ApiError::Internal),
+                };
+                let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+                    .inspect(|c| {
+                        if let Ok(b) = c {
+                            metrics().artifact_bytes_served.inc_by(b.len() as u64);
                         }
                     });
-                    // The head goes out once the upstream answered (with its length).
-                    let length = match len_rx.await {
-                        Ok(Ok(len)) => len,
-                        Ok(Err(e)) => return Err(e.into()),
-                        Err(_) => return Err(ApiError::Internal),
-                    };
-                    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
-                        .inspect(|c| {
-                            if let Ok(b) = c {
-                                metrics().artifact_bytes_served.inc_by(b.len() as u64);
-                            }
-                        });
-                    let mut b = HttpResponse::Ok();
-                    b.insert_header((header::CONTENT_TYPE, spec.content_type));
-                    if let Some(sha) = &upstream.expected.sha256 {
-                        b.insert_header((header::ETAG, response::etag_of(sha)));
-                    }
-                    let res = match length {
-                        Some(len) => b.body(SizedStream::new(len, body)),
-                        None => b.streaming(body),
-                    };
-                    return Ok(response::tag(res, CacheStatus::Miss));
+                let mut b = HttpResponse::Ok();
+                b.insert_header((header::CONTENT_TYPE, spec.content_type));
+                if let Some(sha) = &upstream.expected.sha256 {
+                    b.insert_header((header::ETAG, response::etag_of(sha)));
                 }
-                let result = fill(state, &spec, &upstream, None).await;
-                leader.finish(result.clone());
-                let committed = result?;
-                if let Some(hook) = on_commit.take() {
-                    hook(state.clone(), committed.clone());
-                }
-                return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
+                let res = match length {
+                    Some(len) => b.body(SizedStream::new(len, body)),
+                    None => b.streaming(body),
+                };
+                return Ok(response::tag(res, CacheStatus::Miss));
             }
             singleflight::Role::Follower(rx) => {
                 metrics().singleflight_waiters.inc();
@@ -144,6 +139,87 @@ where
             }
         }
     }
+}
+
+/// The committed artifact, from the cache or the database, or fetched now (coalesced
+/// with concurrent fills) — for callers that need the bytes stored rather than a
+/// response (e.g. checksum sidecars).
+pub async fn ensure<R, RF>(state: &AppState, spec: ArtifactSpec, resolve: R) -> Result<Committed, ApiError>
+where
+    R: FnOnce() -> RF,
+    RF: Future<Output = Result<Upstream, ApiError>>,
+{
+    if let Some(hit) = lookup(state, &spec).await? {
+        if state.storage.head(&hit.sha256).await.is_ok() {
+            return Ok(hit);
+        }
+        state.cache.delete(&lookup_key(state, &spec)).await;
+    }
+    if known_missing(state, &spec).await {
+        return Err(ApiError::NotFound("not found upstream (remembered)".into()));
+    }
+    let upstream = resolve().await?;
+    fill_once(state, &Arc::new(spec), &upstream, None).await
+}
+
+/// Serves a file Orchard derives itself (a checksum of a stored artifact, say): from
+/// storage once derived, else `produce`d, stored and committed now.
+pub async fn serve_derived<P, PF>(state: &AppState, req: &HttpRequest, spec: ArtifactSpec, produce: P) -> Result<HttpResponse, ApiError>
+where
+    P: FnOnce() -> PF,
+    PF: Future<Output = Result<Bytes, ApiError>>,
+{
+    if let Some(hit) = lookup(state, &spec).await? {
+        match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, CacheStatus::Hit).await {
+            Err(ApiError::NotFound(_)) => state.cache.delete(&lookup_key(state, &spec)).await,
+            other => return other,
+        };
+    }
+    let bytes = produce().await?;
+    let stored = state
+        .storage
+        .put_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }), &Expected::default())
+        .await?;
+    let derived = Upstream { url: "orchard:derived".into(), expected: Expected::default() };
+    let committed = commit(state, &spec, &derived, stored.sha256, stored.size).await?;
+    response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await
+}
+
+fn flight_key(spec: &ArtifactSpec) -> String {
+    format!("{}:{}:{}", spec.protocol.as_str(), spec.source.name(), spec.path)
+}
+
+/// One fill for concurrent callers, without a client stream.
+async fn fill_once(state: &AppState, spec: &Arc<ArtifactSpec>, upstream: &Upstream, on_commit: Option<CommitHook>) -> Result<Committed, ApiError> {
+    let mut on_commit = on_commit;
+    loop {
+        match state.proxy.artifacts.join(&flight_key(spec)) {
+            singleflight::Role::Leader(leader) => {
+                let result = fill(state, spec, upstream, None).await;
+                leader.finish(result.clone());
+                let committed = result?;
+                if let Some(hook) = on_commit.take() {
+                    hook(state.clone(), committed.clone());
+                }
+                return Ok(committed);
+            }
+            singleflight::Role::Follower(rx) => {
+                metrics().singleflight_waiters.inc();
+                if let Some(result) = singleflight::wait(rx).await {
+                    return Ok(result?);
+                }
+            }
+        }
+    }
+}
+
+/// Key remembering that the upstream answered 404 for this path (ORCHARD_CACHE_TTL_NEGATIVE).
+fn missing_key(state: &AppState, spec: &ArtifactSpec) -> String {
+    state.cache.key(Category::ArtifactMetadata, spec.protocol.as_str(), &format!("missing/{}/{}", spec.source.name(), spec.path))
+}
+
+async fn known_missing(state: &AppState, spec: &ArtifactSpec) -> bool {
+    state.cache.get(&missing_key(state, spec)).await.is_some()
 }
 
 /// Cache key of the path → artifact mapping (ARTIFACT_METADATA: immutable, no TTL).
@@ -205,7 +281,13 @@ async fn fill(
     };
     match resp.status().as_u16() {
         200 => {}
-        404 | 410 => return fail_early(len_tx, FetchError::NotFound),
+        404 | 410 => {
+            // Remembered briefly, so probing builds do not hammer the upstream; 5xx and
+            // timeouts are never remembered.
+            let ttl = state.config.cache.ttl_negative;
+            state.cache.set_with_ttl(&missing_key(state, spec), Bytes::from_static(b"1"), Some(ttl)).await;
+            return fail_early(len_tx, FetchError::NotFound);
+        }
         s => return fail_early(len_tx, FetchError::Upstream(format!("upstream answered {s}"))),
     }
     let length = resp

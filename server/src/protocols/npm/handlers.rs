@@ -41,21 +41,9 @@ enum NpmRequest {
     Tarball(PackageName, String),
 }
 
-fn decode(segment: &str) -> Result<String, ApiError> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned().into_bytes())
-        .unwrap_or_default();
-    let s = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("path is not UTF-8".into()))?;
-    if s.chars().any(|c| c.is_control()) {
-        return Err(ApiError::BadRequest("control characters in path".into()));
-    }
-    Ok(s)
-}
-
 /// Parses the part of the path after the registry root (still percent-encoded).
 fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
-    let segs: Vec<String> = tail.split('/').map(decode).collect::<Result<_, _>>()?;
+    let segs: Vec<String> = tail.split('/').map(crate::protocols::decode_segment).collect::<Result<_, _>>()?;
     if segs.iter().any(|s| s.is_empty()) {
         return Err(ApiError::NotFound("no such npm route".into()));
     }
@@ -281,9 +269,7 @@ async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
 
 async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // /sources/{source}/{tail}: the raw path keeps %2f inside scoped names.
-    let mut parts = req.path().splitn(4, '/').skip(2);
-    let source_name = decode(parts.next().unwrap_or(""))?;
-    let tail = parts.next().unwrap_or("").to_string();
+    let (source_name, tail) = crate::protocols::source_and_tail(req.path())?;
     let source = state
         .sources
         .get(Protocol::Npm, &source_name)

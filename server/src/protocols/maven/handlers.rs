@@ -1,0 +1,249 @@
+//! Maven routes: `/maven/{path}` (every enabled Maven source by priority) and
+//! `/sources/{source}/{path}` (one source), GET and HEAD.
+//!
+//! - Release files are immutable artifacts, verified on ingest against the upstream's
+//!   `.sha1` sidecar (a file whose upstream has no sidecar is stored unverified; a
+//!   sidecar that cannot be fetched because the upstream fails fails the request).
+//! - Checksum sidecars (`.sha1`, `.md5`, `.sha256`, `.sha512`) are computed by Orchard
+//!   from the bytes it stored and serves, so they can never disagree with them.
+//! - `maven-metadata.xml` (group, artifact and SNAPSHOT version level) is a mutable
+//!   document (PACKAGE_VERSIONS TTL, revalidation, stale-if-error); its sidecars are
+//!   computed from the copy being served.
+//! - Non-unique SNAPSHOT files (`…-SNAPSHOT.jar`) are mutable: cached per TTL window.
+//!   Timestamped SNAPSHOT files are immutable like releases.
+//! - Merged view: the first source (by priority) that has a version's POM owns every
+//!   file of that groupId:artifactId:version; metadata comes from the first source that
+//!   has it. Upstream 404s are remembered for `ORCHARD_CACHE_TTL_NEGATIVE`, so builds
+//!   that probe many repositories do not hammer the upstream; 5xx and timeouts never are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::coords::{self, content_type, is_snapshot, Checksum, MavenPath};
+use crate::cache::Category;
+use crate::error::ApiError;
+use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
+use crate::proxy::document::{self, DocumentRequest, Parser};
+use crate::proxy::response;
+use crate::proxy::FetchError;
+use crate::sources::{Protocol, Source};
+use crate::state::AppState;
+use crate::storage::Expected;
+
+#[derive(Clone)]
+enum View {
+    Merged,
+    Source(Arc<Source>),
+}
+
+impl View {
+    fn sources(&self, state: &AppState) -> Vec<Arc<Source>> {
+        match self {
+            View::Merged => state.sources.for_protocol(Protocol::Maven),
+            View::Source(s) => vec![s.clone()],
+        }
+    }
+}
+
+fn versions_ttl(state: &AppState, source: &Source) -> Duration {
+    source.spec.ttl.as_ref().and_then(|t| t.versions_seconds).map(Duration::from_secs).unwrap_or(state.config.cache.ttl_versions)
+}
+
+fn metadata_request(state: &AppState, source: &Arc<Source>, path: &str) -> DocumentRequest {
+    let parse: Parser = Arc::new(|body, _ct| {
+        let text = std::str::from_utf8(body).map_err(|_| "maven-metadata.xml is not UTF-8".to_string())?;
+        if !text.contains("<metadata") {
+            return Err("upstream maven-metadata.xml has no <metadata> element".into());
+        }
+        Ok(text.to_string())
+    });
+    DocumentRequest {
+        protocol: Protocol::Maven,
+        source: source.clone(),
+        identifier: format!("metadata/{path}"),
+        url: source.url(path),
+        accept: "application/xml, text/xml;q=0.9, */*;q=0.1",
+        ttl: versions_ttl(state, source),
+        category: Category::PackageVersions,
+        parse,
+    }
+}
+
+/// Whether a source has a version (its POM, or for SNAPSHOTs the version metadata);
+/// answers are cached like documents, 404s negatively.
+fn presence_request(state: &AppState, source: &Arc<Source>, group: &str, artifact: &str, version: &str) -> DocumentRequest {
+    let dir = format!("{}/{artifact}/{version}", group.replace('.', "/"));
+    let probe = if is_snapshot(version) { format!("{dir}/maven-metadata.xml") } else { format!("{dir}/{artifact}-{version}.pom") };
+    DocumentRequest {
+        protocol: Protocol::Maven,
+        source: source.clone(),
+        identifier: format!("present/{probe}"),
+        url: source.url(&probe),
+        accept: "*/*",
+        ttl: versions_ttl(state, source),
+        category: Category::PackageVersions,
+        parse: Arc::new(|_, _| Ok(String::new())),
+    }
+}
+
+fn text(body: impl Into<Bytes>, ct: &'static str, etag: Option<String>) -> HttpResponse {
+    let mut b = HttpResponse::Ok();
+    b.insert_header((header::CONTENT_TYPE, ct));
+    if let Some(e) = etag {
+        b.insert_header((header::ETAG, e));
+    }
+    b.body(body.into())
+}
+
+fn digest_of(algo: Checksum, data: &[u8]) -> String {
+    let mut h = algo.hasher();
+    h(Some(data));
+    h(None).unwrap_or_default()
+}
+
+async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Checksum>) -> Result<HttpResponse, ApiError> {
+    let path = format!("{dir}/maven-metadata.xml");
+    for source in view.sources(state) {
+        if !source.allows(&dir.replace('/', ".")) {
+            continue;
+        }
+        let dreq = metadata_request(state, &source, &path);
+        let (doc, status) = document::get(state, &dreq).await?;
+        if !doc.found() {
+            continue;
+        }
+        let body = document::body(state, &dreq, &doc).await?;
+        let res = match checksum {
+            Some(algo) => text(digest_of(algo, body.as_bytes()), "text/plain", None),
+            None => text(body.to_string(), "text/xml", Some(format!("W/\"{}\"", doc.digest()))),
+        };
+        return Ok(response::tag(res, status));
+    }
+    Err(ApiError::NotFound(format!("{path} not found in any Maven source")))
+}
+
+async fn owner(state: &AppState, view: &View, group: &str, artifact: &str, version: &str) -> Result<Arc<Source>, ApiError> {
+    let name = format!("{group}:{artifact}");
+    match view {
+        View::Source(s) if s.allows(&name) => Ok(s.clone()),
+        View::Source(s) => Err(ApiError::NotFound(format!("source {:?} does not serve {name}", s.name()))),
+        View::Merged => {
+            for source in view.sources(state) {
+                if !source.allows(&name) {
+                    continue;
+                }
+                let (doc, _) = document::get(state, &presence_request(state, &source, group, artifact, version)).await?;
+                if doc.found() {
+                    return Ok(source);
+                }
+            }
+            Err(ApiError::NotFound(format!("{name}:{version} not found in any Maven source")))
+        }
+    }
+}
+
+/// The digest the upstream declares for a file (its `.sha1`), if it has one.
+async fn upstream_sha1(state: &AppState, source: &Source, path: &str) -> Result<Option<String>, ApiError> {
+    let url = source.url(&format!("{path}.sha1"));
+    let mut resp = state.http.get(Some(source.name()), &url, &[("accept", "text/plain, */*")]).await.map_err(FetchError::from)?;
+    match resp.status().as_u16() {
+        200 => {
+            let body = tokio::time::timeout(state.config.http.read_timeout(), resp.body().limit(4096))
+                .await
+                .map_err(|_| ApiError::GatewayTimeout)?
+                .map_err(|e| ApiError::BadGateway(format!("reading the upstream checksum failed: {e}")))?;
+            let text = String::from_utf8_lossy(&body);
+            let token = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            if token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(Some(token))
+            } else {
+                Err(ApiError::BadGateway(format!("the upstream {path}.sha1 is not a SHA-1 digest")))
+            }
+        }
+        404 | 410 => Ok(None),
+        s => Err(ApiError::BadGateway(format!("upstream answered {s} for the checksum of {path}"))),
+    }
+}
+
+async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath) -> Result<HttpResponse, ApiError> {
+    let MavenPath::File { group, artifact, version, file, checksum } = path else { return Err(ApiError::Internal) };
+    let source = owner(state, view, group, artifact, version).await?;
+    let main = path.main_path();
+    // Non-unique SNAPSHOT files change upstream: one cache entry per TTL window.
+    let stored_path = if is_snapshot(version) && file.contains("-SNAPSHOT") {
+        let window = versions_ttl(state, &source).as_secs().max(1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        format!("{main}@{}", now / window)
+    } else {
+        main.clone()
+    };
+    let main_spec = || ArtifactSpec {
+        protocol: Protocol::Maven,
+        source: source.clone(),
+        path: stored_path.clone(),
+        content_type: content_type(file),
+    };
+    let resolve = || async {
+        let sha1 = upstream_sha1(state, &source, &main).await?;
+        Ok(Upstream { url: source.url(&main), expected: Expected { sha1, ..Default::default() } })
+    };
+    match checksum {
+        None => artifact::serve(state, req, main_spec(), resolve, None).await,
+        Some(algo) => {
+            let sidecar = ArtifactSpec {
+                protocol: Protocol::Maven,
+                source: source.clone(),
+                path: format!("{stored_path}.{}", algo.ext()),
+                content_type: "text/plain",
+            };
+            let produce = || async {
+                let committed = artifact::ensure(state, main_spec(), resolve).await?;
+                let (_, _, mut body) = state.storage.get(&committed.sha256, None).await?;
+                let mut hasher = algo.hasher();
+                while let Some(chunk) = body.next().await {
+                    hasher(Some(&chunk?));
+                }
+                Ok(Bytes::from(hasher(None).unwrap_or_default()))
+            };
+            artifact::serve_derived(state, req, sidecar, produce).await
+        }
+    }
+}
+
+async fn dispatch(state: &AppState, req: &HttpRequest, view: View, tail: &str) -> Result<HttpResponse, ApiError> {
+    let segments: Vec<String> = tail.split('/').map(crate::protocols::decode_segment).collect::<Result<_, _>>()?;
+    let path = coords::parse(&segments).map_err(ApiError::BadRequest)?;
+    match &path {
+        MavenPath::Metadata { dir, checksum } => metadata(state, &view, dir, *checksum).await,
+        MavenPath::File { .. } => file(state, req, &view, &path).await,
+    }
+}
+
+async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let tail = req.path().strip_prefix("/maven/").unwrap_or("").to_string();
+    dispatch(&state, &req, View::Merged, &tail).await
+}
+
+async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let (name, tail) = crate::protocols::source_and_tail(req.path())?;
+    let source = state
+        .sources
+        .get(Protocol::Maven, &name)
+        .ok_or_else(|| ApiError::NotFound(format!("no enabled Maven source named {name:?}")))?;
+    dispatch(&state, &req, View::Source(source), &tail).await
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/maven/{tail:.*}").route(web::get().to(merged)).route(web::head().to(merged)))
+        .service(
+            web::resource("/sources/{source}/{tail:.*}")
+                .guard(crate::routes::source_protocol(Protocol::Maven))
+                .route(web::get().to(one_source))
+                .route(web::head().to(one_source)),
+        );
+}
