@@ -40,7 +40,7 @@ unit: ## Rust unit and integration tests (needs `make services-up`)
 
 e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
 	$(CARGO) build -p orchard-server --bin orchard
-	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm; do \
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm maven; do \
 	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
 	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
@@ -51,9 +51,10 @@ bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to ngi
 	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/pypi_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
 	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/npm_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
 
-e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest, Verdaccio, pnpm) and fill the upstreams
+e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest, Verdaccio, pnpm) and fill the PyPI, npm and Maven upstreams
 	bash e2e/pypi/prepare.sh
 	bash e2e/npm/prepare.sh
+	bash e2e/maven/prepare.sh
 
 services-up: ## Install (if needed) and start Postgres, Redis Cluster, Redis, S3
 	bash e2e/services/up.sh

@@ -8,7 +8,8 @@
 #   - $E2E/maven-upstream-b (upstream B, for priority tests): slf4j-api at A's
 #     version with a DIFFERENT jar (+ matching .sha1), and commons-io (a GAV A does
 #     not have) with its parent POM chain
-# Serve them with nginx.sh. Bump SET_VERSION to refill both.
+# Serve them with nginx.sh. The markers are .complete-$SET_VERSION: bump SET_VERSION
+# (to refill both) whenever project/ or the lists below change.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 E2E="${ORCHARD_E2E_DIR:-$HOME/.cache/orchard/e2e}"
@@ -21,8 +22,12 @@ log() { printf '[e2e-maven] %s\n' "$*" >&2; }
 mkdir -p "$E2E"
 
 # Runs Maven isolated from any user settings (an empty settings.xml: Maven's
-# default repository, no mirror), quietly and in batch mode.
-mvn_default() { mvn -B -q -Dstyle.color=never -s "$SCRATCH/settings.xml" "$@"; }
+# default repository, no mirror), quietly and in batch mode; its output (with -q
+# only errors, and ANSI resets) is shown only when it fails.
+mvn_default() {
+  mvn -B -q -s "$SCRATCH/settings.xml" "$@" >"$SCRATCH/mvn.log" 2>&1 ||
+    { cat "$SCRATCH/mvn.log" >&2; echo "mvn $* failed" >&2; return 1; }
+}
 
 new_scratch() {
   SCRATCH=$(mktemp -d "$E2E/.maven-scratch.XXXXXX")
@@ -32,7 +37,7 @@ new_scratch() {
 
 # Turns a Maven local repository into the layout of a remote one.
 to_remote_layout() {
-  local repo=$1 f dir id sum native=0 computed=0
+  local repo=$1 f dir sum native=0 computed=0
   find "$repo" \( -name _remote.repositories -o -name '*.lastUpdated' \
     -o -name resolver-status.properties \) -type f -delete
   rm -rf "$repo/org/orchard"
@@ -56,7 +61,7 @@ to_remote_layout() {
       computed=$((computed + 1))
     fi
   done < <(find "$repo" -type f \( -name '*.jar' -o -name '*.pom' -o -name maven-metadata.xml \))
-  log "$repo: $native .sha1 kept from Maven, $computed computed"
+  log "${repo%.tmp}: $native .sha1 kept from Maven, $computed computed"
   find "$repo" -type d -empty -delete
 }
 
@@ -87,7 +92,7 @@ gav_dir() { local g a v; IFS=: read -r g a v <<<"$1"; echo "${g//.//}/$a/$v"; }
 # --- upstream A ---------------------------------------------------------------
 fill_a() {
   local tmp="$UP_A.tmp"
-  log "filling $UP_A with the build closure of $HERE/project (takes minutes)"
+  log "filling $UP_A with the build closure of $HERE/project (may take minutes)"
   new_scratch
   rm -rf "$tmp"
   cp -r "$HERE/project" "$SCRATCH/project"
@@ -95,7 +100,7 @@ fill_a() {
   # go-offline: dependencies + plugins; package: what only a real build asks for
   # (compiler/surefire runtime deps, the surefire JUnit 4 provider, ...)
   (cd "$SCRATCH/project" &&
-    mvn_default -Dmaven.repo.local="$tmp" dependency:go-offline dependency:resolve-plugins package >&2)
+    mvn_default -Dmaven.repo.local="$tmp" dependency:go-offline dependency:resolve-plugins package)
   to_remote_layout "$tmp"
   rm -rf "$UP_A" "$SCRATCH"; mv "$tmp" "$UP_A"
   touch "$UP_A/.complete-$SET_VERSION"
@@ -124,7 +129,7 @@ PY
   # 2. a GAV A does not have, plus its parent POM chain so B alone can resolve it
   [[ ! -d $UP_A/$(gav_dir "$EXTRA_GAV") ]] || { echo "upstream A already has $EXTRA_GAV" >&2; exit 1; }
   mvn_default -Dmaven.repo.local="$SCRATCH/repo" \
-    org.apache.maven.plugins:maven-dependency-plugin:3.7.1:get -Dartifact="$EXTRA_GAV" >&2
+    org.apache.maven.plugins:maven-dependency-plugin:3.7.1:get -Dartifact="$EXTRA_GAV"
   gav=$EXTRA_GAV
   while [[ -n $gav ]]; do
     d=$(gav_dir "$gav")

@@ -7,6 +7,10 @@ It serves PEP 503 pages and files for made-up projects and misbehaves on request
     GET  /__count               JSON: requests received per path (conditional requests
                                 answered 304 are counted under "304 <path>")
     POST /__reset               forget modes and counts
+    GET  /m2/<group>/<artifact>/<version>/<file>[.sha1]
+                                a Maven layout: any file (deterministic content) and its
+                                .sha1; artifact ids starting with "missing-" are 404;
+                                <group>/<artifact>/maven-metadata.xml lists 1.0 and 1.1
     GET  /npm/<name>            an npm packument for <name> (one version, 1.0.0) whose
                                 tarball is /files/<name>-1.0.0.tgz with its sha512/sha1
 
@@ -173,6 +177,28 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+            return
+        if len(parts) >= 4 and parts[0] == "m2":
+            if any(p.startswith("missing-") for p in parts):
+                self.send_bytes(404, b"not found", "text/plain")
+                return
+            name = parts[-1]
+            if name == "maven-metadata.xml":
+                artifact, group = parts[-2], ".".join(parts[1:-2])
+                body = (f"<?xml version=\"1.0\"?><metadata><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+                        f"<versioning><latest>1.1</latest><release>1.1</release><versions><version>1.0</version>"
+                        f"<version>1.1</version></versions></versioning></metadata>").encode()
+                if self.misbehave(mode_for(artifact + "-metadata"), body, "text/xml"):
+                    return
+                self.send_bytes(200, body, "text/xml")
+                return
+            if name.endswith(".sha1"):
+                self.send_bytes(200, hashlib.sha1(content(name[:-5])).hexdigest().encode(), "text/plain")
+                return
+            body = content(name)
+            if self.misbehave(mode_for(name), body, "application/java-archive"):
+                return
+            self.send_bytes(200, body, "application/java-archive")
             return
         if len(parts) == 2 and parts[0] == "npm":
             name = parts[1]

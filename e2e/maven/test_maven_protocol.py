@@ -1,0 +1,122 @@
+"""The Maven layout as Orchard serves it: checksum sidecars computed from the served
+bytes, HEAD, metadata, priority, negative caching of 404s, faults and hostile paths."""
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import E2E, Orchard, http, sources_file
+
+
+@pytest.fixture(scope="module")
+def orchard(tmp, upstream_a, upstream_b, fault):
+    env = {
+        "ORCHARD_UPSTREAMS_FILE": sources_file(tmp / "maven-sources-protocol.yaml", ("a", upstream_a.url),
+                                               ("b", upstream_b.url), ("faulty", fault.url), protocol="maven"),
+        "ORCHARD_HTTP_READ_TIMEOUT": "2",
+        "ORCHARD_CACHE_TTL_VERSIONS": "1",
+        "ORCHARD_CACHE_TTL_NEGATIVE": "30",
+    }
+    o = Orchard(tmp, env).start()
+    yield o
+    o.stop()
+
+
+def a_jar(pattern):
+    root = E2E / "maven-upstream"
+    jar = next(root.glob(pattern))
+    return "/" + str(jar.relative_to(root)), jar.read_bytes()
+
+
+def test_sidecars_match_the_served_bytes(orchard):
+    path, data = a_jar("com/google/guava/guava/*/guava-*.jar")
+    status, h, body = http(f"{orchard.url}/maven{path}")
+    assert status == 200 and body == data and h["content-type"] == "application/java-archive"
+    for ext, algo in (("sha1", hashlib.sha1), ("md5", hashlib.md5), ("sha256", hashlib.sha256), ("sha512", hashlib.sha512)):
+        status, h, side = http(f"{orchard.url}/maven{path}.{ext}")
+        assert status == 200 and side.decode() == algo(data).hexdigest(), ext
+    status, h, empty = http(f"{orchard.url}/maven{path}", method="HEAD")
+    assert status == 200 and int(h["content-length"]) == len(data) and empty == b""
+
+
+def test_sidecar_of_an_uncached_file_fetches_it_first(orchard):
+    path, data = a_jar("org/apache/commons/commons-lang3/*/commons-lang3-*.jar")
+    status, _, side = http(f"{orchard.url}/maven{path}.sha256")
+    assert status == 200 and side.decode() == hashlib.sha256(data).hexdigest()
+    status, h, body = http(f"{orchard.url}/maven{path}")
+    assert status == 200 and h["x-orchard-cache"] == "hit" and body == data
+
+
+def test_priority_by_version(orchard, upstream_b):
+    path, data = a_jar("org/slf4j/slf4j-api/2.0.13/slf4j-api-2.0.13.jar")
+    assert http(f"{orchard.url}/maven{path}")[2] == data, "a's slf4j-api wins"
+    b_data = (E2E / "maven-upstream-b" / path.lstrip("/")).read_bytes()
+    assert b_data != data
+    assert http(f"{orchard.url}/sources/b{path}")[2] == b_data
+    b_only = next((E2E / "maven-upstream-b").glob("commons-io/commons-io/*/commons-io-*.jar"))
+    rel = "/" + str(b_only.relative_to(E2E / "maven-upstream-b"))
+    assert http(f"{orchard.url}/maven{rel}")[2] == b_only.read_bytes()
+
+
+def test_metadata_and_its_checksum(orchard, fault):
+    status, h, xml = http(f"{orchard.url}/sources/faulty/org/acme/widget/maven-metadata.xml")
+    assert status == 200 and b"<version>1.1</version>" in xml and h["content-type"].startswith("text/xml")
+    status, _, sha1 = http(f"{orchard.url}/sources/faulty/org/acme/widget/maven-metadata.xml.sha1")
+    assert sha1.decode() == hashlib.sha1(xml).hexdigest()
+    time.sleep(1.5)  # past the 1 s TTL: the upstream fails, the stale copy is served
+    fault.mode("widget-metadata", "500")
+    status, h, again = http(f"{orchard.url}/sources/faulty/org/acme/widget/maven-metadata.xml")
+    assert (status, h["x-orchard-cache"], again) == (200, "stale", xml)
+    fault.mode("widget-metadata", "ok")
+
+
+def test_missing_artifacts_are_404_and_remembered(orchard, upstream_a):
+    path = "/org/acme/ghost/1.0/ghost-1.0.jar"
+    for _ in range(3):
+        assert http(f"{orchard.url}/sources/a{path}")[0] == 404
+    assert upstream_a.requests().count(f"GET {path} 404") == 1, upstream_a.requests(path)
+    # merged view: the version's POM is probed once per source, then remembered
+    merged = "/org/acme/missing-phantom/2.0/missing-phantom-2.0.jar"  # the fault upstream 404s missing-*
+    for _ in range(3):
+        assert http(f"{orchard.url}/maven{merged}")[0] == 404
+    assert upstream_a.requests().count("GET /org/acme/missing-phantom/2.0/missing-phantom-2.0.pom 404") == 1
+
+
+@pytest.mark.parametrize("mode,expected", [("wrong", 502), ("truncated", 502), ("500", 502), ("slow", 504), ("reset", 502)])
+def test_file_faults_store_nothing(orchard, fault, mode, expected):
+    path = f"/org/acme/fault-{mode}/1.0/fault-{mode}-1.0.jar"
+    name = f"fault-{mode}-1.0.jar"
+    fault.mode(name, mode)
+    mismatches = orchard.counter("orchard_hash_mismatch_total")
+    status, _, _ = http(f"{orchard.url}/sources/faulty{path}", method="HEAD")
+    assert status == expected and status != 404
+    if mode == "wrong":
+        assert orchard.counter("orchard_hash_mismatch_total") == mismatches + 1
+    fault.mode(name, "ok")
+    status, h, body = http(f"{orchard.url}/sources/faulty{path}")
+    assert (status, h["x-orchard-cache"], len(body)) == (200, "miss", 300_000)
+    status, _, sha1 = http(f"{orchard.url}/sources/faulty{path}.sha1")
+    assert sha1.decode() == hashlib.sha1(body).hexdigest()
+
+
+BAD = [
+    "/maven/org/acme/lib/1.0/../../../../etc/passwd",
+    "/maven/org/acme/lib/1.0/%2e%2e/%2e%2e/x.jar",
+    "/maven/org/%2e%2e/lib/1.0/lib-1.0.jar",
+    "/maven/org/acme/lib/1.0/other-1.0.jar",
+    "/maven/org/acme/lib/1.0/lib-1.0",
+    "/maven/org/acme/lib/1.0/.lib-1.0.jar",
+    "/maven/org/acme/lib/1.0/lib%201.0.jar",
+    "/maven/lib/1.0/lib-1.0.jar",
+    "/sources/faulty/org/acme/lib/1.0/lib-1.0.jar%00",
+]
+
+
+@pytest.mark.parametrize("path", BAD)
+def test_bad_paths(orchard, fault, path):
+    before = fault.total()
+    status, _, body = http(orchard.url + path)
+    assert status == 400, (path, status, body[:200])
+    assert fault.total() == before
+    assert http(f"{orchard.admin}/healthz")[0] == 200
