@@ -71,6 +71,23 @@ def test_metadata_and_its_checksum(orchard, fault):
     fault.mode("widget-metadata", "ok")
 
 
+def test_snapshot_files_are_refreshed_and_served_stale(orchard, fault):
+    path = "/sources/faulty/org/acme/snap/1.0-SNAPSHOT/snap-1.0-SNAPSHOT.jar"
+    name = "snap-1.0-SNAPSHOT.jar"
+    status, h, first = http(orchard.url + path)
+    assert (status, h["x-orchard-cache"]) == (200, "miss")
+    time.sleep(1.2)  # the next 1 s window: fetched again
+    before = fault.counts().get(f"/m2/org/acme/snap/1.0-SNAPSHOT/{name}", 0)
+    status, h, _ = http(orchard.url + path)
+    assert (status, h["x-orchard-cache"]) == (200, "miss")
+    assert fault.counts().get(f"/m2/org/acme/snap/1.0-SNAPSHOT/{name}", 0) == before + 1
+    time.sleep(1.2)
+    fault.mode(name, "500")
+    status, h, body = http(orchard.url + path)
+    assert (status, h["x-orchard-cache"], body) == (200, "stale", first)
+    fault.mode(name, "ok")
+
+
 def test_missing_artifacts_are_404_and_remembered(orchard, upstream_a):
     path = "/org/acme/ghost/1.0/ghost-1.0.jar"
     for _ in range(3):

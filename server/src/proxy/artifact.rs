@@ -141,6 +141,15 @@ where
     }
 }
 
+/// Serves the artifact only if it is already stored (no upstream call), labelled `cache`.
+pub async fn serve_cached(state: &AppState, req: &HttpRequest, spec: &ArtifactSpec, cache: CacheStatus) -> Result<Option<HttpResponse>, ApiError> {
+    let Some(hit) = lookup(state, spec).await? else { return Ok(None) };
+    match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, cache).await {
+        Err(ApiError::NotFound(_)) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 /// The committed artifact, from the cache or the database, or fetched now (coalesced
 /// with concurrent fills) — for callers that need the bytes stored rather than a
 /// response (e.g. checksum sidecars).

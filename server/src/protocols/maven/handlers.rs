@@ -9,7 +9,8 @@
 //! - `maven-metadata.xml` (group, artifact and SNAPSHOT version level) is a mutable
 //!   document (PACKAGE_VERSIONS TTL, revalidation, stale-if-error); its sidecars are
 //!   computed from the copy being served.
-//! - Non-unique SNAPSHOT files (`…-SNAPSHOT.jar`) are mutable: cached per TTL window.
+//! - Non-unique SNAPSHOT files (`…-SNAPSHOT.jar`) are mutable: cached per TTL window;
+//!   when the upstream fails, the newest earlier window's copy is served stale.
 //!   Timestamped SNAPSHOT files are immutable like releases.
 //! - Merged view: the first source (by priority) that has a version's POM owns every
 //!   file of that groupId:artifactId:version; metadata comes from the first source that
@@ -175,13 +176,11 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
     let source = owner(state, view, group, artifact, version).await?;
     let main = path.main_path();
     // Non-unique SNAPSHOT files change upstream: one cache entry per TTL window.
-    let stored_path = if is_snapshot(version) && file.contains("-SNAPSHOT") {
-        let window = versions_ttl(state, &source).as_secs().max(1);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        format!("{main}@{}", now / window)
-    } else {
-        main.clone()
-    };
+    let window = versions_ttl(state, &source).as_secs().max(1);
+    let current = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / window;
+    let mutable = is_snapshot(version) && file.contains("-SNAPSHOT");
+    let windowed = |w: u64| format!("{main}@{w}");
+    let stored_path = if mutable { windowed(current) } else { main.clone() };
     let main_spec = || ArtifactSpec {
         protocol: Protocol::Maven,
         source: source.clone(),
@@ -193,6 +192,20 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
         Ok(Upstream { url: source.url(&main), expected: Expected { sha1, ..Default::default() } })
     };
     match checksum {
+        None if mutable => match artifact::serve(state, req, main_spec(), resolve, None).await {
+            // The upstream failed: the newest earlier copy within ORCHARD_CACHE_STALE_MAX.
+            Err(e @ (ApiError::BadGateway(_) | ApiError::GatewayTimeout)) => {
+                let back = (state.config.cache.stale_max.as_secs() / window).clamp(1, 24);
+                for w in (current.saturating_sub(back)..current).rev() {
+                    let old = ArtifactSpec { path: windowed(w), ..main_spec() };
+                    if let Some(res) = artifact::serve_cached(state, req, &old, crate::routes::CacheStatus::Stale).await? {
+                        return Ok(res);
+                    }
+                }
+                Err(e)
+            }
+            other => other,
+        },
         None => artifact::serve(state, req, main_spec(), resolve, None).await,
         Some(algo) => {
             let sidecar = ArtifactSpec {
