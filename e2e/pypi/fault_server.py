@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SLOW_SECONDS = 6
 FILE_SIZE = 300_000
+BIG_FILE_SIZE = 5 * 1024 * 1024
 
 # Every project name is served (except names starting with "missing-", which are 404),
 # with the files below; a few have special attributes.
@@ -45,12 +46,14 @@ lock = threading.Lock()
 
 
 def content(filename):
+    """Deterministic bytes of a file: 5 MiB when its name contains "big", else 300 kB."""
+    size = BIG_FILE_SIZE if "big" in filename else FILE_SIZE
     out = bytearray()
     seed = filename.encode()
-    while len(out) < FILE_SIZE:
+    while len(out) < size:
         seed = hashlib.sha256(seed).digest()
         out += seed
-    return bytes(out[:FILE_SIZE])
+    return bytes(out[:size])
 
 
 def files_of(project):

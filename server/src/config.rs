@@ -37,6 +37,7 @@
 //! | `ORCHARD_HTTP_CONNECT_TIMEOUT` | `30` | seconds |
 //! | `ORCHARD_HTTP_READ_TIMEOUT` | `60` | seconds |
 //! | `ORCHARD_HTTP_WORKER_THREADS` | `32` | bound of the pool for blocking work |
+//! | `ORCHARD_FILL_LOCK_TTL` | `15` | seconds a replica's lock on an artifact fill lasts without renewal (a dead holder is replaced after this) |
 //! | `ORCHARD_CACHE_TTL_NEGATIVE` | `60` | seconds an upstream 404 is remembered |
 //! | `ORCHARD_CACHE_STALE_MAX` | `86400` | seconds an expired index page may still be served when the upstream fails |
 //! | `ORCHARD_PUBLIC_URL` | unset | `scheme://host[:port]` clients reach Orchard at (absolute links, e.g. npm tarballs); unset = from each request |
@@ -232,6 +233,7 @@ pub struct CacheConfig {
     pub ttl_upstream: Duration,
     pub ttl_negative: Duration,
     pub stale_max: Duration,
+    pub fill_lock_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +324,7 @@ impl Config {
                 "ttl_upstream_secs": self.cache.ttl_upstream.as_secs(),
                 "ttl_negative_secs": self.cache.ttl_negative.as_secs(),
                 "stale_max_secs": self.cache.stale_max.as_secs(),
+                "fill_lock_ttl_secs": self.cache.fill_lock_ttl.as_secs(),
             },
             "sources": self.sources.iter().map(|s| serde_json::json!({
                 "name": s.name, "protocol": s.protocol.as_str(), "url": redact_url(&s.url),
@@ -458,6 +461,7 @@ impl CacheConfig {
             ttl_upstream: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_UPSTREAM", 3600, 1, 31_536_000)?),
             ttl_negative: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_NEGATIVE", 60, 1, 86_400)?),
             stale_max: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_STALE_MAX", 86_400, 0, 31_536_000)?),
+            fill_lock_ttl: Duration::from_secs(env.var_in_range("ORCHARD_FILL_LOCK_TTL", 15, 1, 600)?),
         })
     }
 }

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub hash_mismatch: IntCounter,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
+    pub fill_locks: IntCounterVec,
     pub component_up: IntGaugeVec,
 }
 
@@ -113,6 +114,12 @@ impl Metrics {
             hash_mismatch: counter(&r, "orchard_hash_mismatch_total", "Artifacts refused because their bytes did not match the declared hash"),
             artifact_bytes_served: counter(&r, "orchard_artifact_bytes_served_total", "Artifact bytes sent to clients"),
             singleflight_waiters: counter(&r, "orchard_singleflight_waiters_total", "Requests that waited for another request's upstream fetch"),
+            fill_locks: counter_vec(
+                &r,
+                "orchard_fill_lock_total",
+                "Cross-replica artifact fill locks by outcome (acquired|waited|took_over|unavailable|lost)",
+                &["outcome"],
+            ),
             component_up: {
                 let g = IntGaugeVec::new(Opts::new("orchard_component_up", "1 when a backing component answers its health check"), &["component"])
                     .expect("valid metric");

@@ -76,6 +76,20 @@ async fn exercise(cache: CacheService, backend: &str) {
     // A second replica (fresh memo) reads the bumped generation from Redis.
     let other = CacheService::with_backend_of(&cache);
     assert_eq!(other.generation("src").await, 1);
+
+    // Locks: exclusive, owned, renewable, expiring.
+    let lock = cache.key(Category::ArtifactMetadata, "pypi", "lock/x");
+    assert_eq!(cache.try_lock(&lock, "me", Duration::from_millis(400)).await, Some(true));
+    assert_eq!(other.try_lock(&lock, "you", Duration::from_secs(5)).await, Some(false));
+    other.unlock(&lock, "you").await;
+    assert_eq!(other.try_lock(&lock, "you", Duration::from_secs(5)).await, Some(false), "only the owner releases");
+    assert!(cache.extend_lock(&lock, "me", Duration::from_millis(400)).await);
+    assert!(!other.extend_lock(&lock, "you", Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(other.try_lock(&lock, "you", Duration::from_secs(5)).await, Some(true), "an expired lock is taken over");
+    assert!(!cache.extend_lock(&lock, "me", Duration::from_secs(5)).await, "the old owner knows it lost the lock");
+    other.unlock(&lock, "you").await;
+    assert_eq!(cache.try_lock(&lock, "me", Duration::from_secs(5)).await, Some(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

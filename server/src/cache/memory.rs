@@ -29,6 +29,7 @@ impl moka::Expiry<String, Entry> for PerEntryTtl {
 
 pub struct InProcessBackend {
     entries: moka::future::Cache<String, Entry>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
     counters: Mutex<HashMap<String, i64>>,
     messages: broadcast::Sender<(String, String)>,
 }
@@ -38,6 +39,7 @@ impl InProcessBackend {
         InProcessBackend {
             entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build(),
             counters: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
             messages: broadcast::channel(64).0,
         }
     }
@@ -55,6 +57,11 @@ impl CacheBackend for InProcessBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        if let Some((owner, until)) = self.locks.lock().expect("lock table poisoned").get(key) {
+            if *until > Instant::now() {
+                return Ok(Some(Bytes::from(owner.clone())));
+            }
+        }
         Ok(self.entries.get(key).await.map(|e| e.value))
     }
 
@@ -90,6 +97,37 @@ impl CacheBackend for InProcessBackend {
         Ok(self.counters.lock().expect("counter lock poisoned").get(key).copied())
     }
 
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut locks = self.locks.lock().expect("lock table poisoned");
+        let now = Instant::now();
+        locks.retain(|_, (_, until)| *until > now);
+        if locks.contains_key(key) {
+            return Ok(false);
+        }
+        locks.insert(key.to_string(), (value.to_string(), now + ttl));
+        Ok(true)
+    }
+
+    async fn delete_if(&self, key: &str, value: &str) -> Result<bool, CacheError> {
+        let mut locks = self.locks.lock().expect("lock table poisoned");
+        if locks.get(key).is_some_and(|(v, _)| v == value) {
+            locks.remove(key);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn expire_if(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut locks = self.locks.lock().expect("lock table poisoned");
+        match locks.get_mut(key) {
+            Some((v, until)) if v == value && *until > Instant::now() => {
+                *until = Instant::now() + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
         // No subscriber is not an error.
         let _ = self.messages.send((channel.to_string(), message.to_string()));
@@ -120,6 +158,19 @@ mod tests {
         }
         b.entries.run_pending_tasks().await;
         assert!(b.entries.entry_count() <= 100, "bounded: {}", b.entries.entry_count());
+    }
+
+    #[tokio::test]
+    async fn locks_are_exclusive_owned_and_expire() {
+        let b = InProcessBackend::new(10);
+        assert!(b.set_nx("l", "me", Duration::from_millis(80)).await.unwrap());
+        assert!(!b.set_nx("l", "you", Duration::from_secs(1)).await.unwrap());
+        assert!(!b.delete_if("l", "you").await.unwrap(), "only the owner releases");
+        assert!(b.expire_if("l", "me", Duration::from_millis(80)).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(b.set_nx("l", "you", Duration::from_secs(1)).await.unwrap(), "an expired lock can be taken over");
+        assert!(!b.expire_if("l", "me", Duration::from_secs(1)).await.unwrap(), "the old owner lost it");
+        assert!(b.delete_if("l", "you").await.unwrap());
     }
 
     #[tokio::test]

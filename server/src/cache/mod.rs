@@ -87,6 +87,12 @@ pub trait CacheBackend: Send + Sync {
     /// Atomically adds one and returns the new value (0 + 1 for a missing key).
     async fn incr(&self, key: &str) -> Result<i64, CacheError>;
     async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError>;
+    /// Sets `key` to `value` only if it does not exist (a lock); `true` when set.
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError>;
+    /// Deletes `key` only if it still holds `value` (releasing one's own lock).
+    async fn delete_if(&self, key: &str, value: &str) -> Result<bool, CacheError>;
+    /// Extends `key` only if it still holds `value` (renewing one's own lock).
+    async fn expire_if(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError>;
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
 }
@@ -216,6 +222,21 @@ impl CacheService {
     /// Extends a key's life; `false` when it is gone (or the cache is unreachable).
     pub async fn expire(&self, key: &str, ttl: Duration) -> bool {
         self.call("expire", self.backend.expire(key, ttl)).await.unwrap_or(false)
+    }
+
+    /// Takes a lock: `Some(true)` taken, `Some(false)` held by someone else, `None` when
+    /// the cache cannot tell (unreachable): callers go on without the lock.
+    pub async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Option<bool> {
+        self.call("lock", self.backend.set_nx(key, token, ttl)).await
+    }
+
+    /// Renews one's own lock; `false` when it was lost.
+    pub async fn extend_lock(&self, key: &str, token: &str, ttl: Duration) -> bool {
+        self.call("lock_extend", self.backend.expire_if(key, token, ttl)).await.unwrap_or(false)
+    }
+
+    pub async fn unlock(&self, key: &str, token: &str) {
+        self.call("unlock", self.backend.delete_if(key, token)).await;
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Option<T> {

@@ -129,6 +129,27 @@ impl CacheBackend for RedisBackend {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let r: Option<String> =
+            self.query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64)).await?;
+        Ok(r.is_some())
+    }
+
+    async fn delete_if(&self, key: &str, value: &str) -> Result<bool, CacheError> {
+        const SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+        let n: i64 = self.query(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value)).await?;
+        Ok(n == 1)
+    }
+
+    async fn expire_if(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        const SCRIPT: &str =
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+        let n: i64 = self
+            .query(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value).arg(ttl.as_millis().max(1) as u64))
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
         self.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message)).await.map(|_| ())
     }

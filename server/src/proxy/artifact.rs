@@ -284,6 +284,22 @@ async fn fill(
         }
         Err(e)
     };
+    // Across replicas: one fill per artifact. The lock is held (and renewed) until the
+    // commit; `_lock` is released when this function returns.
+    let _lock = match replica_lock(state, spec).await {
+        LockOutcome::Held(lock) => Some(lock),
+        LockOutcome::Unavailable => None,
+        LockOutcome::Failed(e) => return fail_early(len_tx, e),
+        LockOutcome::CommittedElsewhere(c) => {
+            if let Some(l) = len_tx {
+                let _ = l.send(Ok(Some(c.size)));
+            }
+            if let Some(tx) = client_tx {
+                stream_stored(state, &c, &tx).await;
+            }
+            return Ok(c);
+        }
+    };
     let mut resp = match state.http.get(Some(spec.source.name()), &upstream.url, &[("accept", "*/*")]).await {
         Ok(r) => r,
         Err(e) => return fail_early(len_tx, e.into()),
@@ -370,6 +386,120 @@ async fn fill(
         }
     }
     result
+}
+
+enum LockOutcome {
+    Held(FillLock),
+    /// The cache cannot hold locks right now: fill without one (per-replica
+    /// single-flight still applies).
+    Unavailable,
+    CommittedElsewhere(Committed),
+    Failed(FetchError),
+}
+
+/// A replica's lock on one artifact fill, renewed every third of its TTL until dropped.
+struct FillLock {
+    cache: crate::cache::CacheService,
+    key: String,
+    token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FillLock {
+    fn new(state: &AppState, key: String, token: String) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (cache, k, t, ttl) = (state.cache.clone(), key.clone(), token.clone(), state.config.cache.fill_lock_ttl);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(ttl / 3) => {
+                        if !cache.extend_lock(&k, &t, ttl).await {
+                            metrics().fill_locks.with_label_values(&["lost"]).inc();
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        FillLock { cache: state.cache.clone(), key, token, stop: Some(stop) }
+    }
+}
+
+impl Drop for FillLock {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let (cache, key, token) = (self.cache.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.token));
+        tokio::spawn(async move { cache.unlock(&key, &token).await });
+    }
+}
+
+/// Takes the cross-replica fill lock, or waits for the replica holding it to commit
+/// (then the committed object is served) or to give up (then this replica takes over).
+async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
+    let key = state.cache.key(Category::ArtifactMetadata, spec.protocol.as_str(), &format!("fill-lock/{}/{}", spec.source.name(), spec.path));
+    let token = uuid::Uuid::new_v4().to_string();
+    let ttl = state.config.cache.fill_lock_ttl;
+    // A holder that keeps renewing is alive; give up waiting only after a long time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let mut waited = false;
+    loop {
+        match state.cache.try_lock(&key, &token, ttl).await {
+            None => {
+                metrics().fill_locks.with_label_values(&["unavailable"]).inc();
+                return LockOutcome::Unavailable;
+            }
+            Some(true) => {
+                metrics().fill_locks.with_label_values(&[if waited { "took_over" } else { "acquired" }]).inc();
+                return LockOutcome::Held(FillLock::new(state, key, token));
+            }
+            Some(false) => {}
+        }
+        if !waited {
+            waited = true;
+            metrics().fill_locks.with_label_values(&["waited"]).inc();
+            metrics().singleflight_waiters.inc();
+        }
+        let mut delay = std::time::Duration::from_millis(50);
+        loop {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_millis(500));
+            match lookup(state, spec).await {
+                Ok(Some(c)) => return LockOutcome::CommittedElsewhere(c),
+                Ok(None) => {}
+                Err(e) => return LockOutcome::Failed(FetchError::Internal(e.to_string())),
+            }
+            if known_missing(state, spec).await {
+                return LockOutcome::Failed(FetchError::NotFound);
+            }
+            if state.cache.get(&key).await.is_none() {
+                break; // released without a commit, or expired: try to take it
+            }
+            if std::time::Instant::now() > deadline {
+                return LockOutcome::Failed(FetchError::Timeout);
+            }
+        }
+    }
+}
+
+/// Streams a committed object into a leader's client channel.
+async fn stream_stored(state: &AppState, c: &Committed, tx: &ClientTx) {
+    match state.storage.get(&c.sha256, None).await {
+        Ok((_, _, mut body)) => {
+            while let Some(chunk) = body.next().await {
+                let item = chunk.map_err(|e| io_error(&e.to_string()));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Err(io_error(&e.to_string()))).await;
+        }
+    }
 }
 
 async fn commit(state: &AppState, spec: &ArtifactSpec, upstream: &Upstream, sha256: String, size: u64) -> FillResult {
