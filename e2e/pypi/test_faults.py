@@ -97,6 +97,27 @@ def test_expired_page_is_revalidated_with_its_etag(orchard, fault):
     assert counts.get("/simple/revalidate/") == 2 and counts.get("304 /simple/revalidate/") == 1, counts
 
 
+def test_hot_page_is_refreshed_in_the_background(tmp, fault):
+    env = {"ORCHARD_UPSTREAMS_FILE": sources_file(tmp / "sources-swr.yaml", ("faulty", fault.url)),
+           "ORCHARD_CACHE_TTL_INDEX": "4"}
+    o = Orchard(tmp, env).start()
+    try:
+        path = "/sources/faulty/simple/hot-page/"
+        assert http(o.url + path)[1]["x-orchard-cache"] == "miss"
+        time.sleep(3.2)  # in the last quarter of the 4 s TTL
+        fault.mode("hot-page", "delay1")  # the refresh takes a second upstream...
+        status, headers, _ = http(o.url + path)
+        assert (status, headers["x-orchard-cache"]) == (200, "hit"), "...but the client got the cached page"
+        deadline = time.time() + 10
+        while fault.counts().get("/simple/hot-page/", 0) < 2:
+            assert time.time() < deadline, "no background refresh reached the upstream"
+            time.sleep(0.1)
+        assert o.counter("orchard_background_refreshes_total") >= 1
+        fault.mode("hot-page", "ok")
+    finally:
+        o.stop()
+
+
 def test_missing_project_is_404_and_remembered(orchard, fault):
     for _ in range(3):
         assert http(f"{orchard.url}/sources/faulty/simple/missing-project/")[0] == 404

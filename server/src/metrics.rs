@@ -26,6 +26,7 @@ pub struct Metrics {
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
     pub fill_locks: IntCounterVec,
+    pub background_refreshes: IntCounter,
     pub component_up: IntGaugeVec,
 }
 
@@ -114,6 +115,11 @@ impl Metrics {
             hash_mismatch: counter(&r, "orchard_hash_mismatch_total", "Artifacts refused because their bytes did not match the declared hash"),
             artifact_bytes_served: counter(&r, "orchard_artifact_bytes_served_total", "Artifact bytes sent to clients"),
             singleflight_waiters: counter(&r, "orchard_singleflight_waiters_total", "Requests that waited for another request's upstream fetch"),
+            background_refreshes: counter(
+                &r,
+                "orchard_background_refreshes_total",
+                "Cached documents refreshed in the background before they expired (stale-while-revalidate)",
+            ),
             fill_locks: counter_vec(
                 &r,
                 "orchard_fill_lock_total",

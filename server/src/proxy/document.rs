@@ -62,6 +62,7 @@ pub type DocumentResult = Result<(Arc<Loaded>, CacheStatus), FetchError>;
 /// Turns the upstream body (with its content type) into the stored form.
 pub type Parser = Arc<dyn Fn(&[u8], &str) -> Result<String, String> + Send + Sync>;
 
+#[derive(Clone)]
 pub struct DocumentRequest {
     pub protocol: Protocol,
     pub source: Arc<Source>,
@@ -89,10 +90,26 @@ pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
     if let Some(head) = &cached {
         let ttl = if head.found { req.ttl } else { state.config.cache.ttl_negative };
         if head.age() < ttl {
+            // Stale-while-revalidate, ahead of expiry: a page still being asked for in the
+            // last quarter of its TTL is refreshed in the background, so a busy page
+            // never makes a client wait for the upstream.
+            if head.found && head.age() >= ttl * 3 / 4 && state.proxy.documents.in_flight_key(&key).is_none() {
+                refresh_in_background(state, req, &key, head);
+            }
             return Ok((Arc::new(Loaded { head: head.clone(), fetched_body: None, key }), CacheStatus::Hit));
         }
     }
     coalesced_fetch(state, req, key, cached).await
+}
+
+fn refresh_in_background(state: &AppState, req: &DocumentRequest, key: &str, head: &DocHead) {
+    let (state, req, key, previous) = (state.clone(), req.clone(), key.to_string(), head.clone());
+    crate::metrics::metrics().background_refreshes.inc();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = coalesced_fetch(&state, &req, key, Some(previous)).await {
+            tracing::debug!(document = %req.identifier, error = %e, "background refresh failed; the cached copy stays");
+        }
+    });
 }
 
 async fn coalesced_fetch(state: &AppState, req: &DocumentRequest, key: String, previous: Option<DocHead>) -> DocumentResult {

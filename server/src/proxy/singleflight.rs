@@ -63,6 +63,11 @@ impl<V: Clone> SingleFlight<V> {
         Role::Leader(Leader { key: key.to_string(), tx: Some(tx), slots: self.slots.clone() })
     }
 
+    /// `Some(())` when `key` is being worked on.
+    pub fn in_flight_key(&self, key: &str) -> Option<()> {
+        self.slots.lock().expect("singleflight lock").contains_key(key).then_some(())
+    }
+
     /// Number of keys in flight.
     pub fn in_flight(&self) -> usize {
         self.slots.lock().expect("singleflight lock").len()
