@@ -98,6 +98,7 @@ class Orchard:
                 "ORCHARD_LISTEN_ADDR": f"127.0.0.1:{self.port}", "ORCHARD_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
                 "ORCHARD_LOG_FORMAT": "json", "RUST_LOG": "info"}
         full.update(env)
+        self.env = full
         self.log = self.dir / "orchard.log"
         self.proc = Proc([ORCHARD_BIN, "serve"], self.log, env=full, cwd=self.dir)
 

@@ -43,6 +43,7 @@
 //! | `ORCHARD_PUBLIC_URL` | unset | `scheme://host[:port]` clients reach Orchard at (absolute links, e.g. npm tarballs); unset = from each request |
 //! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
 //! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
+//! | `ORCHARD_SOURCES_REFRESH` | `30` | seconds between reloads of the source list from the database (besides invalidation messages) |
 //! | `ORCHARD_UPSTREAMS_FILE` | unset | YAML list of upstream sources (see `sources`) |
 //! | `ORCHARD_UPSTREAM_PYPI` / `_NPM` / `_MAVEN` | unset | one upstream URL per protocol |
 
@@ -140,6 +141,7 @@ pub struct Config {
     pub max_index_bytes: usize,
     pub max_header_bytes: usize,
     pub public_url: Option<String>,
+    pub sources_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -286,6 +288,7 @@ impl Config {
             max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)? as usize,
             max_header_bytes: env.var_in_range("ORCHARD_MAX_HEADER_BYTES", 32 << 10, 1024, 1 << 20)? as usize,
             public_url: public_url(env)?,
+            sources_refresh: Duration::from_secs(env.var_in_range("ORCHARD_SOURCES_REFRESH", 30, 1, 86_400)?),
             server,
         })
     }
@@ -334,6 +337,7 @@ impl Config {
             "max_index_bytes": self.max_index_bytes,
             "max_header_bytes": self.max_header_bytes,
             "public_url": self.public_url,
+            "sources_refresh_secs": self.sources_refresh.as_secs(),
             "storage": storage,
             "http": self.http,
         })

@@ -67,6 +67,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let names: Vec<String> = state.sources.all().iter().map(|s| format!("{}:{}", s.spec.protocol.as_str(), s.name())).collect();
     tracing::info!(sources = ?names, "upstream sources loaded");
     state.set_db(repo);
+    let watcher = tokio::spawn(watch_sources(state.clone()));
 
     let app_state = web::Data::new(state.clone());
     let package = HttpServer::new(move || {
@@ -93,9 +94,54 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     admin_handle.stop(true).await;
     let _ = package_task.await;
     let _ = admin_task.await;
+    watcher.abort();
     blocking.close();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps the source list current: reloads it from the database when an invalidation
+/// message arrives (the operator publishes one per change) and every
+/// `ORCHARD_SOURCES_REFRESH` seconds as a safety net; drops memoised generations.
+async fn watch_sources(state: AppState) {
+    use futures::StreamExt;
+    let channel = state.cache.invalidation_channel();
+    let mut every = tokio::time::interval(state.config.sources_refresh);
+    every.tick().await;
+    loop {
+        match state.cache.subscribe(&channel).await {
+            Ok(mut messages) => loop {
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(m) => reload_sources(&state, &format!("invalidation {m}")).await,
+                        None => break, // connection lost: subscribe again
+                    },
+                    _ = every.tick() => reload_sources(&state, "periodic").await,
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot subscribe to invalidations; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+                    _ = every.tick() => reload_sources(&state, "periodic").await,
+                }
+            }
+        }
+    }
+}
+
+async fn reload_sources(state: &AppState, reason: &str) {
+    state.cache.forget_generations();
+    let Some(repo) = state.db() else { return };
+    match repo.list_sources().await {
+        Ok(rows) => {
+            for problem in state.sources.install(&state.config.sources, &rows, &state.http) {
+                tracing::error!(problem = %problem, "upstream source left out");
+            }
+            tracing::info!(reason, sources = state.sources.all().len(), "upstream sources reloaded");
+        }
+        Err(e) => tracing::warn!(error = %e, "reloading upstream sources failed; keeping the current list"),
+    }
 }
 
 /// Connects and migrates, retrying with backoff (1 s doubling to 30 s) until it works.

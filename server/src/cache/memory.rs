@@ -134,6 +134,26 @@ impl CacheBackend for InProcessBackend {
         Ok(())
     }
 
+    async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+        use futures::StreamExt;
+        let rx = self.messages.subscribe();
+        let channel = channel.to_string();
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(m) => return Some((m, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .filter_map(move |(c, m)| {
+            let wanted = c == channel;
+            async move { wanted.then_some(m) }
+        })
+        .boxed())
+    }
+
     async fn ping(&self) -> Result<(), CacheError> {
         Ok(())
     }

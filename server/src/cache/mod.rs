@@ -94,6 +94,9 @@ pub trait CacheBackend: Send + Sync {
     /// Extends `key` only if it still holds `value` (renewing one's own lock).
     async fn expire_if(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError>;
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError>;
+    /// Messages published on `channel` from now on, until the connection drops (the
+    /// stream then ends; callers subscribe again).
+    async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
 }
 
@@ -270,6 +273,10 @@ impl CacheService {
         let message = serde_json::json!({"source": source, "generation": g}).to_string();
         self.call("publish", self.backend.publish(&self.invalidation_channel(), &message)).await;
         Some(g)
+    }
+
+    pub async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+        self.backend.subscribe(channel).await
     }
 
     /// Forgets memoised generations (on an invalidation message).

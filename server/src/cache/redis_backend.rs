@@ -24,6 +24,8 @@ enum Conn {
 pub struct RedisBackend {
     kind: &'static str,
     conn: Arc<OnceLock<Conn>>,
+    /// A plain client for pub/sub: on a cluster, any node (PUBLISH reaches every node).
+    pubsub_clients: Vec<redis::Client>,
 }
 
 impl RedisBackend {
@@ -41,10 +43,10 @@ impl RedisBackend {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let conn = Arc::new(OnceLock::new());
         let _ = conn.set(Conn::Single(manager));
-        Ok(RedisBackend { kind: "redis", conn })
+        Ok(RedisBackend { kind: "redis", conn, pubsub_clients: vec![client] })
     }
 
     pub fn cluster(nodes: &[String], password: Option<&SecretString>, timeout: Duration) -> Result<Self, CacheError> {
@@ -57,6 +59,22 @@ impl RedisBackend {
             builder = builder.password(p.expose_secret());
         }
         let client = builder.build()?;
+        let mut pubsub_clients = Vec::new();
+        for node in nodes {
+            let (host, port) = node.rsplit_once(':').unwrap_or((node.as_str(), "6379"));
+            let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+                host.to_string(),
+                port.parse().unwrap_or(6379),
+            ))?;
+            let info = match password {
+                Some(p) => {
+                    let settings = info.redis_settings().clone().set_password(p.expose_secret());
+                    info.set_redis_settings(settings)
+                }
+                None => info,
+            };
+            pubsub_clients.push(redis::Client::open(info)?);
+        }
         let conn = Arc::new(OnceLock::new());
         let slot = conn.clone();
         tokio::spawn(async move {
@@ -76,7 +94,7 @@ impl RedisBackend {
                 }
             }
         });
-        Ok(RedisBackend { kind: "redis-cluster", conn })
+        Ok(RedisBackend { kind: "redis-cluster", conn, pubsub_clients })
     }
 
     fn conn(&self) -> Result<Conn, CacheError> {
@@ -152,6 +170,24 @@ impl CacheBackend for RedisBackend {
 
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
         self.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message)).await.map(|_| ())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+        use futures::StreamExt;
+        let mut last = CacheError::NotConnected;
+        for client in &self.pubsub_clients {
+            match client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    pubsub.subscribe(channel).await?;
+                    return Ok(pubsub
+                        .into_on_message()
+                        .filter_map(|m| async move { m.get_payload::<String>().ok() })
+                        .boxed());
+                }
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
