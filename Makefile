@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run test unit e2e e2e-prepare bench services-up services-down
+.PHONY: help build-deps build run test unit e2e e2e-prepare bench crds services-up services-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to ngi
 	$(CARGO) build --release -p orchard-server --bin orchard
 	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/pypi_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
 	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/npm_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
+
+crds: ## Regenerate manifests/crd.yaml from the Rust type (a unit test fails when it is stale)
+	$(CARGO) run -q -p orchard-operator --bin crdgen > manifests/crd.yaml
 
 e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest, Verdaccio, pnpm) and fill the PyPI, npm and Maven upstreams
 	bash e2e/pypi/prepare.sh

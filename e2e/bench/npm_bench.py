@@ -1,5 +1,5 @@
-"""npm figures for `make bench`: Orchard next to Verdaccio serving the same packages
-from its own storage, in the same run, on loopback.
+"""Scenario 3 — npm: Orchard next to Verdaccio serving the same packages from its own
+storage, in the same run, on loopback.
 
   1. warm abbreviated packument of a package with 600 versions (64 connections)
   2. warm tarball hit (64 connections)
@@ -17,19 +17,13 @@ import io
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import E2E, free_port, http, wait_http  # noqa: E402
-from pypi_bench import wrk  # noqa: E402
+from common import (E2E, Stack, f0, free_port, http, measure, peak_rss_mib, ratio, reset_peak, server_cells, table,
+                    terminate_on_signals, wait_http, wrk)
 
 ABBREV = "application/vnd.npm.install-v1+json"
 STORE = E2E / "verdaccio-bench"
@@ -90,46 +84,35 @@ def timed_get(url, headers):
     return status, len(body), time.perf_counter() - t
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--orchard", required=True)
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=64)
-    args = ap.parse_args()
+def run(args):
     prepare()
-    work = Path(tempfile.mkdtemp(prefix="orchard-npm-bench-"))
-    procs = []
-    try:
+    with Stack("npm") as s:
         vport = free_port()
-        procs.append(subprocess.Popen([str(VERDACCIO), "--config", str(STORE / "config.yaml"), "--listen", f"127.0.0.1:{vport}"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        v = s.proc([VERDACCIO, "--config", STORE / "config.yaml", "--listen", f"127.0.0.1:{vport}"], "verdaccio")
         verdaccio = f"http://127.0.0.1:{vport}"
         wait_http(f"{verdaccio}/-/ping")
-        port, admin = free_port(), free_port()
-        env = {"PATH": os.environ["PATH"], "ORCHARD_UPSTREAM_NPM": f"{verdaccio}/",
-               "ORCHARD_LISTEN_ADDR": f"127.0.0.1:{port}", "ORCHARD_ADMIN_ADDR": f"127.0.0.1:{admin}",
-               "ORCHARD_CACHE_TTL_VERSIONS": "3600", "RUST_LOG": "warn"}
-        procs.append(subprocess.Popen([args.orchard, "serve"], cwd=work, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=open(work / "orchard.log", "w"), start_new_session=True))
-        wait_http(f"http://127.0.0.1:{admin}/readyz")
-        base = f"http://127.0.0.1:{port}"
+        o = s.orchard(args.orchard, {"ORCHARD_UPSTREAM_NPM": f"{verdaccio}/", "ORCHARD_CACHE_TTL_VERSIONS": "3600"})
+        base = o.url
         h = {"Accept": ABBREV}
         for url in (f"{base}/npm/bench-many", f"{base}/npm/bench-many/-/bench-many-1.0.0.tgz",
                     f"{verdaccio}/bench-many", f"{verdaccio}/bench-many/-/bench-many-1.0.0.tgz"):
             assert http(url, headers=h)[0] == 200, url
-        c, s = args.connections, args.seconds
-        print(f"| scenario ({c} connections, {s} s) | Orchard req/s | p50 ms | p99 ms | errors | Verdaccio req/s | p50 ms | p99 ms | req/s ratio |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        c, secs = args.connections, args.seconds
+        rows = []
+        vname = "Verdaccio " + verdaccio_version()
         for label, o_url, v_url, hdr in [
             ("abbreviated packument, 600 versions", f"{base}/npm/bench-many", f"{verdaccio}/bench-many", [f"Accept: {ABBREV}"]),
             ("tarball 200 KB", f"{base}/npm/bench-many/-/bench-many-1.0.0.tgz", f"{verdaccio}/bench-many/-/bench-many-1.0.0.tgz", []),
         ]:
-            o = wrk(o_url, c, s, hdr)
-            v = wrk(v_url, c, s, hdr)
-            print(f"| {label} | {o['rps']:.0f} | {o['p50']:.2f} | {o['p99']:.2f} | {o['errors']} | "
-                  f"{v['rps']:.0f} | {v['p50']:.2f} | {v['p99']:.2f} | {o['rps'] / v['rps']:.1f} |", flush=True)
+            om = measure(o_url, c, secs, [o.pid], hdr)
+            vm = measure(v_url, c, secs, [v.p.pid], hdr)
+            rows.append([label, "Orchard", *server_cells(om), "—"])
+            rows.append([label, vname, *server_cells(vm), ratio(om["rps"], vm["rps"], 1)])
+        table(f"3. Warm npm ({c} connections, {secs} s per run), reference Verdaccio serving the same packages from its storage",
+              ["scenario", "server", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "Orchard/this req/s"], rows)
 
         # 20 MB packument
+        reset_peak([o.pid])
         status, size, cold = timed_get(f"{base}/npm/bench-huge", h)
         assert status == 200
         _, _, upstream = timed_get(f"{verdaccio}/bench-huge", h)
@@ -141,36 +124,43 @@ def main():
             n = 0
             while not stop.is_set():
                 # a new client host each time: a new render of the 20 MB document
-                status, _, dt = timed_get(f"{base}/npm/bench-huge", {"Accept": ABBREV, "Host": f"client{i}-{n}.test:{port}"})
+                status, _, dt = timed_get(f"{base}/npm/bench-huge", {"Accept": ABBREV, "Host": f"client{i}-{n}.test:{o.port}"})
                 renders.append(dt)
                 n += 1
 
+        ping_secs = min(5, secs)
         threads = [threading.Thread(target=rerender, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
-        ping = wrk(f"{base}/npm/-/ping", 16, 5)
-        stop.set()
-        for t in threads:
-            t.join()
-        idle = wrk(f"{base}/npm/-/ping", 16, 5)
-        print()
-        print(f"| 20 MB packument ({size / 1e6:.1f} MB abbreviated) | value |")
-        print("|---|---:|")
-        print(f"| cold fetch through Orchard (upstream fetch, parse, rewrite, render) | {cold * 1000:.0f} ms |")
-        print(f"| the same document straight from Verdaccio | {upstream * 1000:.0f} ms |")
-        print(f"| warm hit through Orchard | {warm * 1000:.0f} ms |")
-        print(f"| re-renders for new client hosts during the ping run | {len(renders)}, median {sorted(renders)[len(renders) // 2] * 1000:.0f} ms |")
-        print(f"| /npm/-/ping p99 while rendering (16 connections) | {ping['p99']:.2f} ms ({ping['rps']:.0f} req/s) |")
-        print(f"| /npm/-/ping p99 idle (16 connections) | {idle['p99']:.2f} ms ({idle['rps']:.0f} req/s) |")
-    finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(10)
-            except Exception:
-                pass
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            ping = wrk(f"{base}/npm/-/ping", 16, ping_secs)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        idle = wrk(f"{base}/npm/-/ping", 16, ping_secs)
+        table(f"3b. A 20 MB packument ({size / 1e6:.1f} MB abbreviated)", ["measurement", "value"], [
+            ["cold fetch through Orchard (upstream fetch, parse, rewrite, render)", f"{cold * 1000:.0f} ms"],
+            ["the same document straight from Verdaccio", f"{upstream * 1000:.0f} ms"],
+            ["warm hit through Orchard", f"{warm * 1000:.0f} ms"],
+            ["re-renders for new client hosts during the ping run", f"{len(renders)}, median {sorted(renders)[len(renders) // 2] * 1000:.0f} ms"],
+            [f"`/npm/-/ping` p99 while 20 MB re-renders run (16 connections, {ping_secs} s)", f"{ping['p99']:.2f} ms ({ping['rps']:.0f} req/s)"],
+            [f"`/npm/-/ping` p99 idle (16 connections, {ping_secs} s)", f"{idle['p99']:.2f} ms ({idle['rps']:.0f} req/s)"],
+            ["Orchard peak RSS over this part", f"{f0(peak_rss_mib([o.pid]))} MiB"],
+        ])
+
+
+def verdaccio_version():
+    try:
+        return json.loads((E2E / "npm-tools/node_modules/verdaccio/package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return "?"
 
 
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--orchard", required=True)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=64)
+    terminate_on_signals()
+    run(ap.parse_args())
