@@ -83,6 +83,38 @@ class Proc:
         return self.p.returncode if self.p else None
 
 
+class FaultUpstream:
+    """e2e/pypi/fault_server.py: an upstream that counts requests and misbehaves on
+    request. `url_path` picks the protocol it is used as: /simple/ (PyPI), /npm/, /m2/."""
+
+    def __init__(self, tmp, url_path="/simple/"):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}{url_path}"
+        server = Path(__file__).resolve().parent / "pypi/fault_server.py"
+        self.proc = Proc([sys.executable, str(server), str(self.port)], tmp / f"fault-{self.port}.log")
+
+    def start(self):
+        self.proc.start()
+        wait_http(f"{self.base}/simple/")
+        return self
+
+    def stop(self):
+        self.proc.stop()
+
+    def mode(self, key, mode):
+        assert http(f"{self.base}/__mode/{key}/{mode}", method="POST", data=b"")[0] == 200
+
+    def reset(self):
+        http(f"{self.base}/__reset", method="POST", data=b"")
+
+    def counts(self):
+        return json.loads(http(f"{self.base}/__count")[2])
+
+    def total(self):
+        return sum(self.counts().values())
+
+
 METRIC = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
 
 

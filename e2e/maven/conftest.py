@@ -13,6 +13,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from harness import *  # noqa: E402,F401,F403
+from harness import FaultUpstream  # noqa: E402
 from harness import E2E, Proc, free_port, http, tmp, wait_http  # noqa: E402,F401
 
 
@@ -75,22 +76,6 @@ def upstream_b():
 
 @pytest.fixture(scope="session")
 def fault(tmp):
-    port = free_port()
-    p = Proc([sys.executable, str(HERE.parent / "pypi/fault_server.py"), str(port)], tmp / "maven-fault.log").start()
-    wait_http(f"http://127.0.0.1:{port}/simple/")
-
-    class Fault:
-        base = f"http://127.0.0.1:{port}"
-        url = f"{base}/m2/"
-
-        def mode(self, key, mode):
-            assert http(f"{self.base}/__mode/{key}/{mode}", method="POST", data=b"")[0] == 200
-
-        def counts(self):
-            return json.loads(http(f"{self.base}/__count")[2])
-
-        def total(self):
-            return sum(self.counts().values())
-
-    yield Fault()
-    p.stop()
+    f = FaultUpstream(tmp, "/m2/").start()
+    yield f
+    f.stop()

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import *  # noqa: E402,F401,F403
-from harness import E2E, Proc, free_port, http, json, tmp, wait_http  # noqa: E402,F401
+from harness import E2E, FaultUpstream, Proc, free_port, http, json, tmp, wait_http  # noqa: E402,F401
 
 HERE = Path(__file__).resolve().parent
 VENV_BIN = E2E / "venv/bin"
@@ -33,31 +33,6 @@ class Upstream:
 
     def stop(self):
         self.proc.stop()
-
-
-class FaultUpstream:
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.url = f"{self.base}/simple/"
-        self.proc = Proc([sys.executable, str(HERE / "fault_server.py"), str(self.port)], tmp / "fault.log")
-
-    def start(self):
-        self.proc.start()
-        wait_http(self.url)
-        return self
-
-    def mode(self, key, mode):
-        assert http(f"{self.base}/__mode/{key}/{mode}", method="POST", data=b"")[0] == 200
-
-    def reset(self):
-        http(f"{self.base}/__reset", method="POST", data=b"")
-
-    def counts(self):
-        return json.loads(http(f"{self.base}/__count")[2])
-
-    def total(self):
-        return sum(self.counts().values())
 
 
 def venv(path):
@@ -104,6 +79,6 @@ def upstream_b(tmp):
 def fault(tmp):
     f = FaultUpstream(tmp).start()
     yield f
-    f.proc.stop()
+    f.stop()
 
 

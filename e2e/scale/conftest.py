@@ -11,6 +11,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "pypi"))
 from harness import *  # noqa: E402,F401,F403
+from harness import FaultUpstream  # noqa: E402
 from harness import Orchard, Proc, free_port, http, production_env, sources_file, tmp, wait_http  # noqa: E402,F401
 from fault_server import content  # noqa: E402,F401
 
@@ -59,23 +60,9 @@ http {{
 
 @pytest.fixture(scope="module")
 def fault(tmp):
-    port = free_port()
-    p = Proc([sys.executable, str(HERE.parent / "pypi/fault_server.py"), str(port)], tmp / "scale-fault.log").start()
-    wait_http(f"http://127.0.0.1:{port}/simple/")
-
-    class Fault:
-        base = f"http://127.0.0.1:{port}"
-        url = f"{base}/simple/"
-
-        def mode(self, key, mode):
-            assert http(f"{self.base}/__mode/{key}/{mode}", method="POST", data=b"")[0] == 200
-
-        def counts(self):
-            import json
-            return json.loads(http(f"{self.base}/__count")[2])
-
-    yield Fault()
-    p.stop()
+    f = FaultUpstream(tmp, "/simple/").start()
+    yield f
+    f.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,38 @@ pub mod maven;
 pub mod npm;
 pub mod pypi;
 
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::sources::{Protocol, Source};
+use crate::state::AppState;
+
+/// Which sources a request sees: all enabled sources of the protocol by priority
+/// (`/pypi/…`, `/npm/…`, `/maven/…`) or one named source (`/sources/{name}/…`).
+#[derive(Clone)]
+pub enum View {
+    Merged,
+    Source(Arc<Source>),
+}
+
+impl View {
+    pub fn sources(&self, state: &AppState, protocol: Protocol) -> Vec<Arc<Source>> {
+        match self {
+            View::Merged => state.sources.for_protocol(protocol),
+            View::Source(s) => vec![s.clone()],
+        }
+    }
+
+    /// The view of `/sources/{source}/{tail}`, with the raw tail.
+    pub fn of_source_path(state: &AppState, path: &str, protocol: Protocol) -> Result<(View, String), ApiError> {
+        let (name, tail) = source_and_tail(path)?;
+        let source = state
+            .sources
+            .get(protocol, &name)
+            .ok_or_else(|| ApiError::NotFound(format!("no enabled {} source named {name:?}", protocol.as_str())))?;
+        Ok((View::Source(source), tail))
+    }
+}
 
 /// One percent-decoded path segment; control characters are refused.
 pub fn decode_segment(segment: &str) -> Result<String, ApiError> {

@@ -33,23 +33,10 @@ use crate::proxy::document::{self, DocumentRequest, Parser};
 use crate::proxy::response;
 use crate::proxy::FetchError;
 use crate::sources::{Protocol, Source};
+use crate::protocols::View;
 use crate::state::AppState;
 use crate::storage::Expected;
 
-#[derive(Clone)]
-enum View {
-    Merged,
-    Source(Arc<Source>),
-}
-
-impl View {
-    fn sources(&self, state: &AppState) -> Vec<Arc<Source>> {
-        match self {
-            View::Merged => state.sources.for_protocol(Protocol::Maven),
-            View::Source(s) => vec![s.clone()],
-        }
-    }
-}
 
 fn versions_ttl(state: &AppState, source: &Source) -> Duration {
     source.spec.ttl.as_ref().and_then(|t| t.versions_seconds).map(Duration::from_secs).unwrap_or(state.config.cache.ttl_versions)
@@ -109,7 +96,7 @@ fn digest_of(algo: Checksum, data: &[u8]) -> String {
 
 async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Checksum>) -> Result<HttpResponse, ApiError> {
     let path = format!("{dir}/maven-metadata.xml");
-    for source in view.sources(state) {
+    for source in view.sources(state, Protocol::Maven) {
         if !source.allows(&dir.replace('/', ".")) {
             continue;
         }
@@ -134,7 +121,7 @@ async fn owner(state: &AppState, view: &View, group: &str, artifact: &str, versi
         View::Source(s) if s.allows(&name) => Ok(s.clone()),
         View::Source(s) => Err(ApiError::NotFound(format!("source {:?} does not serve {name}", s.name()))),
         View::Merged => {
-            for source in view.sources(state) {
+            for source in view.sources(state, Protocol::Maven) {
                 if !source.allows(&name) {
                     continue;
                 }
@@ -243,12 +230,8 @@ async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
 }
 
 async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let (name, tail) = crate::protocols::source_and_tail(req.path())?;
-    let source = state
-        .sources
-        .get(Protocol::Maven, &name)
-        .ok_or_else(|| ApiError::NotFound(format!("no enabled Maven source named {name:?}")))?;
-    dispatch(&state, &req, View::Source(source), &tail).await
+    let (view, tail) = View::of_source_path(&state, req.path(), Protocol::Maven)?;
+    dispatch(&state, &req, view, &tail).await
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

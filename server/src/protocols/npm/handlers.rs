@@ -29,6 +29,7 @@ use crate::proxy::document::{self, DocumentRequest, Loaded, Parser};
 use crate::proxy::response;
 use crate::routes::CacheStatus;
 use crate::sources::{Protocol, Source};
+use crate::protocols::View;
 use crate::state::AppState;
 
 const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
@@ -69,20 +70,6 @@ fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
     }
 }
 
-#[derive(Clone)]
-enum View {
-    Merged,
-    Source(Arc<Source>),
-}
-
-impl View {
-    fn sources(&self, state: &AppState) -> Vec<Arc<Source>> {
-        match self {
-            View::Merged => state.sources.for_protocol(Protocol::Npm),
-            View::Source(s) => vec![s.clone()],
-        }
-    }
-}
 
 /// scheme://host the client should use for tarball links.
 fn base_url(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
@@ -150,7 +137,7 @@ async fn find_package(
     name: &PackageName,
     abbreviated: bool,
 ) -> Result<(Arc<Source>, DocumentRequest, Arc<Loaded>, CacheStatus), ApiError> {
-    for source in view.sources(state) {
+    for source in view.sources(state, Protocol::Npm) {
         if !source.allows(&name.full()) {
             continue;
         }
@@ -269,12 +256,8 @@ async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
 
 async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // /sources/{source}/{tail}: the raw path keeps %2f inside scoped names.
-    let (source_name, tail) = crate::protocols::source_and_tail(req.path())?;
-    let source = state
-        .sources
-        .get(Protocol::Npm, &source_name)
-        .ok_or_else(|| ApiError::NotFound(format!("no enabled npm source named {source_name:?}")))?;
-    dispatch(&state, &req, View::Source(source), &tail).await
+    let (view, tail) = View::of_source_path(&state, req.path(), Protocol::Npm)?;
+    dispatch(&state, &req, view, &tail).await
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

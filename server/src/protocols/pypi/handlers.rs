@@ -30,39 +30,25 @@ use crate::proxy::document::{self, DocumentRequest, Parser};
 use crate::proxy::response;
 use crate::routes::CacheStatus;
 use crate::sources::{Protocol, Source};
+use crate::protocols::View;
 use crate::state::AppState;
 use crate::storage::Expected;
 
 const UPSTREAM_ACCEPT: &str =
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
 
-#[derive(Clone)]
-enum View {
-    Merged,
-    Source(Arc<Source>),
+/// Relative link from a project page of `view` to a file of `source`.
+fn file_href(view: &View, source: &str, project: &str, filename: &str) -> String {
+    match view {
+        View::Merged => format!("../../../sources/{source}/files/{project}/{filename}"),
+        View::Source(_) => format!("../../files/{project}/{filename}"),
+    }
 }
 
-impl View {
-    fn sources(&self, state: &AppState) -> Vec<Arc<Source>> {
-        match self {
-            View::Merged => state.sources.for_protocol(Protocol::Pypi),
-            View::Source(s) => vec![s.clone()],
-        }
-    }
-
-    /// Relative link from a project page of this view to a file of `source`.
-    fn file_href(&self, source: &str, project: &str, filename: &str) -> String {
-        match self {
-            View::Merged => format!("../../../sources/{source}/files/{project}/{filename}"),
-            View::Source(_) => format!("../../files/{project}/{filename}"),
-        }
-    }
-
-    fn label(&self) -> &str {
-        match self {
-            View::Merged => "merged",
-            View::Source(s) => s.name(),
-        }
+fn view_label(view: &View) -> &str {
+    match view {
+        View::Merged => "merged",
+        View::Source(s) => s.name(),
     }
 }
 
@@ -146,7 +132,7 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
     let repr = representation(req)?;
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut worst = CacheStatus::Hit;
-    for source in view.sources(state) {
+    for source in view.sources(state, Protocol::Pypi) {
         let dreq = root_request(state, &source);
         let (doc, status) = document::get(state, &dreq).await?;
         worst = worse(worst, status);
@@ -180,7 +166,7 @@ fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
 
 async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: &str) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
-    for source in view.sources(state) {
+    for source in view.sources(state, Protocol::Pypi) {
         if !source.allows(project) {
             continue;
         }
@@ -194,7 +180,7 @@ async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: 
         let rendered_key = state.cache.key(
             Category::PackageIndex,
             "pypi",
-            &format!("rendered/{}/{}/{project}/{}/{meta_digest}/{}", view.label(), source.name(), doc.digest(), repr.cache_suffix()),
+            &format!("rendered/{}/{}/{project}/{}/{meta_digest}/{}", view_label(&view), source.name(), doc.digest(), repr.cache_suffix()),
         );
         let etag = format!("W/\"{}-{meta_digest}-{}\"", doc.digest(), repr.cache_suffix());
         if let Some(body) = state.cache.get(&rendered_key).await {
@@ -208,7 +194,7 @@ async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: 
             .filter(|f| is_valid_filename(&f.filename))
             .map(|f| render::Link {
                 file: f,
-                href: view.file_href(source.name(), project, &f.filename),
+                href: file_href(&view, source.name(), project, &f.filename),
                 metadata: f.core_metadata.clone().or_else(|| {
                     cached_meta.get(&f.filename).map(|sha| BTreeMap::from([("sha256".to_string(), sha.clone())]))
                 }),
