@@ -21,10 +21,13 @@ STATE="${ORCHARD_K8S_STATE:-$HOME/.cache/orchard/k8s/state}"
 # the 2-core machines; raise it when the machine is otherwise idle.
 BUILD_JOBS="${ORCHARD_K8S_BUILD_JOBS:-1}"
 
-# Ports (all bound to 127.0.0.1 only).
-ETCD_PORT="${ORCHARD_K8S_ETCD_PORT:-52379}"
-ETCD_PEER_PORT="${ORCHARD_K8S_ETCD_PEER_PORT:-52380}"
-API_PORT="${ORCHARD_K8S_API_PORT:-56443}"
+# Ports (all bound to 127.0.0.1 only). Kept below Linux's ephemeral range
+# (32768-60999): a busy test run leaves thousands of loopback connections
+# whose local ports come from that range, and one of them holding a port makes
+# the listener's bind fail ("address already in use") at random.
+ETCD_PORT="${ORCHARD_K8S_ETCD_PORT:-12379}"
+ETCD_PEER_PORT="${ORCHARD_K8S_ETCD_PEER_PORT:-12380}"
+API_PORT="${ORCHARD_K8S_API_PORT:-16443}"
 
 ETCD_URL="http://127.0.0.1:$ETCD_PORT"
 API_URL="https://127.0.0.1:$API_PORT"

@@ -8,8 +8,8 @@
 # Needs the binaries from build.sh (run it first; it is a no-op when cached).
 #
 # Env: ORCHARD_K8S_STATE (default ~/.cache/orchard/k8s/state),
-#      ORCHARD_K8S_BIN, ORCHARD_K8S_ETCD_PORT (52379),
-#      ORCHARD_K8S_ETCD_PEER_PORT (52380), ORCHARD_K8S_API_PORT (56443).
+#      ORCHARD_K8S_BIN, ORCHARD_K8S_ETCD_PORT (12379),
+#      ORCHARD_K8S_ETCD_PEER_PORT (12380), ORCHARD_K8S_API_PORT (16443).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/lib.sh"
@@ -143,7 +143,8 @@ ensure_port_free() { # NAME PORT ENVVAR
 start_bg() {
   local pidfile=$1 logf=$2; shift 2
   : > "$logf"
-  setsid "$@" >>"$logf" 2>&1 </dev/null &
+  # 9>&-: the daemon must not inherit (and so hold forever) the up.lock.
+  setsid "$@" >>"$logf" 2>&1 </dev/null 9>&- &
   echo $! > "$pidfile"
 }
 
@@ -191,7 +192,11 @@ else
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=RBAC \
     --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount
+    --disable-admission-plugins=ServiceAccount \
+    --endpoint-reconciler-type=none
+  # endpoint-reconciler-type=none: the "kubernetes" Service is still created,
+  # but its Endpoints would have to carry 127.0.0.1, which validation rejects
+  # (an error logged every 10 s otherwise). Nothing here runs in a pod.
 fi
 wait_healthy kube-apiserver "$API_PID" "$K8S_BIN/kube-apiserver" "$API_LOG" 120 api_ready
 # /readyz is green before the bootstrap controller has made the "default" namespace.

@@ -7,7 +7,7 @@ STATE="${ORCHARD_SERVICES_DIR:-$HOME/.cache/orchard/services}"
 TOOLS="${ORCHARD_TOOLS_DIR:-$HOME/.cache/orchard/tools}"
 
 # Ports (all bound to 127.0.0.1 only).
-PG_PORT=55432
+PG_PORT=15432   # below the ephemeral port range (32768-60999)
 REDIS_CLUSTER_PORTS=(7001 7002 7003 7004 7005 7006)
 REDIS_PORT=6390
 S3_PORT=19000

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (if needed) and start the e2e backing services; each one is left
 # alone when it is already healthy, so a warm run takes about a second.
-#   Postgres 15        127.0.0.1:55432   (superuser postgres, no password)
+#   Postgres 15        127.0.0.1:15432   (superuser postgres, no password)
 #   Redis Cluster      127.0.0.1:7001-7006 (3 masters + 3 replicas)
 #   Redis standalone   127.0.0.1:6390
 #   S3 (s3s-fs)        127.0.0.1:19000   bucket orchard-test
@@ -70,7 +70,8 @@ CONF
       rm -f "$PG_DATA/postmaster.pid" "$PG_SOCK/.s.PGSQL.$PG_PORT" "$PG_SOCK/.s.PGSQL.$PG_PORT.lock"
     fi
     log "postgres: starting on 127.0.0.1:$PG_PORT"
-    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null \
+    # The port is given at start, so a data directory made with another port still works.
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "-c port=$PG_PORT" -w -t 60 start >/dev/null \
       || { tail -20 "$PG_LOG" >&2; die "postgres failed to start (log: $PG_LOG)"; }
   fi
   wait_until 60 "postgres ready" pg_healthy || die "postgres not ready (log: $PG_LOG)"
