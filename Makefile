@@ -44,12 +44,17 @@ e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2
 	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
 	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
-bench: build-deps e2e-prepare ## Benchmarks: Orchard (release build) next to nginx, same run, loopback
+BENCH_ARGS ?=
+BENCH_OUT = $(HOME)/.cache/orchard/last-bench.md
+
+bench: build-deps services-up e2e-prepare ## Benchmarks: six scenarios, release build next to references, loopback (BENCH_ARGS="--seconds 3 --only 1 2")
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null)
 	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
+	@command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null)
+	bash e2e/bench/prepare.sh
 	$(CARGO) build --release -p orchard-server --bin orchard
-	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/pypi_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
-	"$(ORCHARD_E2E_DIR)/venv/bin/python" e2e/bench/npm_bench.py --orchard "$(CARGO_TARGET_DIR)/release/orchard"
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && cd e2e/bench && \
+	  "$(ORCHARD_E2E_DIR)/venv/bin/python" run_all.py --orchard "$(CARGO_TARGET_DIR)/release/orchard" $(BENCH_ARGS) | tee "$(BENCH_OUT)"
 
 crds: ## Regenerate manifests/crd.yaml from the Rust type (a unit test fails when it is stale)
 	$(CARGO) run -q -p orchard-operator --bin crdgen > manifests/crd.yaml

@@ -24,6 +24,7 @@ VENV_BIN = E2E / "venv/bin"
 BENCH_BIN = E2E / "bench-venv/bin"
 BENCH_PKGS = E2E / "bench-pkgs"
 PYPI_JSON = "application/vnd.pypi.simple.v1+json"
+LOGS = Path.home() / ".cache/orchard/bench-logs"
 SERVICES_DIR = Path(os.environ.get("ORCHARD_SERVICES_DIR", Path.home() / ".cache/orchard/services"))
 
 
@@ -59,9 +60,10 @@ def wrk(url, connections, seconds, headers=(), timeout=10):
 
 def fetch_many(urls, parallel, timeout=300):
     """Fetch every URL at once (curl --parallel, one connection each) and return, per
-    transfer, (HTTP status, bytes, seconds to the last byte); plus the wall time."""
+    transfer, (HTTP status, bytes, seconds to the last byte, seconds to the first
+    byte); plus the wall time."""
     config = "".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in urls)
-    fmt = r"%{http_code} %{size_download} %{time_total}\n"
+    fmt = r"%{http_code} %{size_download} %{time_total} %{time_starttransfer}\n"
     t = time.perf_counter()
     r = subprocess.run(["curl", "-sS", "--parallel", "--parallel-immediate", "--parallel-max", str(parallel),
                         "--max-time", str(timeout), "-w", fmt, "-K", "-"],
@@ -70,8 +72,8 @@ def fetch_many(urls, parallel, timeout=300):
     results = []
     for line in r.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3:
-            results.append((int(parts[0]), int(parts[1]), float(parts[2])))
+        if len(parts) == 4:
+            results.append((int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])))
     return results, wall
 
 
@@ -181,20 +183,27 @@ class Stack:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        self.close(keep_logs=exc_type is not None)
         return False
 
     def defer(self, fn, *args):
         self.cleanups.append((fn, args))
 
-    def close(self):
+    def close(self, keep_logs=False):
         while self.cleanups:
             fn, args = self.cleanups.pop()
             try:
                 fn(*args)
             except Exception as e:  # keep stopping the rest
                 print(f"cleanup {getattr(fn, '__name__', fn)}: {e}", file=sys.stderr)
+        if keep_logs:  # a failed scenario: keep what its processes said
+            dest = LOGS / self.work.name
+            for log in self.work.rglob("*.log"):
+                target = dest / log.relative_to(self.work)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, target)
+            print(f"logs of the failed scenario: {dest}", file=sys.stderr)
         shutil.rmtree(self.work, ignore_errors=True)
 
     def proc(self, args, name, env=None, cwd=None):
