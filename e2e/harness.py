@@ -39,8 +39,26 @@ def http(url, method="GET", headers=None, data=None, timeout=30):
         return e.code, lower(e.headers), e.read()
 
 
+def raw_get(port, path, headers=None, timeout=30):
+    """GET with http.client, tolerating bodies cut short: (status, headers with
+    lowercase names, body, complete?). Connection errors raise OSError."""
+    import http.client as httpclient
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        try:
+            body, complete = resp.read(), True
+        except (httpclient.IncompleteRead, ConnectionError) as e:
+            body, complete = getattr(e, "partial", b""), False
+        return resp.status, lower(resp.getheaders()), body, complete
+    finally:
+        conn.close()
+
+
 def lower(headers):
-    return {k.lower(): v for k, v in headers.items()}
+    items = headers.items() if hasattr(headers, "items") else headers
+    return {k.lower(): v for k, v in items}
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -153,13 +171,13 @@ class Orchard:
                 out[(m.group(1), tuple(sorted(labels.items())))] = float(m.group(3))
         return out
 
-    def requests_by_cache(self):
-        """{cache label: count} over PyPI pages and files."""
+    def requests_by_cache(self, protocol="pypi"):
+        """{cache label: count} over one protocol's routes (and /sources/…)."""
         totals = {}
         for (name, labels), v in self.metrics().items():
             if name == "orchard_http_requests_total":
                 d = dict(labels)
-                if d["protocol"] in ("pypi", "source"):
+                if d["protocol"] in (protocol, "source"):
                     totals[d["cache"]] = totals.get(d["cache"], 0) + v
         return totals
 

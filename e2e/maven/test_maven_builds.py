@@ -6,12 +6,7 @@ from conftest import Nginx, Orchard, mvn_package, production_env, sources_file
 
 
 def maven_requests(orchard):
-    totals = {}
-    for (name, labels), v in orchard.metrics().items():
-        d = dict(labels)
-        if name == "orchard_http_requests_total" and d["protocol"] in ("maven", "source"):
-            totals[d["cache"]] = totals.get(d["cache"], 0) + v
-    return totals
+    return orchard.requests_by_cache("maven")
 
 
 def run_builds(tmp, extra_env, tag):

@@ -8,12 +8,7 @@ from conftest import PNPM, Orchard, Verdaccio, check_project, npm, production_en
 
 
 def npm_requests(orchard):
-    totals = {}
-    for (name, labels), v in orchard.metrics().items():
-        d = dict(labels)
-        if name == "orchard_http_requests_total" and d["protocol"] in ("npm", "source"):
-            totals[d["cache"]] = totals.get(d["cache"], 0) + v
-    return totals
+    return orchard.requests_by_cache("npm")
 
 
 def run_suite(tmp, env_extra, tag):

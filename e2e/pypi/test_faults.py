@@ -1,7 +1,6 @@
 """Upstream faults and hostile input: each gives a precise status, nothing corrupt is
 stored, no upstream call is made for bad input, and the process keeps serving."""
 import hashlib
-import http.client as httpclient
 import json
 import threading
 import time
@@ -10,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import Orchard, http, sources_file
+from harness import raw_get as harness_raw_get
 
 SLOW_TIMEOUT_S = 2  # the fault server sleeps 6 s in "slow" mode
 
@@ -44,16 +44,7 @@ def content(filename):
 
 
 def raw_get(orchard, path, headers=None):
-    """GET with http.client: (status, headers, body, complete?)."""
-    conn = httpclient.HTTPConnection("127.0.0.1", orchard.port, timeout=30)
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    try:
-        body, complete = resp.read(), True
-    except (httpclient.IncompleteRead, ConnectionError) as e:
-        body, complete = getattr(e, "partial", b""), False
-    conn.close()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body, complete
+    return harness_raw_get(orchard.port, path, headers)
 
 
 def good_file_request(orchard, project, name):

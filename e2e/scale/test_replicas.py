@@ -8,21 +8,14 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import content, http
+from conftest import content, http, raw_get
 
 
 def download(port, path):
     """(status, sha256 of the body, complete?) — never raises."""
     try:
-        conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=120)
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        try:
-            body, complete = resp.read(), True
-        except (httpclient.IncompleteRead, ConnectionError) as e:
-            body, complete = getattr(e, "partial", b""), False
-        conn.close()
-        return resp.status, hashlib.sha256(body).hexdigest(), complete
+        status, _, body, complete = raw_get(port, path, timeout=120)
+        return status, hashlib.sha256(body).hexdigest(), complete
     except (OSError, httpclient.HTTPException):
         return None, None, False
 
