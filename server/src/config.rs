@@ -142,6 +142,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub public_url: Option<String>,
     pub sources_refresh: Duration,
+    /// Opens upstream credentials the operator sealed into `upstream_sources` rows.
+    pub credentials_key: Option<crate::credentials::CredentialsKey>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -289,6 +291,7 @@ impl Config {
             max_header_bytes: env.var_in_range("ORCHARD_MAX_HEADER_BYTES", 32 << 10, 1024, 1 << 20)? as usize,
             public_url: public_url(env)?,
             sources_refresh: Duration::from_secs(env.var_in_range("ORCHARD_SOURCES_REFRESH", 30, 1, 86_400)?),
+            credentials_key: crate::credentials::CredentialsKey::from_env(env)?,
             server,
         })
     }
@@ -332,12 +335,13 @@ impl Config {
             "sources": self.sources.iter().map(|s| serde_json::json!({
                 "name": s.name, "protocol": s.protocol.as_str(), "url": redact_url(&s.url),
                 "priority": s.priority, "enabled": s.enabled,
-                "credentials": s.credentials.as_ref().map(|c| format!("from ${}", c.secret_env)),
+                "credentials": s.credentials.as_ref().map(|c| c.describe()),
             })).collect::<Vec<_>>(),
             "max_index_bytes": self.max_index_bytes,
             "max_header_bytes": self.max_header_bytes,
             "public_url": self.public_url,
             "sources_refresh_secs": self.sources_refresh.as_secs(),
+            "credentials_key": self.credentials_key.as_ref().map(|_| "set"),
             "storage": storage,
             "http": self.http,
         })
@@ -366,7 +370,7 @@ impl ServerConfig {
 }
 
 impl DatabaseConfig {
-    fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         const VAR: &str = "ORCHARD_DATABASE_URL";
         let url = match env.var(VAR) {
             None => DatabaseUrl::Sqlite(data_dir.join("orchard.db")),
@@ -430,7 +434,7 @@ fn parse_host_port(var: &'static str, raw: &str) -> Result<String, ConfigError> 
 }
 
 impl CacheConfig {
-    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
         let backend = if let Some(nodes) = env.var("ORCHARD_REDIS_CLUSTER_NODES") {
             let nodes = nodes
                 .split(',')

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod health;

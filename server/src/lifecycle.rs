@@ -61,7 +61,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let rows = repo.list_sources().await.context("loading upstream sources")?;
-    for problem in state.sources.install(&config.sources, &rows, &state.http) {
+    for problem in state.sources.install(&config.sources, &rows, &state.http, config.credentials_key.as_ref()) {
         tracing::error!(problem = %problem, "upstream source left out");
     }
     let names: Vec<String> = state.sources.all().iter().map(|s| format!("{}:{}", s.spec.protocol.as_str(), s.name())).collect();
@@ -135,7 +135,7 @@ async fn reload_sources(state: &AppState, reason: &str) {
     let Some(repo) = state.db() else { return };
     match repo.list_sources().await {
         Ok(rows) => {
-            for problem in state.sources.install(&state.config.sources, &rows, &state.http) {
+            for problem in state.sources.install(&state.config.sources, &rows, &state.http, state.config.credentials_key.as_ref()) {
                 tracing::error!(problem = %problem, "upstream source left out");
             }
             tracing::info!(reason, sources = state.sources.all().len(), "upstream sources reloaded");

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Env};
+use crate::credentials::CredentialsKey;
 use crate::db::UpstreamSourceRow;
 use crate::http_client::{HttpClientManager, PoolSettings, UpstreamAuth};
 
@@ -45,8 +46,9 @@ impl Protocol {
     }
 }
 
-/// Credentials of an upstream, by reference: the secret itself is read from an
-/// environment variable (embedded mode) or a Kubernetes Secret (operator).
+/// Credentials of an upstream. Either by reference — `secretEnv` names an environment
+/// variable holding the password or token (embedded mode) — or `sealed`: username and
+/// secret encrypted by the operator from a Kubernetes Secret (see `credentials`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialsSpec {
@@ -55,7 +57,21 @@ pub struct CredentialsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Name of the environment variable holding the password (basic) or token (bearer).
-    pub secret_env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Username and secret sealed with `ORCHARD_CREDENTIALS_KEY` (written by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+}
+
+impl CredentialsSpec {
+    /// Where the secret comes from, for logs and the config summary (never the secret).
+    pub fn describe(&self) -> String {
+        match (&self.secret_env, &self.sealed) {
+            (Some(var), _) => format!("from ${var}"),
+            _ => "sealed".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +132,9 @@ struct StoredSettings {
     include: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    /// Who wrote the row: `namespace/name` of the `UpstreamSource` (operator rows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 impl SourceSpec {
@@ -144,8 +163,14 @@ impl SourceSpec {
             return Err(format!("source {n}: priority {} is out of range 0..=10000", self.priority));
         }
         if let Some(c) = &self.credentials {
-            if c.kind == CredentialsKind::Basic && c.username.is_none() {
-                return Err(format!("source {n}: basic credentials need a username"));
+            match (&c.secret_env, &c.sealed) {
+                (Some(_), None) => {
+                    if c.kind == CredentialsKind::Basic && c.username.is_none() {
+                        return Err(format!("source {n}: basic credentials need a username"));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => return Err(format!("source {n}: credentials need exactly one of secretEnv and sealed")),
             }
         }
         for p in self.include.iter().chain(&self.exclude) {
@@ -157,11 +182,17 @@ impl SourceSpec {
     }
 
     pub fn to_row(&self) -> UpstreamSourceRow {
+        self.to_owned_row(None)
+    }
+
+    /// The row, recording `owner` (the operator's `namespace/name` of the resource).
+    pub fn to_owned_row(&self, owner: Option<&str>) -> UpstreamSourceRow {
         let settings = StoredSettings {
             credentials: self.credentials.clone(),
             ttl: self.ttl.clone(),
             include: self.include.clone(),
             exclude: self.exclude.clone(),
+            owner: owner.map(str::to_string),
         };
         UpstreamSourceRow {
             name: self.name.clone(),
@@ -172,6 +203,11 @@ impl SourceSpec {
             settings: serde_json::to_string(&settings).unwrap_or_else(|_| "{}".into()),
             updated_at: crate::db::now_unix(),
         }
+    }
+
+    /// The `owner` recorded in a row, if any.
+    pub fn row_owner(row: &UpstreamSourceRow) -> Option<String> {
+        serde_json::from_str::<StoredSettings>(&row.settings).ok().and_then(|s| s.owner)
     }
 
     pub fn from_row(row: &UpstreamSourceRow) -> Result<SourceSpec, String> {
@@ -290,16 +326,26 @@ impl Source {
     }
 }
 
-fn resolve_auth(spec: &SourceSpec) -> Result<Option<UpstreamAuth>, String> {
+fn resolve_auth(spec: &SourceSpec, key: Option<&CredentialsKey>) -> Result<Option<UpstreamAuth>, String> {
     let Some(c) = &spec.credentials else { return Ok(None) };
-    let secret = std::env::var(&c.secret_env)
-        .map_err(|_| format!("source {}: credentials variable {} is not set", spec.name, c.secret_env))?;
+    let (username, secret) = match (&c.secret_env, &c.sealed) {
+        (Some(var), _) => {
+            let secret =
+                std::env::var(var).map_err(|_| format!("source {}: credentials variable {var} is not set", spec.name))?;
+            (c.username.clone(), SecretString::from(secret))
+        }
+        (None, Some(sealed)) => {
+            let key = key.ok_or_else(|| {
+                format!("source {}: its credentials are sealed but ORCHARD_CREDENTIALS_KEY is not set", spec.name)
+            })?;
+            let opened = key.open(&spec.name, sealed).map_err(|e| format!("source {}: {e}", spec.name))?;
+            (opened.username, opened.secret)
+        }
+        (None, None) => return Err(format!("source {}: credentials without secretEnv or sealed", spec.name)),
+    };
     Ok(Some(match c.kind {
-        CredentialsKind::Basic => UpstreamAuth::Basic {
-            username: c.username.clone().unwrap_or_default(),
-            password: SecretString::from(secret),
-        },
-        CredentialsKind::Bearer => UpstreamAuth::Bearer(SecretString::from(secret)),
+        CredentialsKind::Basic => UpstreamAuth::Basic { username: username.unwrap_or_default(), password: secret },
+        CredentialsKind::Bearer => UpstreamAuth::Bearer(secret),
     }))
 }
 
@@ -317,6 +363,7 @@ impl SourceRegistry {
         static_specs: &[SourceSpec],
         rows: &[UpstreamSourceRow],
         http: &HttpClientManager,
+        key: Option<&CredentialsKey>,
     ) -> Vec<String> {
         let mut problems = Vec::new();
         let mut specs: BTreeMap<String, SourceSpec> = BTreeMap::new();
@@ -344,7 +391,7 @@ impl SourceRegistry {
                 let path = format!("{}/", base.path());
                 base.set_path(&path);
             }
-            match resolve_auth(&spec) {
+            match resolve_auth(&spec, key) {
                 Ok(auth) => http.register(&spec.name, PoolSettings { auth, ..http.default_settings() }),
                 Err(e) => {
                     problems.push(e);
@@ -416,6 +463,34 @@ mod tests {
         let e = static_sources(&Env::from_fn(|k| (k == "ORCHARD_UPSTREAM_PYPI").then(|| "https://u:p@upstream.example/".to_string())))
             .unwrap_err();
         assert!(e.message.contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn sealed_credentials_need_the_key_and_the_right_source() {
+        use base64::Engine;
+        let key = CredentialsKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([3u8; 32])).unwrap();
+        let sealed = key.seal("internal", None, &SecretString::from("tok"));
+        let mut spec = SourceSpec {
+            name: "internal".into(),
+            protocol: Protocol::Npm,
+            url: "https://upstream.example/npm/".into(),
+            priority: 1,
+            enabled: true,
+            credentials: Some(CredentialsSpec { kind: CredentialsKind::Bearer, username: None, secret_env: None, sealed: Some(sealed) }),
+            ttl: None,
+            include: vec![],
+            exclude: vec![],
+        };
+        let row = spec.to_owned_row(Some("ns/internal"));
+        assert_eq!(SourceSpec::row_owner(&row).as_deref(), Some("ns/internal"));
+        assert_eq!(SourceSpec::from_row(&row).unwrap(), spec);
+        assert!(matches!(resolve_auth(&spec, Some(&key)), Ok(Some(UpstreamAuth::Bearer(_)))));
+        let e = resolve_auth(&spec, None).unwrap_err();
+        assert!(e.contains("ORCHARD_CREDENTIALS_KEY"), "{e}");
+        spec.name = "renamed".into();
+        assert!(resolve_auth(&spec, Some(&key)).is_err());
+        spec.credentials.as_mut().unwrap().secret_env = Some("X".into());
+        assert!(spec.validate().unwrap_err().contains("exactly one"));
     }
 
     #[test]
