@@ -1,7 +1,13 @@
 //! The Orchard operator: the `UpstreamSource` CRD (this crate's types are its source of
-//! truth) and, next, the reconciler that writes sources into Postgres and the cache.
+//! truth) and the reconciler that writes sources into the replicas' database and cache.
+//! `docs/operator.md` describes the design.
 
+pub mod config;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
 
 use kube::CustomResourceExt;
 
