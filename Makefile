@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run test unit e2e e2e-prepare bench crds services-up services-down
+.PHONY: help build-deps build run test unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ ORCHARD_E2E_DIR ?= $(HOME)/.cache/orchard/e2e
 export ORCHARD_E2E_DIR
 TEST_LOG = $(ORCHARD_SERVICES_DIR)/last-test.log
 
-test: services-up e2e-prepare ## Start the services, run every unit, integration and end-to-end test
+test: services-up k8s-up e2e-prepare ## Start the services, run every unit, integration and end-to-end test
 	@rm -f "$(TEST_LOG)"
 	$(MAKE) --no-print-directory unit e2e
 	@awk '/^test result:/ { p += $$4; f += $$6 } \
@@ -39,8 +39,8 @@ unit: ## Rust unit and integration tests (needs `make services-up`)
 	  $(CARGO) test --workspace --lib --bins --tests -- --test-threads=4 2>&1 | tee -a "$(TEST_LOG)"
 
 e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
-	$(CARGO) build -p orchard-server --bin orchard
-	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm maven scale; do \
+	$(CARGO) build -p orchard-server --bin orchard -p orchard-operator --bin orchard-operator
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm maven scale operator; do \
 	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
 	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
@@ -69,3 +69,10 @@ services-up: ## Install (if needed) and start Postgres, Redis Cluster, Redis, S3
 
 services-down: ## Stop the backing services (keeps installed software)
 	bash e2e/services/down.sh
+
+k8s-up: ## Build (cached, cold ~13 min) and start a local Kubernetes API server (etcd + kube-apiserver on 127.0.0.1)
+	bash e2e/k8s/build.sh
+	bash e2e/k8s/up.sh
+
+k8s-down: ## Stop the local Kubernetes API server (keeps binaries and state; e2e/k8s/down.sh --wipe forgets the state)
+	bash e2e/k8s/down.sh

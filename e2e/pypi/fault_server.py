@@ -7,6 +7,8 @@ It serves PEP 503 pages and files for made-up projects and misbehaves on request
     GET  /__count               JSON: requests received per path (conditional requests
                                 answered 304 are counted under "304 <path>")
     POST /__reset               forget modes and counts
+    POST /__bearer/<token>      from now on, projects named "private-*" (pages and files)
+                                answer 401 unless the request has "Authorization: Bearer <token>"
     GET  /m2/<group>/<artifact>/<version>/<file>[.sha1]
                                 a Maven layout: any file (deterministic content) and its
                                 .sha1; artifact ids starting with "missing-" are 404;
@@ -42,6 +44,7 @@ PROJECTS = {
 
 modes = {}
 counts = {}
+bearer = {}
 lock = threading.Lock()
 
 
@@ -127,6 +130,8 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             if parts[0] == "__mode" and len(parts) == 3:
                 modes[parts[1]] = parts[2]
+            elif parts[0] == "__bearer" and len(parts) == 2:
+                bearer["token"] = parts[1]
             elif parts[0] == "__reset":
                 modes.clear()
                 counts.clear()
@@ -148,6 +153,10 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             counts[path] = counts.get(path, 0) + 1
         parts = [p for p in path.split("/") if p]
+        if "token" in bearer and any(p.startswith("private") for p in parts[1:2]) \
+                and self.headers.get("Authorization") != f"Bearer {bearer['token']}":
+            self.send_bytes(401, b"authorization required", "text/plain")
+            return
         if len(parts) == 1 and parts[0] == "simple":
             links = "".join(f'<a href="{p}/">{p}</a>\n' for p in ["faulty", *PROJECTS])
             self.send_bytes(200, f"<html><body>{links}</body></html>".encode())
