@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run test unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down
+.PHONY: help build-deps build run test unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down chart-lint manifests
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ unit: ## Rust unit and integration tests (needs `make services-up`)
 
 e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
 	$(CARGO) build -p orchard-server --bin orchard -p orchard-operator --bin orchard-operator
-	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm maven scale operator; do \
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm maven scale operator chart; do \
 	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
 	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
@@ -56,8 +56,18 @@ bench: build-deps services-up e2e-prepare ## Benchmarks: six scenarios, release 
 	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && cd e2e/bench && \
 	  "$(ORCHARD_E2E_DIR)/venv/bin/python" run_all.py --orchard "$(CARGO_TARGET_DIR)/release/orchard" $(BENCH_ARGS) | tee "$(BENCH_OUT)"
 
-crds: ## Regenerate manifests/crd.yaml from the Rust type (a unit test fails when it is stale)
+HELM ?= $(HOME)/.cache/orchard/k8s/bin/helm
+
+crds: ## Regenerate manifests/crd.yaml and the chart's copy from the Rust type (tests fail when they are stale)
 	$(CARGO) run -q -p orchard-operator --bin crdgen > manifests/crd.yaml
+	cp manifests/crd.yaml charts/orchard/files/crd.yaml
+
+manifests: ## Regenerate manifests/install.yaml from the chart (needs helm: make k8s-up builds it)
+	$(HELM) template orchard charts/orchard -n orchard -f manifests/install-values.yaml > manifests/install.yaml
+
+chart-lint: ## helm lint the chart with the default values and every charts/orchard/ci/ file
+	$(HELM) lint --strict charts/orchard
+	for f in charts/orchard/ci/*.yaml; do $(HELM) lint --strict charts/orchard -f $$f || exit 1; done
 
 e2e-prepare: ## Install the e2e tools (pypiserver, uv, pytest, Verdaccio, pnpm) and fill the PyPI, npm and Maven upstreams
 	bash e2e/pypi/prepare.sh

@@ -51,6 +51,8 @@ mod tests {
             committed == crd_yaml(),
             "manifests/crd.yaml is stale: run `make crds` (cargo run -p orchard-operator --bin crdgen > manifests/crd.yaml)"
         );
+        let chart = include_str!("../../charts/orchard/files/crd.yaml");
+        assert!(chart == crd_yaml(), "charts/orchard/files/crd.yaml is stale: run `make crds`");
     }
 
     #[test]
