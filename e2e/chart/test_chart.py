@@ -196,3 +196,11 @@ def test_operator_runs_with_the_chart_service_account_token(installed, tmp):
         assert "forbidden" not in op.log.read_text().lower()
     finally:
         op.stop()
+
+
+def test_every_value_is_documented():
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = [l for i, l in enumerate(lines)
+                    if l.strip() and not l.lstrip().startswith(("#", "-")) and ":" in l
+                    and not lines[i - 1].strip().startswith("#")]
+    assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
