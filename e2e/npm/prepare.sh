@@ -101,6 +101,10 @@ pack_into "$E2E/npm-tarballs-a" "${SPECS_A[@]}"
 # --- upstream B: an older ms (A has 2.1.x) and a scoped package A lacks -------
 pack_into "$E2E/npm-tarballs-b" ms@2.0.0 @types/ms@2.1.0
 
+# --- samples for the dependency-extraction tests (not published anywhere) -------
+# chokidar 3.6.0 declares fsevents as an optional dependency.
+pack_into "$E2E/npm-samples" chokidar@3.6.0
+
 # --- Verdaccio storages --------------------------------------------------------
 # A registry left running by an interrupted fill is stopped on exit.
 RUNNING=

@@ -144,6 +144,8 @@ pub struct Config {
     pub sources_refresh: Duration,
     /// Opens upstream credentials the operator sealed into `upstream_sources` rows.
     pub credentials_key: Option<crate::credentials::CredentialsKey>,
+    /// Bearer token of the admin API (`POST /api/v1/ensure`); unset = admin API off.
+    pub admin_token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -292,6 +294,7 @@ impl Config {
             public_url: public_url(env)?,
             sources_refresh: Duration::from_secs(env.var_in_range("ORCHARD_SOURCES_REFRESH", 30, 1, 86_400)?),
             credentials_key: crate::credentials::CredentialsKey::from_env(env)?,
+            admin_token: env.secret("ORCHARD_ADMIN_TOKEN"),
             server,
         })
     }
@@ -342,6 +345,7 @@ impl Config {
             "public_url": self.public_url,
             "sources_refresh_secs": self.sources_refresh.as_secs(),
             "credentials_key": self.credentials_key.as_ref().map(|_| "set"),
+            "admin_token": self.admin_token.as_ref().map(|_| "***"),
             "storage": storage,
             "http": self.http,
         })

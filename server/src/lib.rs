@@ -4,6 +4,7 @@ pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod db;
+pub mod deps;
 pub mod error;
 pub mod health;
 pub mod http_client;

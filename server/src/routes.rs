@@ -36,7 +36,11 @@ const PROTOCOLS: [&str; 3] = ["pypi", "npm", "maven"];
 
 fn protocol_of(path: &str) -> &'static str {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    PROTOCOLS.iter().find(|p| **p == first).copied().unwrap_or(if first == "sources" { "source" } else { "other" })
+    PROTOCOLS.iter().find(|p| **p == first).copied().unwrap_or(match first {
+        "sources" => "source",
+        "api" => "api",
+        _ => "other",
+    })
 }
 
 /// Counts `orchard_http_requests_total{protocol,route,status,cache}` and times
@@ -94,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::protocols::pypi::handlers::configure(cfg);
     crate::protocols::npm::handlers::configure(cfg);
     crate::protocols::maven::handlers::configure(cfg);
+    crate::deps::api::configure(cfg);
 }
 
 /// Matches `/sources/{source}/…` only when `{source}` is an enabled source of

@@ -156,6 +156,9 @@ pub trait ArtifactRepository: Send + Sync {
     /// `prefix` (one statement). `prefix` must not contain `%` or `_`.
     async fn list_cached_paths(&self, protocol: &str, source: &str, prefix: &str) -> Result<Vec<(String, String)>, DbError>;
 
+    /// Every URL mapped to an artifact (one statement).
+    async fn cached_urls_of(&self, artifact_sha256: &str) -> Result<Vec<CachedUrl>, DbError>;
+
     /// Stores all dependencies of one artifact in one statement, whatever their number.
     async fn batch_upsert_dependencies(&self, artifact_sha256: &str, deps: &[NewDependency]) -> Result<usize, DbError>;
 

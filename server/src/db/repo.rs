@@ -221,6 +221,16 @@ macro_rules! impl_repository {
                     .await?)
             }
 
+            async fn cached_urls_of(&self, artifact_sha256: &str) -> Result<Vec<CachedUrl>, DbError> {
+                let mut conn = self.pool.get().await?;
+                Ok(cached_urls::table
+                    .filter(cached_urls::artifact_sha256.eq(artifact_sha256))
+                    .order((cached_urls::protocol.asc(), cached_urls::source.asc(), cached_urls::path.asc()))
+                    .select(CachedUrl::as_select())
+                    .load(&mut *conn)
+                    .await?)
+            }
+
             async fn batch_upsert_dependencies(&self, artifact_sha256: &str, deps: &[NewDependency]) -> Result<usize, DbError> {
                 if deps.is_empty() {
                     return Ok(0);

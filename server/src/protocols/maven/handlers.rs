@@ -193,7 +193,15 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
             }
             other => other,
         },
-        None => artifact::serve(state, req, main_spec(), resolve, None).await,
+        None => {
+            let hook = file.ends_with(".pom").then(|| {
+                let name = file.to_string();
+                Box::new(move |state: AppState, committed: artifact::Committed| {
+                    actix_web::rt::spawn(crate::deps::extract_committed(state, "maven", name, committed.sha256));
+                }) as artifact::CommitHook
+            });
+            artifact::serve(state, req, main_spec(), resolve, hook).await
+        }
         Some(algo) => {
             let sidecar = ArtifactSpec {
                 protocol: Protocol::Maven,

@@ -237,7 +237,11 @@ async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
         let found = tarballs.get(file).ok_or_else(|| ApiError::NotFound(format!("{file:?} is not a tarball of {:?}", name.full())))?;
         Ok(Upstream { url: found.url.clone(), expected: found.expected() })
     };
-    artifact::serve(state, req, spec, resolve, None).await
+    let file_name = file.to_string();
+    let hook: artifact::CommitHook = Box::new(move |state: AppState, committed: artifact::Committed| {
+        actix_web::rt::spawn(crate::deps::extract_committed(state, "npm", file_name, committed.sha256));
+    });
+    artifact::serve(state, req, spec, resolve, Some(hook)).await
 }
 
 async fn dispatch(state: &AppState, req: &HttpRequest, view: View, tail: &str) -> Result<HttpResponse, ApiError> {

@@ -269,10 +269,13 @@ async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, 
         path: format!("{project}/{filename}"),
         content_type: content_type(filename),
     };
-    let hook: Option<artifact::CommitHook> = is_wheel(filename).then(|| {
+    let hook: Option<artifact::CommitHook> = crate::deps::extractable("pypi", filename).then(|| {
         let (source, project, filename) = (source.clone(), project.clone(), filename.to_string());
-        Box::new(move |state: AppState, committed| {
-            actix_web::rt::spawn(metadata::extract_and_store(state, source, project, filename, committed));
+        Box::new(move |state: AppState, committed: artifact::Committed| {
+            actix_web::rt::spawn(crate::deps::extract_committed(state.clone(), "pypi", filename.clone(), committed.sha256.clone()));
+            if is_wheel(&filename) {
+                actix_web::rt::spawn(metadata::extract_and_store(state, source, project, filename, committed));
+            }
         }) as artifact::CommitHook
     });
     let resolve = || async {

@@ -1,0 +1,213 @@
+//! `GET /api/v1/artifacts/{sha256}/dependencies` and `POST /api/v1/ensure`.
+
+use std::rc::Rc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::ensure::{self, Item};
+use super::resolve::{self, Environment, Options};
+use super::universe::ServerUniverse;
+use super::{extractable, Extracted};
+use crate::cache::Category;
+use crate::error::ApiError;
+use crate::metrics::metrics;
+use crate::routes::CacheStatus;
+use crate::state::AppState;
+
+/// Largest ensure file accepted.
+const MAX_ENSURE_BYTES: usize = 16 << 20;
+/// Files fetched at once by one ensure request.
+const ENSURE_CONCURRENCY: usize = 8;
+
+#[derive(Deserialize)]
+struct DepsQuery {
+    max_depth: Option<usize>,
+    include_optional: Option<bool>,
+    refresh: Option<bool>,
+    python_version: Option<String>,
+    platform: Option<String>,
+}
+
+fn check_sha(raw: &str) -> Result<String, ApiError> {
+    if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(raw.to_ascii_lowercase())
+    } else {
+        Err(ApiError::BadRequest("the artifact is named by its SHA-256: 64 hex digits".into()))
+    }
+}
+
+fn check_env(q: &DepsQuery) -> Result<Environment, ApiError> {
+    if let Some(v) = &q.python_version {
+        let ok = !v.is_empty() && v.len() <= 16 && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            return Err(ApiError::BadRequest(format!("python_version {v:?} is not like 3.12")));
+        }
+    }
+    if let Some(p) = &q.platform {
+        if !matches!(p.as_str(), "linux" | "darwin" | "win32") {
+            return Err(ApiError::BadRequest(format!("platform {p:?} is not one of linux, darwin, win32")));
+        }
+    }
+    Ok(Environment { python_version: q.python_version.clone(), platform: q.platform.clone() })
+}
+
+/// The root's extraction: the artifact's own, or for a Maven jar/war, its POM's.
+async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> Result<(Extracted, String), ApiError> {
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let urls = repo.cached_urls_of(sha256).await?;
+    let Some(url) = urls.first() else {
+        return Err(ApiError::NotFound(format!("no cached artifact has SHA-256 {sha256}")));
+    };
+    let protocol: &'static str = match url.protocol.as_str() {
+        "pypi" => "pypi",
+        "npm" => "npm",
+        "maven" => "maven",
+        _ => return Err(ApiError::Internal),
+    };
+    let filename = url.path.rsplit('/').next().unwrap_or("").to_string();
+    if extractable(protocol, &filename) {
+        let e = u.extraction(protocol, &filename, sha256).await.map_err(ApiError::BadGateway)?;
+        return Ok((e, sha256.to_string()));
+    }
+    if protocol == "maven" {
+        // group/…/artifact/version/file → that version's POM.
+        let parts: Vec<&str> = url.path.split('/').collect();
+        if parts.len() >= 4 {
+            let (version, artifact) = (parts[parts.len() - 2], parts[parts.len() - 3]);
+            let dir = parts[..parts.len() - 1].join("/");
+            let pom = format!("{artifact}-{version}.pom");
+            let fetched = u.local.fetch(&format!("/sources/{}/{dir}/{pom}", url.source)).await;
+            if let Some(e) = fetched.error {
+                return Err(ApiError::BadGateway(format!("the POM of {filename}: {e}")));
+            }
+            let e = u.extraction("maven", &pom, &fetched.sha256).await.map_err(ApiError::BadGateway)?;
+            return Ok((e, fetched.sha256));
+        }
+    }
+    Err(ApiError::BadRequest(format!("{filename:?} is not a file Orchard reads dependencies from")))
+}
+
+async fn dependencies(state: web::Data<AppState>, path: web::Path<String>, query: web::Query<DepsQuery>) -> Result<HttpResponse, ApiError> {
+    let sha256 = check_sha(&path)?;
+    let q = query.into_inner();
+    let max_depth = q.max_depth.unwrap_or(10);
+    if !(1..=50).contains(&max_depth) {
+        return Err(ApiError::BadRequest("max_depth must be 1..=50".into()));
+    }
+    let include_optional = q.include_optional.unwrap_or(false);
+    let env = check_env(&q)?;
+    let fingerprint = serde_json::json!({"sha256": sha256, "max_depth": max_depth, "include_optional": include_optional, "environment": env});
+    let key = state.cache.key(Category::DependencyResolution, "any", &hex::encode(Sha256::digest(fingerprint.to_string())));
+    let refresh = q.refresh.unwrap_or(false);
+    if !refresh {
+        if let Some(body) = state.cache.get(&key).await {
+            metrics().dependency_resolutions.with_label_values(&["hit"]).inc();
+            let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body);
+            return Ok(crate::proxy::response::tag(res, CacheStatus::Hit));
+        }
+    }
+    let u = ServerUniverse::new(&state);
+    let (root, root_sha) = root_extraction(&state, &u, &sha256).await?;
+    let opts = Options { max_depth, include_optional, environment: env };
+    let resolution = resolve::resolve(&u, &root, &root_sha, &opts).await;
+    let body = Bytes::from(serde_json::to_vec(&resolution).map_err(|_| ApiError::Internal)?);
+    state.cache.set(&key, body.clone(), Category::DependencyResolution).await;
+    metrics().dependency_resolutions.with_label_values(&[if refresh { "refreshed" } else { "computed" }]).inc();
+    let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body);
+    Ok(crate::proxy::response::tag(res, CacheStatus::Miss))
+}
+
+/// The admin token check: `Authorization: Bearer <ORCHARD_ADMIN_TOKEN>`.
+fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(token) = &state.config.admin_token else {
+        return Err(ApiError::Forbidden("the admin API is disabled: set ORCHARD_ADMIN_TOKEN".into()));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("admin token required: Authorization: Bearer <token>".into()))?;
+    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.expose_secret().as_bytes()));
+    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0 {
+        return Err(ApiError::Forbidden("wrong admin token".into()));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct EnsureQuery {
+    python_version: Option<String>,
+    platform: Option<String>,
+}
+
+async fn ensure_file(state: web::Data<AppState>, req: HttpRequest, query: web::Query<EnsureQuery>, mut payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let q = query.into_inner();
+    let env = check_env(&DepsQuery { max_depth: None, include_optional: None, refresh: None, python_version: q.python_version, platform: q.platform })?;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
+        if body.len() + chunk.len() > MAX_ENSURE_BYTES {
+            return Err(ApiError::PayloadTooLarge(format!("ensure files are limited to {MAX_ENSURE_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the ensure file is not UTF-8".into()))?;
+    let entries = ensure::parse(text).map_err(ApiError::BadRequest)?;
+    let u = Rc::new(ServerUniverse::new(&state));
+    let streaming = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/x-ndjson"));
+    let total = entries.len();
+    let results = futures::stream::iter(entries)
+        .map(move |e| {
+            let (u, env) = (u.clone(), env.clone());
+            async move { ensure::run_entry(&u, &e, &env).await }
+        })
+        .buffer_unordered(ENSURE_CONCURRENCY)
+        .inspect(|items: &Vec<Item>| {
+            for i in items {
+                metrics().ensure_files.with_label_values(&[&i.status]).inc();
+            }
+        });
+    if streaming {
+        // `{"entries": N}`, one line per file as it finishes, then `{"summary": …}`.
+        let head = futures::stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(format!("{}\n", serde_json::json!({"entries": total})))) });
+        let lines = results
+            .flat_map(futures::stream::iter)
+            .map(|item| Ok(Bytes::from(format!("{}\n", serde_json::to_string(&item).unwrap_or_default()))));
+        return Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(summary_after(head.chain(lines))));
+    }
+    let items: Vec<Item> = results.flat_map(futures::stream::iter).collect().await;
+    let summary = ensure::summarize(&items);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"summary": summary, "items": items})))
+}
+
+/// Appends a final `{"summary": …}` line computed from the item lines that went by.
+fn summary_after(
+    body: impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
+) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
+    let items = Rc::new(std::cell::RefCell::new(Vec::<Item>::new()));
+    let seen = items.clone();
+    body.inspect(move |chunk| {
+        if let Ok(b) = chunk {
+            if let Ok(item) = serde_json::from_slice::<Item>(b) {
+                seen.borrow_mut().push(item);
+            }
+        }
+    })
+    .chain(futures::stream::once(async move {
+        let s = ensure::summarize(&items.borrow());
+        Ok(Bytes::from(format!("{}\n", serde_json::json!({"summary": s}))))
+    }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/artifacts/{sha256}/dependencies", web::get().to(dependencies))
+        .route("/api/v1/ensure", web::post().to(ensure_file));
+}

@@ -1,0 +1,413 @@
+//! Ensure files: what a build needs, fetched and verified ahead of time.
+//!
+//! Inputs (detected from the content): Orchard's YAML (`- {protocol, name, version}` or
+//! `constraint`), `requirements.txt` with pins and `--hash`, npm `package-lock.json`
+//! (v2/v3), and Maven coordinates (`group:artifact:version[:packaging[:classifier]]`,
+//! one per line). Every entry becomes one or more files fetched through Orchard's own
+//! routes with bounded concurrency; declared hashes (`--hash`, `integrity`) are checked
+//! against the bytes served. A second run finds everything cached: no upstream fetch.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::resolve::{select, Environment, Universe};
+use super::universe::ServerUniverse;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub protocol: String,
+    pub name: String,
+    /// An exact version, or a constraint to resolve (`>=2,<3`, `^1.2.0`).
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub constraint: Option<String>,
+    /// Accepted digests (`sha256:…` hex, or an npm `sha512-…` integrity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hashes: Vec<String>,
+    /// npm: the tarball file name from the lockfile. Maven: packaging and classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packaging: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<String>,
+}
+
+impl Entry {
+    fn new(protocol: &str, name: &str) -> Entry {
+        Entry {
+            protocol: protocol.into(),
+            name: name.into(),
+            version: None,
+            constraint: None,
+            hashes: vec![],
+            file: None,
+            packaging: None,
+            classifier: None,
+        }
+    }
+}
+
+/// One file's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub protocol: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `cached`, `fetched` or `failed`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub total: usize,
+    pub cached: usize,
+    pub fetched: usize,
+    pub failed: usize,
+}
+
+pub fn summarize(items: &[Item]) -> Summary {
+    let mut s = Summary { total: items.len(), ..Default::default() };
+    for i in items {
+        match i.status.as_str() {
+            "cached" => s.cached += 1,
+            "fetched" => s.fetched += 1,
+            _ => s.failed += 1,
+        }
+    }
+    s
+}
+
+/// Parses an ensure file of any supported kind.
+pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
+    let t = text.trim_start();
+    if t.starts_with('{') {
+        return parse_package_lock(text);
+    }
+    if t.starts_with("- ") || t.starts_with("entries:") || t.starts_with("---") {
+        return parse_yaml(text);
+    }
+    let meaningful: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    if !meaningful.is_empty() && meaningful.iter().all(|l| is_maven_coordinate(l)) {
+        return meaningful.iter().map(|l| parse_maven_coordinate(l)).collect();
+    }
+    parse_requirements(text)
+}
+
+fn parse_yaml(text: &str) -> Result<Vec<Entry>, String> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Doc {
+        List(Vec<Entry>),
+        Wrapped { entries: Vec<Entry> },
+    }
+    let doc: Doc = serde_norway::from_str(text).map_err(|e| format!("ensure file: {e}"))?;
+    let entries = match doc {
+        Doc::List(e) | Doc::Wrapped { entries: e } => e,
+    };
+    for (i, e) in entries.iter().enumerate() {
+        if !matches!(e.protocol.as_str(), "pypi" | "npm" | "maven") {
+            return Err(format!("entry {}: protocol {:?} is not pypi, npm or maven", i + 1, e.protocol));
+        }
+        if e.name.is_empty() {
+            return Err(format!("entry {}: name is empty", i + 1));
+        }
+    }
+    Ok(entries)
+}
+
+fn is_maven_coordinate(line: &str) -> bool {
+    let parts: Vec<&str> = line.split(':').collect();
+    (3..=5).contains(&parts.len())
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+}
+
+fn parse_maven_coordinate(line: &str) -> Result<Entry, String> {
+    let parts: Vec<&str> = line.split(':').collect();
+    let mut e = Entry::new("maven", &format!("{}:{}", parts[0], parts[1]));
+    e.version = Some(parts[2].to_string());
+    e.packaging = parts.get(3).map(|s| s.to_string());
+    e.classifier = parts.get(4).map(|s| s.to_string());
+    Ok(e)
+}
+
+/// `requirements.txt`: one requirement per (continued) line, `--hash=alg:hex` options;
+/// other options (`-i`, `--index-url`, `-r`, …) are refused by name.
+pub fn parse_requirements(text: &str) -> Result<Vec<Entry>, String> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for raw in text.lines() {
+        let line = raw.split(" #").next().unwrap_or("").trim_end();
+        if let Some(l) = line.strip_suffix('\\') {
+            current.push_str(l);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(line);
+        joined.push(std::mem::take(&mut current));
+    }
+    if !current.is_empty() {
+        joined.push(current);
+    }
+    let mut out = Vec::new();
+    for (n, line) in joined.iter().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('-') {
+            return Err(format!("line {}: option {:?} is not supported in ensure files", n + 1, line.split_whitespace().next().unwrap_or("")));
+        }
+        let mut hashes = Vec::new();
+        let mut spec = Vec::new();
+        for word in line.split_whitespace() {
+            if let Some(h) = word.strip_prefix("--hash=") {
+                hashes.push(h.to_string());
+            } else {
+                spec.push(word);
+            }
+        }
+        let spec = spec.join(" ");
+        use std::str::FromStr;
+        let req = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(&spec).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let mut e = Entry::new("pypi", &super::pypi::normalize(req.name.as_ref()));
+        let specifier = req.version_or_url.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        match specifier.strip_prefix("==") {
+            Some(v) if !v.contains([',', '*']) => e.version = Some(v.trim().to_string()),
+            _ => e.constraint = Some(specifier),
+        }
+        e.hashes = hashes;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// npm `package-lock.json` v2/v3: every `packages` entry with a registry tarball.
+pub fn parse_package_lock(text: &str) -> Result<Vec<Entry>, String> {
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("package-lock.json: {e}"))?;
+    let version = doc["lockfileVersion"].as_u64().ok_or("package-lock.json has no lockfileVersion")?;
+    if version < 2 {
+        return Err(format!("package-lock.json v{version}: only lockfileVersion 2 and 3 are supported"));
+    }
+    let packages = doc["packages"].as_object().ok_or("package-lock.json has no packages")?;
+    let mut out = Vec::new();
+    for (key, p) in packages {
+        if key.is_empty() || p["link"].as_bool() == Some(true) {
+            continue;
+        }
+        let Some(resolved) = p["resolved"].as_str() else { continue };
+        if !resolved.starts_with("http") || !resolved.ends_with(".tgz") {
+            continue; // git, file: and other non-registry dependencies
+        }
+        let name = p["name"].as_str().map(str::to_string).unwrap_or_else(|| key.rsplit("node_modules/").next().unwrap_or(key).to_string());
+        let mut e = Entry::new("npm", &name);
+        e.version = p["version"].as_str().map(str::to_string);
+        e.file = resolved.rsplit('/').next().map(str::to_string);
+        if let Some(i) = p["integrity"].as_str() {
+            e.hashes = i.split_whitespace().map(str::to_string).collect();
+        }
+        out.push(e);
+    }
+    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    out.dedup_by(|a, b| a.name == b.name && a.version == b.version);
+    Ok(out)
+}
+
+/// Whether the served bytes match one of the declared digests (none declared: true).
+fn digest_ok(hashes: &[String], sha256: &str, sha512: &[u8]) -> Result<(), String> {
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    let sri512 = format!("sha512-{}", base64::engine::general_purpose::STANDARD.encode(sha512));
+    let ok = hashes.iter().any(|h| {
+        h.eq_ignore_ascii_case(&format!("sha256:{sha256}")) || *h == sri512 || h.eq_ignore_ascii_case(&format!("sha512:{}", hex::encode(sha512)))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("hash mismatch: served sha256 {sha256} matches none of the {} declared", hashes.len()))
+    }
+}
+
+/// The files one entry stands for, as Orchard paths (with their declared digests).
+async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<(String, Vec<(String, String)>), String> {
+    match e.protocol.as_str() {
+        "pypi" => {
+            let page = u.pypi_page(&e.name).await?.ok_or_else(|| format!("{} not found in any PyPI source", e.name))?;
+            let version = match (&e.version, &e.constraint) {
+                (Some(v), _) => v.clone(),
+                (None, c) => {
+                    let candidates = u.versions("pypi", &e.name).await?;
+                    select("pypi", c.as_deref().unwrap_or(""), &candidates, env)?
+                        .ok_or_else(|| format!("no version of {} satisfies {:?}", e.name, c.as_deref().unwrap_or("")))?
+                }
+            };
+            let files: Vec<(String, String)> = if e.hashes.is_empty() {
+                let f = ServerUniverse::pick_file(&page.files, &version).ok_or_else(|| format!("{} {version} has no files", e.name))?;
+                vec![(u.pypi_file_path(&e.name, &f.url)?, f.filename.clone())]
+            } else {
+                // pip's rule: the files whose digest is allowed.
+                let wanted: Vec<String> = e.hashes.iter().filter_map(|h| h.strip_prefix("sha256:")).map(str::to_ascii_lowercase).collect();
+                let mut out = Vec::new();
+                for f in &page.files {
+                    if f.hashes.get("sha256").is_some_and(|h| wanted.contains(&h.to_ascii_lowercase())) {
+                        out.push((u.pypi_file_path(&e.name, &f.url)?, f.filename.clone()));
+                    }
+                }
+                if out.is_empty() {
+                    return Err(format!("no file of {} {version} has one of the given sha256 hashes", e.name));
+                }
+                out
+            };
+            Ok((version, files))
+        }
+        "npm" => {
+            let version = match (&e.version, &e.constraint) {
+                (Some(v), _) => v.clone(),
+                (None, c) => {
+                    let candidates = u.versions("npm", &e.name).await?;
+                    select("npm", c.as_deref().unwrap_or(""), &candidates, env)?
+                        .ok_or_else(|| format!("no version of {} satisfies {:?}", e.name, c.as_deref().unwrap_or("")))?
+                }
+            };
+            let file = match &e.file {
+                Some(f) => f.clone(),
+                None => {
+                    let doc = u.packument(&e.name).await?.ok_or_else(|| format!("{} not found in any npm source", e.name))?;
+                    doc["versions"][&version]["dist"]["tarball"]
+                        .as_str()
+                        .and_then(|t| t.rsplit('/').next())
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{}@{version} not found", e.name))?
+                }
+            };
+            let encoded = e.name.replace('/', "%2f");
+            Ok((version, vec![(format!("/npm/{encoded}/-/{file}"), file)]))
+        }
+        "maven" => {
+            let version = e.version.clone().ok_or("Maven entries need a version")?;
+            let (group, artifact) = e.name.split_once(':').ok_or_else(|| format!("{:?} is not group:artifact", e.name))?;
+            let dir = format!("/maven/{}/{artifact}/{version}", group.replace('.', "/"));
+            let pom = format!("{artifact}-{version}.pom");
+            let mut files = vec![(format!("{dir}/{pom}"), pom)];
+            let packaging = e.packaging.clone().unwrap_or_else(|| "jar".into());
+            if packaging != "pom" {
+                let ext = if matches!(packaging.as_str(), "bundle" | "maven-plugin") { "jar".to_string() } else { packaging };
+                let file = match &e.classifier {
+                    Some(c) => format!("{artifact}-{version}-{c}.{ext}"),
+                    None => format!("{artifact}-{version}.{ext}"),
+                };
+                files.push((format!("{dir}/{file}"), file));
+            }
+            Ok((version, files))
+        }
+        other => Err(format!("unknown protocol {other}")),
+    }
+}
+
+/// Runs one entry: plans its files and fetches each; reports one item per file.
+pub async fn run_entry(u: &ServerUniverse, e: &Entry, env: &Environment) -> Vec<Item> {
+    let failed = |reason: String, version: Option<String>, file: Option<String>| Item {
+        protocol: e.protocol.clone(),
+        name: e.name.clone(),
+        version,
+        file,
+        sha256: None,
+        status: "failed".into(),
+        reason: Some(reason),
+    };
+    let (version, files) = match plan(u, e, env).await {
+        Ok(p) => p,
+        Err(reason) => return vec![failed(reason, e.version.clone(), None)],
+    };
+    let mut items = Vec::new();
+    for (path, file) in files {
+        let fetched = u.local.fetch(&path).await;
+        if let Some(err) = fetched.error {
+            items.push(failed(err, Some(version.clone()), Some(file)));
+            continue;
+        }
+        if let Err(reason) = digest_ok(&e.hashes, &fetched.sha256, &fetched.sha512) {
+            items.push(failed(reason, Some(version.clone()), Some(file)));
+            continue;
+        }
+        let status = if fetched.cache == "hit" { "cached" } else { "fetched" };
+        items.push(Item {
+            protocol: e.protocol.clone(),
+            name: e.name.clone(),
+            version: Some(version.clone()),
+            file: Some(file),
+            sha256: Some(fetched.sha256),
+            status: status.into(),
+            reason: None,
+        });
+    }
+    items
+}
+
+/// Entries per protocol, for the report header.
+pub fn counts(entries: &[Entry]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in entries {
+        *m.entry(e.protocol.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_with_pins_hashes_and_constraints() {
+        let text = "# generated\nrequests==2.34.2 \\\n    --hash=sha256:aaa \\\n    --hash=sha256:bbb\nsix>=1.10,<2  # comment\nFlask[async]==3.1.3\n\n";
+        let e = parse(text).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0].name.as_str(), e[0].version.as_deref(), e[0].hashes.len()), ("requests", Some("2.34.2"), 2));
+        assert_eq!((e[1].version.as_deref(), e[1].constraint.as_deref()), (None, Some(">=1.10, <2")));
+        assert_eq!((e[2].name.as_str(), e[2].version.as_deref()), ("flask", Some("3.1.3")));
+        assert!(parse("-i https://upstream.example/simple/\nsix\n").unwrap_err().contains("-i"));
+        assert!(parse("six==[bad\n").is_err());
+    }
+
+    #[test]
+    fn package_lock_yaml_and_maven() {
+        let lock = r#"{"lockfileVersion":3,"packages":{"":{"name":"app"},
+            "node_modules/ms":{"version":"2.1.3","resolved":"http://127.0.0.1:4873/ms/-/ms-2.1.3.tgz","integrity":"sha512-AAA"},
+            "node_modules/@types/ms":{"version":"0.7.34","resolved":"http://x/@types/ms/-/ms-0.7.34.tgz"},
+            "node_modules/a/node_modules/ms":{"version":"2.0.0","resolved":"http://x/ms/-/ms-2.0.0.tgz"},
+            "node_modules/local":{"link":true,"resolved":"../local"}}}"#;
+        let e = parse(lock).unwrap();
+        let got: Vec<(&str, &str, &str)> = e.iter().map(|e| (e.name.as_str(), e.version.as_deref().unwrap(), e.file.as_deref().unwrap())).collect();
+        assert_eq!(got, [("@types/ms", "0.7.34", "ms-0.7.34.tgz"), ("ms", "2.0.0", "ms-2.0.0.tgz"), ("ms", "2.1.3", "ms-2.1.3.tgz")]);
+        assert!(parse(r#"{"lockfileVersion":1,"dependencies":{}}"#).unwrap_err().contains("lockfileVersion 2 and 3"));
+
+        let y = parse("- {protocol: npm, name: ms, constraint: ^2.0.0}\n- {protocol: pypi, name: six, version: '1.16.0'}\n").unwrap();
+        assert_eq!((y[0].constraint.as_deref(), y[1].version.as_deref()), (Some("^2.0.0"), Some("1.16.0")));
+        assert!(parse("- {protocol: cargo, name: x}\n").unwrap_err().contains("cargo"));
+
+        let m = parse("com.google.guava:guava:33.0.0-jre\norg.slf4j:slf4j-api:2.0.9:jar\ncom.acme:bom:1:pom\n").unwrap();
+        assert_eq!((m[0].name.as_str(), m[0].version.as_deref()), ("com.google.guava:guava", Some("33.0.0-jre")));
+        assert_eq!(m[2].packaging.as_deref(), Some("pom"));
+    }
+
+    #[test]
+    fn digests() {
+        let sha512 = [7u8; 64];
+        let sri = format!("sha512-{}", base64::engine::general_purpose::STANDARD.encode(sha512));
+        assert!(digest_ok(&[], "x", &sha512).is_ok());
+        assert!(digest_ok(&[sri], "x", &sha512).is_ok());
+        assert!(digest_ok(&["sha256:ABC".into()], "abc", &sha512).is_ok());
+        assert!(digest_ok(&["sha256:abd".into()], "abc", &sha512).unwrap_err().contains("mismatch"));
+    }
+}

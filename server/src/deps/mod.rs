@@ -1,0 +1,201 @@
+//! Dependencies: extracted once per artifact on ingest (immutable), resolved into
+//! transitive trees on request, and used by ensure files to warm the cache.
+//!
+//! - `pypi`, `npm`, `maven`: extraction from the stored bytes (wheel METADATA, sdist
+//!   PKG-INFO, package.json, POM with its parents and imported BOMs).
+//! - `resolve`: the highest version satisfying each constraint among the versions the
+//!   sources list, no backtracking, conflicts reported.
+//! - `ensure`: ensure files and lockfiles → every artifact fetched and verified.
+//! - `api`: `GET /api/v1/artifacts/{sha256}/dependencies`, `POST /api/v1/ensure`.
+//!
+//! Storage: `batch_upsert_dependencies` writes one artifact's extraction in one
+//! statement. Row 0 is the artifact's own identity (`kind = "self"`, `name`,
+//! `requirement` = its version, `marker` = `known` or `unknown`); rows 1… are its
+//! dependencies. "unknown" records an sdist whose dependencies are dynamic: never guessed.
+
+pub mod api;
+pub mod ensure;
+pub mod local;
+pub mod maven;
+pub mod npm;
+pub mod pypi;
+pub mod resolve;
+pub mod universe;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Category;
+use crate::db::{Dependency, NewDependency};
+use crate::state::AppState;
+
+/// What extraction found for one artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extracted {
+    pub protocol: String,
+    pub name: String,
+    pub version: String,
+    /// False when the artifact's dependencies cannot be known from its metadata.
+    pub known: bool,
+    pub dependencies: Vec<NewDependency>,
+}
+
+impl Extracted {
+    pub fn rows(&self) -> Vec<NewDependency> {
+        let mut rows = Vec::with_capacity(self.dependencies.len() + 1);
+        rows.push(NewDependency {
+            protocol: self.protocol.clone(),
+            name: self.name.clone(),
+            requirement: self.version.clone(),
+            kind: "self".into(),
+            optional: false,
+            marker: if self.known { "known" } else { "unknown" }.into(),
+        });
+        rows.extend(self.dependencies.iter().cloned());
+        rows
+    }
+
+    pub fn from_rows(rows: &[Dependency]) -> Option<Extracted> {
+        let (head, rest) = rows.split_first()?;
+        if head.kind != "self" || head.position != 0 {
+            return None;
+        }
+        Some(Extracted {
+            protocol: head.protocol.clone(),
+            name: head.name.clone(),
+            version: head.requirement.clone(),
+            known: head.marker == "known",
+            dependencies: rest
+                .iter()
+                .map(|d| NewDependency {
+                    protocol: d.protocol.clone(),
+                    name: d.name.clone(),
+                    requirement: d.requirement.clone(),
+                    kind: d.kind.clone(),
+                    optional: d.optional,
+                    marker: d.marker.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+pub(crate) fn dep(protocol: &str, name: &str, requirement: &str, kind: &str, optional: bool, marker: &str) -> NewDependency {
+    NewDependency {
+        protocol: protocol.into(),
+        name: name.into(),
+        requirement: requirement.into(),
+        kind: kind.into(),
+        optional,
+        marker: marker.into(),
+    }
+}
+
+fn cache_key(state: &AppState, protocol: &str, sha256: &str) -> String {
+    state.cache.key(Category::ArtifactDependencies, protocol, sha256)
+}
+
+/// Stores an extraction (one statement) and caches it forever.
+pub async fn store(state: &AppState, sha256: &str, extracted: &Extracted) -> Result<(), String> {
+    let repo = state.db().ok_or("database not ready")?;
+    repo.batch_upsert_dependencies(sha256, &extracted.rows()).await.map_err(|e| e.to_string())?;
+    state.cache.set_json(&cache_key(state, &extracted.protocol, sha256), extracted, Category::ArtifactDependencies).await;
+    crate::metrics::metrics().dependency_extractions.with_label_values(&[extracted.protocol.as_str(), if extracted.known { "known" } else { "unknown" }]).inc();
+    Ok(())
+}
+
+/// The stored extraction of an artifact: cache, then database.
+pub async fn stored(state: &AppState, protocol: &str, sha256: &str) -> Result<Option<Extracted>, String> {
+    if let Some(e) = state.cache.get_json::<Extracted>(&cache_key(state, protocol, sha256)).await {
+        return Ok(Some(e));
+    }
+    let repo = state.db().ok_or("database not ready")?;
+    let rows = repo.dependencies_of(sha256).await.map_err(|e| e.to_string())?;
+    let found = Extracted::from_rows(&rows);
+    if let Some(e) = &found {
+        state.cache.set_json(&cache_key(state, &e.protocol, sha256), e, Category::ArtifactDependencies).await;
+    }
+    Ok(found)
+}
+
+/// Copies a stored artifact into a temporary file (extractors read archives from disk
+/// on the blocking pool).
+pub(crate) async fn to_temp_file(state: &AppState, sha256: &str) -> Result<tempfile::NamedTempFile, String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut file = tokio::fs::File::create(tmp.path()).await.map_err(|e| e.to_string())?;
+    let (_, _, mut body) = state.storage.get(sha256, None).await.map_err(|e| e.to_string())?;
+    while let Some(chunk) = body.next().await {
+        file.write_all(&chunk.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    Ok(tmp)
+}
+
+/// Extracts the dependencies of a stored artifact now and stores them. Maven POMs load
+/// their parents and BOMs through `loader`.
+pub async fn extract_now(
+    state: &AppState,
+    protocol: &'static str,
+    filename: &str,
+    sha256: &str,
+    loader: &dyn maven::PomLoader,
+) -> Result<Extracted, String> {
+    let extracted = if protocol == "maven" {
+        let (_, _, mut body) = state.storage.get(sha256, None).await.map_err(|e| e.to_string())?;
+        let mut xml = Vec::new();
+        use futures::StreamExt;
+        while let Some(chunk) = body.next().await {
+            xml.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+            if xml.len() > 16 << 20 {
+                return Err("POM is too large".into());
+            }
+        }
+        maven::extract_pom(String::from_utf8_lossy(&xml).into_owned(), loader).await?
+    } else {
+        let tmp = to_temp_file(state, sha256).await?;
+        let path = tmp.path().to_path_buf();
+        let name = filename.to_string();
+        let e = state
+            .blocking
+            .run(move || match protocol {
+                "pypi" => pypi::extract_file(&path, &name),
+                "npm" => npm::extract_tarball(&path),
+                other => Err(format!("no extractor for {other}")),
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+        drop(tmp);
+        e
+    };
+    store(state, sha256, &extracted).await?;
+    Ok(extracted)
+}
+
+/// The commit hook of extractable files: extracts once, logs failures (the artifact is
+/// served anyway).
+pub async fn extract_committed(state: AppState, protocol: &'static str, filename: String, sha256: String) {
+    match stored(&state, protocol, &sha256).await {
+        Ok(Some(_)) => return,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "dependency lookup failed before extraction");
+            return;
+        }
+    }
+    let loader = universe::ServerUniverse::new(&state);
+    if let Err(e) = extract_now(&state, protocol, &filename, &sha256, &loader).await {
+        crate::metrics::metrics().dependency_extractions.with_label_values(&[protocol, "failed"]).inc();
+        tracing::warn!(package.file = %filename, artifact.sha256 = %sha256, error = %e, "dependencies not extracted");
+    }
+}
+
+/// Whether Orchard extracts dependencies from a file of this name.
+pub fn extractable(protocol: &str, filename: &str) -> bool {
+    match protocol {
+        "pypi" => filename.ends_with(".whl") || filename.ends_with(".tar.gz") || filename.ends_with(".zip"),
+        "npm" => filename.ends_with(".tgz"),
+        "maven" => filename.ends_with(".pom"),
+        _ => false,
+    }
+}

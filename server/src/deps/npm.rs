@@ -1,0 +1,102 @@
+//! npm: `dependencies`, `optionalDependencies` and `peerDependencies` of a version,
+//! from the tarball's `package.json` (the first directory level, `package/` by
+//! convention). A name listed both as a dependency and an optional dependency is
+//! optional (npm's rule); peers marked optional in `peerDependenciesMeta` are optional.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{dep, Extracted};
+
+const MAX_PACKAGE_JSON: u64 = 8 * 1024 * 1024;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, String>,
+    #[serde(default)]
+    pub optional_dependencies: BTreeMap<String, String>,
+    #[serde(default)]
+    pub peer_dependencies: BTreeMap<String, String>,
+    #[serde(default)]
+    pub peer_dependencies_meta: BTreeMap<String, PeerMeta>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PeerMeta {
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// Dependencies of one version manifest (`package.json`, or a packument's version object).
+pub fn from_manifest(m: &Manifest) -> Extracted {
+    let mut deps = Vec::new();
+    for (name, range) in &m.dependencies {
+        if !m.optional_dependencies.contains_key(name) {
+            deps.push(dep("npm", name, range, "runtime", false, ""));
+        }
+    }
+    for (name, range) in &m.optional_dependencies {
+        deps.push(dep("npm", name, range, "optional", true, ""));
+    }
+    for (name, range) in &m.peer_dependencies {
+        let optional = m.peer_dependencies_meta.get(name).is_some_and(|p| p.optional);
+        deps.push(dep("npm", name, range, "peer", optional, ""));
+    }
+    Extracted { protocol: "npm".into(), name: m.name.clone(), version: m.version.clone(), known: true, dependencies: deps }
+}
+
+pub fn from_package_json(text: &str) -> Result<Extracted, String> {
+    let m: Manifest = serde_json::from_str(text).map_err(|e| format!("package.json: {e}"))?;
+    if m.name.is_empty() || m.version.is_empty() {
+        return Err("package.json has no name or version".into());
+    }
+    Ok(from_manifest(&m))
+}
+
+/// `*/package.json` at the first level of a gzipped tarball.
+pub fn extract_tarball(path: &Path) -> Result<Extracted, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(|e| format!("not a tgz: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
+        let p = entry.path().map_err(|e| e.to_string())?.to_string_lossy().to_string();
+        let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
+        if parts.len() == 2 && parts[1] == "package.json" {
+            if entry.size() > MAX_PACKAGE_JSON {
+                return Err("package.json is too large".into());
+            }
+            let mut s = String::new();
+            entry.read_to_string(&mut s).map_err(|e| e.to_string())?;
+            return from_package_json(&s);
+        }
+    }
+    Err("the tarball has no package.json".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_of_dependencies() {
+        let e = from_package_json(
+            r#"{"name":"chokidar","version":"3.6.0","dependencies":{"anymatch":"~3.1.2","fsevents":"~2.3.2"},
+                "optionalDependencies":{"fsevents":"~2.3.2"},"peerDependencies":{"typescript":">=4","react":"^18"},
+                "peerDependenciesMeta":{"typescript":{"optional":true}}}"#,
+        )
+        .unwrap();
+        let rows: Vec<(&str, &str, bool)> = e.dependencies.iter().map(|d| (d.name.as_str(), d.kind.as_str(), d.optional)).collect();
+        assert_eq!(rows, [("anymatch", "runtime", false), ("fsevents", "optional", true), ("react", "peer", false), ("typescript", "peer", true)]);
+        assert!(from_package_json("{}").is_err());
+        assert!(from_package_json("not json").is_err());
+    }
+}

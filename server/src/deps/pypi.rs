@@ -1,0 +1,239 @@
+//! PyPI: `Requires-Dist` of a wheel's METADATA (or an sdist's PKG-INFO when its
+//! metadata version is 2.2+ and `Requires-Dist` is not dynamic), parsed as PEP 508
+//! requirements with `pep508_rs`. Extras become kind `extra:{name}` (optional), other
+//! requirements kind `runtime`; the environment marker is kept as written (normalised).
+
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+
+use pep508_rs::pep440_rs::Version;
+use pep508_rs::{Requirement, VerbatimUrl};
+
+use super::{dep, Extracted};
+
+const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Core-metadata headers, in order (continuation lines folded; the body after the
+/// first blank line is the description and is ignored).
+pub fn headers(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+pub use crate::protocols::pypi::names::normalize;
+
+/// Dependencies from METADATA/PKG-INFO text. `sdist` applies the 2.2+/Dynamic rule.
+pub fn from_metadata(text: &str, sdist: bool) -> Result<Extracted, String> {
+    let h = headers(text);
+    let name = header(&h, "Name").ok_or("metadata has no Name")?;
+    let version = header(&h, "Version").ok_or("metadata has no Version")?;
+    let version = Version::from_str(version).map(|v| v.to_string()).unwrap_or_else(|_| version.to_string());
+    let mut extracted = Extracted { protocol: "pypi".into(), name: normalize(name), version, known: true, dependencies: vec![] };
+    if sdist {
+        let mv = header(&h, "Metadata-Version").unwrap_or("1.0");
+        let (major, minor) = mv.split_once('.').unwrap_or((mv, "0"));
+        let new_enough = (major.parse::<u32>().unwrap_or(0), minor.parse::<u32>().unwrap_or(0)) >= (2, 2);
+        let dynamic = h.iter().any(|(k, v)| k.eq_ignore_ascii_case("Dynamic") && v.eq_ignore_ascii_case("Requires-Dist"));
+        if !new_enough || dynamic {
+            extracted.known = false;
+            return Ok(extracted);
+        }
+    }
+    for (k, v) in &h {
+        if !k.eq_ignore_ascii_case("Requires-Dist") {
+            continue;
+        }
+        let req = Requirement::<VerbatimUrl>::from_str(v).map_err(|e| format!("Requires-Dist {v:?}: {e}"))?;
+        let marker = req.marker.try_to_string().unwrap_or_default();
+        let extra = extra_of(&marker);
+        let mut requirement = req.version_or_url.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        if !req.extras.is_empty() {
+            let extras: Vec<String> = req.extras.iter().map(|e| e.to_string()).collect();
+            requirement = format!("[{}]{requirement}", extras.join(","));
+        }
+        let (kind, optional) = match extra {
+            Some(x) => (format!("extra:{x}"), true),
+            None => ("runtime".to_string(), false),
+        };
+        extracted.dependencies.push(dep("pypi", &normalize(req.name.as_ref()), &requirement, &kind, optional, &marker));
+    }
+    Ok(extracted)
+}
+
+/// The extra a marker is conditioned on (`extra == 'socks'`), if any.
+fn extra_of(marker: &str) -> Option<String> {
+    let i = marker.find("extra == ")?;
+    let rest = &marker[i + "extra == ".len()..];
+    let quote = rest.chars().next()?;
+    let rest = &rest[1..];
+    let end = rest.find(quote)?;
+    Some(rest[..end].to_string())
+}
+
+/// Evaluates a PEP 508 marker for a target environment (`python_version`, `platform`
+/// as `sys_platform`); `extra` is the extra the dependency belongs to, if any.
+pub fn marker_applies(marker: &str, env: &super::resolve::Environment, extra: Option<&str>) -> Result<bool, String> {
+    use pep508_rs::{ExtraName, MarkerEnvironment, MarkerEnvironmentBuilder, MarkerTree};
+    let tree = MarkerTree::from_str(marker).map_err(|e| format!("marker {marker:?}: {e}"))?;
+    let python = env.python_version.clone().unwrap_or_else(|| "3.12".to_string());
+    let full = if python.matches('.').count() >= 2 { python.clone() } else { format!("{python}.0") };
+    let platform = env.platform.clone().unwrap_or_else(|| "linux".to_string());
+    let (system, os_name) = match platform.as_str() {
+        "darwin" => ("Darwin", "posix"),
+        "win32" => ("Windows", "nt"),
+        _ => ("Linux", "posix"),
+    };
+    let environment = MarkerEnvironment::try_from(MarkerEnvironmentBuilder {
+        implementation_name: "cpython",
+        implementation_version: &full,
+        os_name,
+        platform_machine: "x86_64",
+        platform_python_implementation: "CPython",
+        platform_release: "",
+        platform_system: system,
+        platform_version: "",
+        python_full_version: &full,
+        python_version: &python,
+        sys_platform: &platform,
+    })
+    .map_err(|e| format!("environment: {e}"))?;
+    let extras: Vec<ExtraName> = extra.and_then(|x| ExtraName::from_str(x).ok()).into_iter().collect();
+    Ok(tree.evaluate(&environment, &extras))
+}
+
+/// Splits `[a,b]>=1` into extras and the specifier.
+pub fn split_requirement(requirement: &str) -> (Vec<String>, &str) {
+    if let Some(rest) = requirement.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let extras = rest[..end].split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            return (extras, &rest[end + 1..]);
+        }
+    }
+    (vec![], requirement)
+}
+
+/// Extraction by file type: wheel METADATA, sdist PKG-INFO (`.tar.gz` or `.zip`).
+pub fn extract_file(path: &Path, filename: &str) -> Result<Extracted, String> {
+    if filename.ends_with(".whl") {
+        let bytes = crate::protocols::pypi::metadata::extract_from_wheel(path)?;
+        return from_metadata(&String::from_utf8_lossy(&bytes), false);
+    }
+    if filename.ends_with(".metadata") {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        return from_metadata(&text, false);
+    }
+    let pkg_info = if filename.ends_with(".tar.gz") || filename.ends_with(".tgz") {
+        sdist_pkg_info_tar(path)?
+    } else if filename.ends_with(".zip") {
+        sdist_pkg_info_zip(path)?
+    } else {
+        return Err(format!("{filename}: not a wheel or an sdist"));
+    };
+    from_metadata(&pkg_info, true)
+}
+
+/// `{top}/PKG-INFO` of a gzipped tar sdist.
+fn sdist_pkg_info_tar(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
+        let p = entry.path().map_err(|e| e.to_string())?.to_string_lossy().to_string();
+        let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
+        if parts.len() == 2 && parts[1] == "PKG-INFO" {
+            if entry.size() > MAX_METADATA_BYTES {
+                return Err("PKG-INFO is too large".into());
+            }
+            let mut s = String::new();
+            entry.read_to_string(&mut s).map_err(|e| e.to_string())?;
+            return Ok(s);
+        }
+    }
+    Err("the sdist has no top-level PKG-INFO".into())
+}
+
+fn sdist_pkg_info_zip(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a zip: {e}"))?;
+    let name = zip
+        .file_names()
+        .find(|n| {
+            let parts: Vec<&str> = n.split('/').collect();
+            parts.len() == 2 && parts[1] == "PKG-INFO"
+        })
+        .map(str::to_string)
+        .ok_or("the sdist has no top-level PKG-INFO")?;
+    let entry = zip.by_name(&name).map_err(|e| e.to_string())?;
+    let mut s = String::new();
+    entry.take(MAX_METADATA_BYTES).read_to_string(&mut s).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUESTS: &str = "Metadata-Version: 2.1\nName: requests\nVersion: 2.32.3\nRequires-Python: >=3.8\n\
+Requires-Dist: charset-normalizer<4,>=2\nRequires-Dist: idna<4,>=2.5\nRequires-Dist: urllib3<3,>=1.21.1\n\
+Requires-Dist: certifi>=2017.4.17\nProvides-Extra: socks\n\
+Requires-Dist: PySocks!=1.5.7,>=1.5.6; extra == \"socks\"\nProvides-Extra: use_chardet_on_py3\n\
+Requires-Dist: chardet<6,>=3.0.2; extra == \"use-chardet-on-py3\"\n\nDescription body: Requires-Dist: nope\n";
+
+    #[test]
+    fn wheel_metadata_with_extras_and_markers() {
+        let e = from_metadata(REQUESTS, false).unwrap();
+        assert_eq!((e.name.as_str(), e.version.as_str(), e.known), ("requests", "2.32.3", true));
+        let names: Vec<&str> = e.dependencies.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["charset-normalizer", "idna", "urllib3", "certifi", "pysocks", "chardet"]);
+        let socks = &e.dependencies[4];
+        assert_eq!((socks.kind.as_str(), socks.optional), ("extra:socks", true));
+        assert!(socks.requirement.contains(">=1.5.6") && socks.requirement.contains("!=1.5.7"), "{}", socks.requirement);
+        assert!(socks.marker.contains("extra == 'socks'"), "{}", socks.marker);
+        assert_eq!((e.dependencies[0].kind.as_str(), e.dependencies[0].optional, e.dependencies[0].marker.as_str()), ("runtime", false, ""));
+    }
+
+    #[test]
+    fn markers_and_requirement_extras_are_kept() {
+        let text = "Metadata-Version: 2.1\nName: Demo_Pkg\nVersion: 1.0\n\
+Requires-Dist: importlib-metadata>=3.6; python_version < \"3.10\"\nRequires-Dist: uvicorn[standard]>=0.20\n";
+        let e = from_metadata(text, false).unwrap();
+        assert_eq!(e.name, "demo-pkg");
+        assert!(e.dependencies[0].marker.contains("python_full_version < '3.10'") || e.dependencies[0].marker.contains("python_version < '3.10'"), "{}", e.dependencies[0].marker);
+        assert_eq!(e.dependencies[1].requirement, "[standard]>=0.20");
+        assert_eq!(split_requirement("[standard]>=0.20"), (vec!["standard".to_string()], ">=0.20"));
+    }
+
+    #[test]
+    fn sdists_are_known_only_from_metadata_2_2_without_dynamic_requires() {
+        let old = "Metadata-Version: 2.1\nName: docopt\nVersion: 0.6.2\n";
+        assert!(!from_metadata(old, true).unwrap().known);
+        let dynamic = "Metadata-Version: 2.2\nName: x\nVersion: 1\nDynamic: Requires-Dist\n";
+        assert!(!from_metadata(dynamic, true).unwrap().known);
+        let fine = "Metadata-Version: 2.4\nName: x\nVersion: 1\nRequires-Dist: six\n";
+        let e = from_metadata(fine, true).unwrap();
+        assert!(e.known);
+        assert_eq!(e.dependencies[0].name, "six");
+        assert!(from_metadata("Name: x\n", false).is_err());
+        assert!(from_metadata("Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: ???\n", false).is_err());
+    }
+}

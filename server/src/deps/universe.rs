@@ -1,0 +1,218 @@
+//! The server's `Universe`: versions and dependencies read through Orchard's own routes
+//! (merged views), extractions from the database or made on the spot.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use futures::future::LocalBoxFuture;
+use serde::Deserialize;
+
+use super::local::Local;
+use super::maven::{Gav, PomLoader};
+use super::resolve::{Candidate, Universe};
+use super::Extracted;
+use crate::protocols::pypi::names::version_of_filename;
+use crate::sources::Protocol;
+use crate::state::AppState;
+
+const PYPI_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+#[derive(Deserialize, Clone)]
+pub struct PyFile {
+    pub filename: String,
+    pub url: String,
+    #[serde(default)]
+    pub hashes: HashMap<String, String>,
+    #[serde(default, rename = "requires-python")]
+    pub requires_python: Option<String>,
+    #[serde(default)]
+    pub yanked: serde_json::Value,
+}
+
+impl PyFile {
+    pub fn is_yanked(&self) -> bool {
+        !matches!(self.yanked, serde_json::Value::Null | serde_json::Value::Bool(false))
+    }
+}
+
+#[derive(Deserialize, Clone)]
+pub struct PyPage {
+    pub files: Vec<PyFile>,
+}
+
+pub struct ServerUniverse {
+    pub state: AppState,
+    pub local: Local,
+    pypi: RefCell<HashMap<String, Option<PyPage>>>,
+    npm: RefCell<HashMap<String, Option<serde_json::Value>>>,
+}
+
+impl ServerUniverse {
+    pub fn new(state: &AppState) -> Self {
+        ServerUniverse { state: state.clone(), local: Local::new(state), pypi: Default::default(), npm: Default::default() }
+    }
+
+    /// The merged PyPI project page (JSON), `None` when no source has the project.
+    pub async fn pypi_page(&self, name: &str) -> Result<Option<PyPage>, String> {
+        let name = super::pypi::normalize(name);
+        if let Some(p) = self.pypi.borrow().get(&name) {
+            return Ok(p.clone());
+        }
+        let (status, body) = self.local.document(&format!("/pypi/simple/{name}/"), PYPI_JSON).await?;
+        let page = match status {
+            200 => Some(serde_json::from_slice::<PyPage>(&body).map_err(|e| format!("project page of {name}: {e}"))?),
+            404 => None,
+            s => return Err(format!("project page of {name}: HTTP {s}: {}", String::from_utf8_lossy(&body).trim())),
+        };
+        self.pypi.borrow_mut().insert(name, page.clone());
+        Ok(page)
+    }
+
+    /// The merged packument (JSON), `None` when no source has the package.
+    pub async fn packument(&self, name: &str) -> Result<Option<serde_json::Value>, String> {
+        if let Some(p) = self.npm.borrow().get(name) {
+            return Ok(p.clone());
+        }
+        let encoded = name.replace('/', "%2f");
+        let (status, body) = self.local.document(&format!("/npm/{encoded}"), "application/json").await?;
+        let doc = match status {
+            200 => Some(serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("packument of {name}: {e}"))?),
+            404 => None,
+            s => return Err(format!("packument of {name}: HTTP {s}")),
+        };
+        self.npm.borrow_mut().insert(name.to_string(), doc.clone());
+        Ok(doc)
+    }
+
+    /// Orchard path of a file listed on the merged page (`/sources/{s}/files/{p}/{f}`).
+    pub fn pypi_file_path(&self, project: &str, href: &str) -> Result<String, String> {
+        let base = url::Url::parse(&format!("http://orchard/pypi/simple/{}/", super::pypi::normalize(project))).expect("static URL");
+        let u = base.join(href).map_err(|e| format!("file link {href:?}: {e}"))?;
+        Ok(u.path().to_string())
+    }
+
+    /// The file of a version to take: a pure-Python wheel, another wheel, the sdist.
+    pub fn pick_file<'p>(files: &'p [PyFile], version: &str) -> Option<&'p PyFile> {
+        let of_version: Vec<&PyFile> = files
+            .iter()
+            .filter(|f| version_of_filename(&f.filename).and_then(|v| normalize_version(&v)) == normalize_version(version))
+            .collect();
+        of_version
+            .iter()
+            .find(|f| f.filename.ends_with("-none-any.whl"))
+            .or_else(|| of_version.iter().find(|f| f.filename.ends_with(".whl")))
+            .or_else(|| of_version.iter().find(|f| f.filename.ends_with(".tar.gz") || f.filename.ends_with(".zip")))
+            .copied()
+    }
+
+    /// The stored extraction of an artifact, made now if there is none.
+    pub async fn extraction(&self, protocol: &'static str, filename: &str, sha256: &str) -> Result<Extracted, String> {
+        if let Some(e) = super::stored(&self.state, protocol, sha256).await? {
+            return Ok(e);
+        }
+        super::extract_now(&self.state, protocol, filename, sha256, self).await
+    }
+}
+
+fn normalize_version(v: &str) -> Option<String> {
+    use std::str::FromStr;
+    pep508_rs::pep440_rs::Version::from_str(v).ok().map(|v| v.to_string())
+}
+
+impl PomLoader for ServerUniverse {
+    fn load<'a>(&'a self, gav: &'a Gav) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let (status, body) = self.local.document(&format!("/maven/{}", gav.pom_path()), "*/*").await?;
+            match status {
+                200 => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
+                404 => Ok(None),
+                s => Err(format!("POM {}:{}:{}: HTTP {s}", gav.group, gav.artifact, gav.version)),
+            }
+        })
+    }
+}
+
+impl Universe for ServerUniverse {
+    fn versions<'a>(&'a self, protocol: &'a str, name: &'a str) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
+        Box::pin(async move {
+            match protocol {
+                "pypi" => {
+                    let Some(page) = self.pypi_page(name).await? else { return Ok(vec![]) };
+                    let mut by_version: HashMap<String, Candidate> = HashMap::new();
+                    for f in &page.files {
+                        let Some(v) = version_of_filename(&f.filename) else { continue };
+                        let c = by_version.entry(v.clone()).or_insert(Candidate { version: v, yanked: true, requires_python: None });
+                        c.yanked &= f.is_yanked();
+                        if c.requires_python.is_none() {
+                            c.requires_python = f.requires_python.clone();
+                        }
+                    }
+                    Ok(by_version.into_values().collect())
+                }
+                "npm" => {
+                    let Some(doc) = self.packument(name).await? else { return Ok(vec![]) };
+                    Ok(doc["versions"]
+                        .as_object()
+                        .map(|m| m.keys().map(|v| Candidate { version: v.clone(), ..Default::default() }).collect())
+                        .unwrap_or_default())
+                }
+                other => Err(format!("versions of {other} packages are not listed")),
+            }
+        })
+    }
+
+    fn dependencies<'a>(&'a self, protocol: &'a str, name: &'a str, version: &'a str) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
+        Box::pin(async move {
+            match protocol {
+                "pypi" => {
+                    let page = self.pypi_page(name).await?.ok_or_else(|| format!("{name} not found"))?;
+                    let file = Self::pick_file(&page.files, version).ok_or_else(|| format!("{name} {version} has no wheel or sdist"))?;
+                    let path = self.pypi_file_path(name, &file.url)?;
+                    let fetched = self.local.fetch(&path).await;
+                    if let Some(e) = fetched.error {
+                        return Err(e);
+                    }
+                    let e = self.extraction("pypi", &file.filename, &fetched.sha256).await?;
+                    Ok((e, Some(fetched.sha256)))
+                }
+                "npm" => {
+                    let doc = self.packument(name).await?.ok_or_else(|| format!("{name} not found"))?;
+                    let v = doc["versions"].get(version).ok_or_else(|| format!("{name}@{version} not listed"))?;
+                    let manifest: super::npm::Manifest = serde_json::from_value(v.clone()).map_err(|e| format!("{name}@{version}: {e}"))?;
+                    let extracted = super::npm::from_manifest(&manifest);
+                    let file = v["dist"]["tarball"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("").to_string();
+                    Ok((extracted, self.cached_sha(Protocol::Npm, &format!("{name}/-/{file}")).await))
+                }
+                "maven" => {
+                    let (group, artifact) = name.split_once(':').ok_or_else(|| format!("{name:?} is not group:artifact"))?;
+                    let gav = Gav { group: group.into(), artifact: artifact.into(), version: version.into() };
+                    let path = format!("/maven/{}", gav.pom_path());
+                    let fetched = self.local.fetch(&path).await;
+                    if fetched.status == 404 {
+                        return Err(format!("{name}:{version} not found"));
+                    }
+                    if let Some(e) = fetched.error {
+                        return Err(e);
+                    }
+                    let filename = format!("{artifact}-{version}.pom");
+                    let e = self.extraction("maven", &filename, &fetched.sha256).await?;
+                    Ok((e, Some(fetched.sha256)))
+                }
+                other => Err(format!("unknown protocol {other}")),
+            }
+        })
+    }
+}
+
+impl ServerUniverse {
+    /// The SHA-256 of a cached file at `path` in the first source (by priority) that has it.
+    pub async fn cached_sha(&self, protocol: Protocol, path: &str) -> Option<String> {
+        let repo = self.state.db()?;
+        for source in self.state.sources.for_protocol(protocol) {
+            if let Ok(Some((_, art))) = repo.get_cached_url_with_artifact(protocol.as_str(), source.name(), path).await {
+                return Some(art.sha256);
+            }
+        }
+        None
+    }
+}
