@@ -191,12 +191,22 @@ impl HttpClientManager {
     ) -> Result<awc::ClientResponse, UpstreamError> {
         let source = pool.unwrap_or("default");
         let _guard = self.track();
-        let mut req = self.client(pool).get(url);
-        for (k, v) in headers {
-            req = req.insert_header((*k, *v));
-        }
+        let client = self.client(pool);
+        let request = || {
+            let mut req = client.get(url);
+            for (k, v) in headers {
+                req = req.insert_header((*k, *v));
+            }
+            req
+        };
         let started = Instant::now();
-        let result = req.send().await;
+        let mut result = request().send().await;
+        // The connection closed before any response byte: the upstream processed nothing
+        // (load shedding, a keep-alive race). A GET is safe to send once more.
+        if let Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) = &result {
+            tracing::debug!(upstream.source = source, upstream.url = url, "upstream closed the connection unanswered; retrying once");
+            result = request().send().await;
+        }
         metrics().upstream_request_duration.with_label_values(&[source]).observe(started.elapsed().as_secs_f64());
         let result = result.map_err(|e| match e {
             awc::error::SendRequestError::Timeout => UpstreamError::Timeout,
@@ -206,7 +216,11 @@ impl HttpClientManager {
         });
         let status = match &result {
             Ok(r) => r.status().as_u16().to_string(),
-            Err(e) => e.metric_label().to_string(),
+            Err(e) => {
+                // The URL carries no credentials (sources refuse them; auth is a header).
+                tracing::warn!(upstream.source = source, upstream.url = url, error = %e, "upstream request failed");
+                e.metric_label().to_string()
+            }
         };
         metrics().upstream_requests.with_label_values(&[source, &status]).inc();
         result

@@ -28,6 +28,25 @@ enum Command {
     /// Validate the configuration, print it as JSON with secrets redacted, and exit:
     /// status 0 when valid, 2 with a message naming the variable when not.
     CheckConfig,
+    /// Warm a running Orchard for a build: send an ensure file (Orchard YAML,
+    /// requirements.txt with pins/--hash, package-lock.json v2/v3, or Maven coordinates)
+    /// to SERVER; every artifact is fetched and verified. Exit 1 if anything failed.
+    Ensure {
+        /// The ensure file or lockfile.
+        file: std::path::PathBuf,
+        /// Orchard's base URL, e.g. http://localhost:8080
+        #[arg(long)]
+        server: String,
+        /// Admin token (the server's ORCHARD_ADMIN_TOKEN).
+        #[arg(long, env = "ORCHARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Target Python version for unpinned requirements (e.g. 3.12).
+        #[arg(long)]
+        python_version: Option<String>,
+        /// Target platform: linux, darwin or win32.
+        #[arg(long)]
+        platform: Option<String>,
+    },
 }
 
 fn load_config() -> Result<Config, ExitCode> {
@@ -55,6 +74,15 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
+    if let Command::Ensure { file, server, token, python_version, platform } = cli.command {
+        return ExitCode::from(orchard_server::deps::cli::run(orchard_server::deps::cli::EnsureArgs {
+            file,
+            server,
+            token,
+            python_version,
+            platform,
+        }));
+    }
     let config = match load_config() {
         Ok(c) => c,
         Err(code) => return code,
@@ -91,5 +119,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ensure { .. } => unreachable!("handled before the configuration is loaded"),
     }
 }

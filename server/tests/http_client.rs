@@ -112,3 +112,36 @@ async fn unreachable_upstream_is_a_connect_error() {
     let failures = orchard_server::metrics::metrics().upstream_requests.with_label_values(&["default", "connect_error"]).get();
     assert!(failures >= 1);
 }
+
+/// An upstream that accepts a connection, reads the request and closes it without an
+/// answer (a server shedding load or racing its keep-alive timeout): nothing was
+/// processed, so the GET is retried once on a new connection.
+#[actix_web::test]
+async fn a_get_the_upstream_dropped_unanswered_is_retried_once() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut seen = 0;
+        for n in 0..3 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).unwrap();
+            seen += 1;
+            if n == 0 {
+                drop(conn); // no response at all
+                continue;
+            }
+            write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").unwrap();
+            conn.flush().unwrap();
+            if n == 1 {
+                break;
+            }
+        }
+        seen
+    });
+    let http = manager();
+    let mut res = http.get(None, &format!("http://{addr}/x"), &[]).await.expect("retried on a new connection");
+    assert_eq!(body(&mut res).await, "ok");
+    assert_eq!(server.join().unwrap(), 2, "one retry, not more");
+}

@@ -176,11 +176,9 @@ async fn ensure_file(state: web::Data<AppState>, req: HttpRequest, query: web::Q
             }
         });
     if streaming {
-        // `{"entries": N}`, one line per file as it finishes, then `{"summary": …}`.
+        // `{"entries": N}`, `{"items": […]}` per entry as it finishes, then `{"summary": …}`.
         let head = futures::stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(format!("{}\n", serde_json::json!({"entries": total})))) });
-        let lines = results
-            .flat_map(futures::stream::iter)
-            .map(|item| Ok(Bytes::from(format!("{}\n", serde_json::to_string(&item).unwrap_or_default()))));
+        let lines = results.map(|items| Ok(Bytes::from(format!("{}\n", serde_json::json!({"items": items})))));
         return Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(summary_after(head.chain(lines))));
     }
     let items: Vec<Item> = results.flat_map(futures::stream::iter).collect().await;
@@ -196,8 +194,12 @@ fn summary_after(
     let seen = items.clone();
     body.inspect(move |chunk| {
         if let Ok(b) = chunk {
-            if let Ok(item) = serde_json::from_slice::<Item>(b) {
-                seen.borrow_mut().push(item);
+            #[derive(Deserialize)]
+            struct Line {
+                items: Vec<Item>,
+            }
+            if let Ok(line) = serde_json::from_slice::<Line>(b) {
+                seen.borrow_mut().extend(line.items);
             }
         }
     })

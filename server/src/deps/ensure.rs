@@ -202,17 +202,20 @@ pub fn parse_package_lock(text: &str) -> Result<Vec<Entry>, String> {
     let packages = doc["packages"].as_object().ok_or("package-lock.json has no packages")?;
     let mut out = Vec::new();
     for (key, p) in packages {
-        if key.is_empty() || p["link"].as_bool() == Some(true) {
+        if key.is_empty() || p["link"].as_bool() == Some(true) || p["inBundle"].as_bool() == Some(true) {
             continue;
         }
-        let Some(resolved) = p["resolved"].as_str() else { continue };
-        if !resolved.starts_with("http") || !resolved.ends_with(".tgz") {
-            continue; // git, file: and other non-registry dependencies
-        }
+        let Some(version) = p["version"].as_str() else { continue };
         let name = p["name"].as_str().map(str::to_string).unwrap_or_else(|| key.rsplit("node_modules/").next().unwrap_or(key).to_string());
+        let file = match p["resolved"].as_str() {
+            Some(r) if r.starts_with("http") && r.ends_with(".tgz") => r.rsplit('/').next().unwrap_or("").to_string(),
+            Some(_) => continue, // git, file: and other non-registry dependencies
+            // Lockfiles written with omit-lockfile-registry-resolved: the registry's naming.
+            None => format!("{}-{version}.tgz", name.rsplit('/').next().unwrap_or(&name)),
+        };
         let mut e = Entry::new("npm", &name);
-        e.version = p["version"].as_str().map(str::to_string);
-        e.file = resolved.rsplit('/').next().map(str::to_string);
+        e.version = Some(version.to_string());
+        e.file = Some(file);
         if let Some(i) = p["integrity"].as_str() {
             e.hashes = i.split_whitespace().map(str::to_string).collect();
         }
@@ -386,10 +389,15 @@ mod tests {
             "node_modules/ms":{"version":"2.1.3","resolved":"http://127.0.0.1:4873/ms/-/ms-2.1.3.tgz","integrity":"sha512-AAA"},
             "node_modules/@types/ms":{"version":"0.7.34","resolved":"http://x/@types/ms/-/ms-0.7.34.tgz"},
             "node_modules/a/node_modules/ms":{"version":"2.0.0","resolved":"http://x/ms/-/ms-2.0.0.tgz"},
-            "node_modules/local":{"link":true,"resolved":"../local"}}}"#;
+            "node_modules/local":{"link":true,"resolved":"../local"},
+            "node_modules/git-dep":{"version":"1.0.0","resolved":"git+ssh://git@upstream.example/x.git#abc"},
+            "node_modules/@scope/no-resolved":{"version":"1.2.3"}}}"#;
         let e = parse(lock).unwrap();
         let got: Vec<(&str, &str, &str)> = e.iter().map(|e| (e.name.as_str(), e.version.as_deref().unwrap(), e.file.as_deref().unwrap())).collect();
-        assert_eq!(got, [("@types/ms", "0.7.34", "ms-0.7.34.tgz"), ("ms", "2.0.0", "ms-2.0.0.tgz"), ("ms", "2.1.3", "ms-2.1.3.tgz")]);
+        assert_eq!(
+            got,
+            [("@scope/no-resolved", "1.2.3", "no-resolved-1.2.3.tgz"), ("@types/ms", "0.7.34", "ms-0.7.34.tgz"), ("ms", "2.0.0", "ms-2.0.0.tgz"), ("ms", "2.1.3", "ms-2.1.3.tgz")]
+        );
         assert!(parse(r#"{"lockfileVersion":1,"dependencies":{}}"#).unwrap_err().contains("lockfileVersion 2 and 3"));
 
         let y = parse("- {protocol: npm, name: ms, constraint: ^2.0.0}\n- {protocol: pypi, name: six, version: '1.16.0'}\n").unwrap();

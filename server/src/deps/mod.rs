@@ -14,6 +14,7 @@
 //! dependencies. "unknown" records an sdist whose dependencies are dynamic: never guessed.
 
 pub mod api;
+pub mod cli;
 pub mod ensure;
 pub mod local;
 pub mod maven;

@@ -237,7 +237,11 @@ impl Walk<'_> {
                     dependencies: vec![],
                 };
                 let key = (d.protocol.clone(), d.name.clone());
-                if !self.versions.contains_key(&key) {
+                if d.protocol == "maven" {
+                    // Maven takes the declared (or managed) version; its existence is
+                    // checked when its POM is read below.
+                    self.versions.insert(key.clone(), Ok(vec![Candidate { version: d.requirement.trim().to_string(), ..Default::default() }]));
+                } else if !self.versions.contains_key(&key) {
                     let v = self.universe.versions(&d.protocol, &d.name).await;
                     self.versions.insert(key.clone(), v);
                 }
