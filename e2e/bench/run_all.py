@@ -7,6 +7,7 @@ loopback, bounded in time (wrk --seconds) or in count (curl, pip), printed as Ma
   4. cold fan-in, 200 requests, 3 replicas, production backends   vs direct upstream    cluster.py
   5. streaming memory, 64 x 200 MiB through one replica            (peak RSS < 150 MiB)  cluster.py
   6. pip install of the e2e set                                    vs devpi, local dir   pip_time.py
+  7. dependencies: store 50 in one statement, cached resolution    vs per-row, nginx     deps_bench.py
 
 Each scenario stops everything it started when it ends, fails or is interrupted; a
 failing scenario is reported and the others still run (the exit status is then 1).
@@ -24,6 +25,7 @@ from common import terminate_on_signals, version_of
 
 import artifacts
 import cluster
+import deps_bench
 import npm_bench
 import pages
 import pip_time
@@ -59,7 +61,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10, help="duration of each wrk run (scenarios 1-3)")
     ap.add_argument("--connections", type=int, default=64, help="wrk connections for pages and npm")
     ap.add_argument("--pip-runs", type=int, default=3, help="warm pip installs per way (scenario 6)")
-    ap.add_argument("--only", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], help="scenario numbers")
+    ap.add_argument("--only", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7], help="scenario numbers")
     artifacts.add_args(ap)
     args = ap.parse_args()
     args.runs = args.pip_runs
@@ -75,6 +77,7 @@ def main():
         ([3], lambda: npm_bench.run(args)),
         ([4, 5], lambda: cluster.run(args, [n for n in (4, 5) if n in args.only])),
         ([6], lambda: pip_time.run(args)),
+        ([7], lambda: deps_bench.run(args)),
     ]
     failed = []
     start = time.time()

@@ -176,3 +176,39 @@ async fn artifact_rows_reject_bad_digests() {
     };
     assert!(repo.upsert_cached_url(&url).await.is_err(), "a URL cannot point at a missing artifact");
 }
+
+/// `make bench` (scenario 7) runs this with `--ignored --nocapture`: the time to store 50
+/// dependencies of one artifact in one statement, next to 50 one-row statements (one per
+/// dependency, the naive way) against the same Postgres, in the same run.
+#[tokio::test]
+#[ignore = "benchmark: run by make bench"]
+async fn bench_store_50_dependencies() {
+    let repo = postgres_repo().await;
+    let rounds: usize = std::env::var("ORCHARD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let list = deps(50);
+    let mut batch = Vec::with_capacity(rounds);
+    let mut per_row = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let a = Artifact { sha256: format!("{:064x}", i * 2 + 1), ..artifact(0, 1) };
+        let b = Artifact { sha256: format!("{:064x}", i * 2 + 2), ..artifact(0, 1) };
+        repo.get_or_create_artifact(&a).await.unwrap();
+        repo.get_or_create_artifact(&b).await.unwrap();
+        let t = std::time::Instant::now();
+        let (_, n) = statements(&repo, repo.batch_upsert_dependencies(&a.sha256, &list)).await;
+        batch.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, 1);
+        let t = std::time::Instant::now();
+        for d in &list {
+            repo.batch_upsert_dependencies(&b.sha256, std::slice::from_ref(d)).await.unwrap();
+        }
+        per_row.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+    };
+    let (bm, bp) = stats(&mut batch);
+    let (rm, rp) = stats(&mut per_row);
+    println!("BENCH store50 batch median_ms={bm:.3} p99_ms={bp:.3} statements=1 rounds={rounds}");
+    println!("BENCH store50 per_row median_ms={rm:.3} p99_ms={rp:.3} statements=50 rounds={rounds}");
+}
