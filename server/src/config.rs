@@ -22,7 +22,10 @@
 //! | `ORCHARD_REDIS_PASSWORD` | unset | Redis password (secret) |
 //! | `ORCHARD_REDIS_TIMEOUT_MS` | `250` | per-call deadline; past it the request goes on without the cache |
 //! | `ORCHARD_CACHE_NAMESPACE` | `orchard` | first segment of every cache key |
-//! | `ORCHARD_CACHE_MAX_ENTRIES` | `100000` | bound of the in-process cache |
+//! | `ORCHARD_CACHE_MAX_ENTRIES` | `100000` | entry bound of the in-process cache |
+//! | `ORCHARD_CACHE_MAX_BYTES` | `268435456` | byte bound of the in-process cache |
+//! | `ORCHARD_ADMIN_TOKEN` | — | bearer token of the admin API (unset: off) |
+//! | `ORCHARD_CREDENTIALS_KEY` / `_FILE` | — | key that opens sealed upstream credentials |
 //! | `ORCHARD_CACHE_TTL_INDEX` | `300` | seconds, PACKAGE_INDEX |
 //! | `ORCHARD_CACHE_TTL_VERSIONS` | `300` | seconds, PACKAGE_VERSIONS |
 //! | `ORCHARD_CACHE_TTL_UPSTREAM` | `3600` | seconds, UPSTREAM_SOURCES |
@@ -234,6 +237,8 @@ pub struct CacheConfig {
     pub timeout: Duration,
     pub namespace: String,
     pub max_entries: u64,
+    /// Byte bound of the in-process cache (keys + values).
+    pub max_bytes: u64,
     pub ttl_index: Duration,
     pub ttl_versions: Duration,
     pub ttl_upstream: Duration,
@@ -302,7 +307,7 @@ impl Config {
     /// The effective configuration as one JSON object, secrets redacted.
     pub fn redacted_summary(&self) -> serde_json::Value {
         let cache_backend = match &self.cache.backend {
-            CacheBackendConfig::InProcess => serde_json::json!({"kind": "in-process", "max_entries": self.cache.max_entries}),
+            CacheBackendConfig::InProcess => serde_json::json!({"kind": "in-process", "max_entries": self.cache.max_entries, "max_bytes": self.cache.max_bytes}),
             CacheBackendConfig::Redis { host, port, db } => serde_json::json!({"kind": "redis", "host": host, "port": port, "db": db}),
             CacheBackendConfig::RedisCluster { nodes } => serde_json::json!({"kind": "redis-cluster", "nodes": nodes}),
         };
@@ -468,6 +473,7 @@ impl CacheConfig {
             timeout: Duration::from_millis(env.var_in_range("ORCHARD_REDIS_TIMEOUT_MS", 250, 1, 60_000)?),
             namespace,
             max_entries: env.var_in_range("ORCHARD_CACHE_MAX_ENTRIES", 100_000, 1, u32::MAX as u64)?,
+            max_bytes: env.var_in_range("ORCHARD_CACHE_MAX_BYTES", 256 << 20, 1 << 20, 1 << 40)?,
             ttl_index: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_INDEX", 300, 1, 31_536_000)?),
             ttl_versions: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_VERSIONS", 300, 1, 31_536_000)?),
             ttl_upstream: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_UPSTREAM", 3600, 1, 31_536_000)?),

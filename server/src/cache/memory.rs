@@ -1,4 +1,9 @@
-//! The in-process backend: a bounded map with per-entry expiry (moka).
+//! The in-process backend: a map with per-entry expiry (moka), bounded both in bytes
+//! and in entries. Each entry weighs its key and value bytes plus a fixed share
+//! (`max_bytes / max_entries`), and the total weight is capped at `max_bytes`: so neither
+//! more than `max_entries` entries nor more than `max_bytes` of data are ever kept —
+//! large documents (a 20 MB packument rendered for several base URLs) evict others
+//! instead of growing the process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,9 +40,16 @@ pub struct InProcessBackend {
 }
 
 impl InProcessBackend {
-    pub fn new(max_entries: u64) -> Self {
+    pub fn new(max_entries: u64, max_bytes: u64) -> Self {
+        let share = (max_bytes / max_entries.max(1)).max(1);
         InProcessBackend {
-            entries: moka::future::Cache::builder().max_capacity(max_entries).expire_after(PerEntryTtl).build(),
+            entries: moka::future::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(move |key: &String, e: &Entry| -> u32 {
+                    (share + key.len() as u64 + e.value.len() as u64).min(u32::MAX as u64) as u32
+                })
+                .expire_after(PerEntryTtl)
+                .build(),
             counters: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             messages: broadcast::channel(64).0,
@@ -165,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire_and_the_map_is_bounded() {
-        let b = InProcessBackend::new(100);
+        let b = InProcessBackend::new(100, 64 << 20);
         b.set("short", Bytes::from_static(b"1"), Some(Duration::from_millis(50))).await.unwrap();
         b.set("forever", Bytes::from_static(b"2"), None).await.unwrap();
         assert!(b.get("short").await.unwrap().is_some());
@@ -181,8 +193,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn large_values_are_bounded_by_bytes() {
+        let b = InProcessBackend::new(1000, 4 << 20);
+        for i in 0..10 {
+            b.set(&format!("doc{i}"), Bytes::from(vec![b'x'; 1 << 20]), None).await.unwrap();
+        }
+        b.entries.run_pending_tasks().await;
+        assert!(b.entries.weighted_size() <= 4 << 20, "bytes bounded: {}", b.entries.weighted_size());
+        assert!(b.entries.entry_count() <= 4, "{}", b.entries.entry_count());
+        // A value larger than the whole cache is simply not kept.
+        b.set("huge", Bytes::from(vec![b'y'; 5 << 20]), None).await.unwrap();
+        b.entries.run_pending_tasks().await;
+        assert!(b.get("huge").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn locks_are_exclusive_owned_and_expire() {
-        let b = InProcessBackend::new(10);
+        let b = InProcessBackend::new(10, 1 << 20);
         assert!(b.set_nx("l", "me", Duration::from_millis(80)).await.unwrap());
         assert!(!b.set_nx("l", "you", Duration::from_secs(1)).await.unwrap());
         assert!(!b.delete_if("l", "you").await.unwrap(), "only the owner releases");
@@ -195,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn incr_counts_from_zero() {
-        let b = InProcessBackend::new(10);
+        let b = InProcessBackend::new(10, 1 << 20);
         assert_eq!(b.get_i64("g").await.unwrap(), None);
         assert_eq!(b.incr("g").await.unwrap(), 1);
         assert_eq!(b.incr("g").await.unwrap(), 2);

@@ -121,7 +121,7 @@ impl CacheService {
     /// until it answers, every call is a quick miss.
     pub fn from_config(config: &CacheConfig) -> Result<Self, CacheError> {
         let backend: Arc<dyn CacheBackend> = match &config.backend {
-            CacheBackendConfig::InProcess => Arc::new(InProcessBackend::new(config.max_entries)),
+            CacheBackendConfig::InProcess => Arc::new(InProcessBackend::new(config.max_entries, config.max_bytes)),
             CacheBackendConfig::Redis { host, port, db } => {
                 Arc::new(RedisBackend::single(host, *port, *db, config.password.as_ref(), config.timeout)?)
             }
