@@ -185,6 +185,7 @@ def test_operator_runs_with_the_chart_service_account_token(installed, tmp):
     op = Operator(tmp, env, ns, "chart-sa", kubeconfig=str(kubeconfig)).start()
     try:
         kubectl("create", "secret", "generic", "npm-internal-token", "--from-literal=token=sa-test-token", namespace=ns)
+        kubectl("label", "secret", "npm-internal-token", "orchard.dev/upstream-credentials=true", namespace=ns)
         kubectl("apply", "-f", str(REPO / "manifests/examples"), namespace=ns)
         for name in ("pypi-public", "npm-internal", "maven-central-mirror"):
             wait_ready(name, ns)

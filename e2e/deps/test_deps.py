@@ -20,9 +20,10 @@ def fetch_sha(orchard, path):
     return hashlib.sha256(body).hexdigest()
 
 
-def deps(orchard, sha, **query):
+def deps(orchard, sha, token=None, **query):
     q = "&".join(f"{k}={v}" for k, v in query.items())
-    status, headers, body = http(f"{orchard.url}/api/v1/artifacts/{sha}/dependencies?{q}")
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    status, headers, body = http(f"{orchard.url}/api/v1/artifacts/{sha}/dependencies?{q}", headers=auth)
     assert status == 200, body[:500]
     return json.loads(body), {k.lower(): v for k, v in headers.items()}
 
@@ -73,7 +74,8 @@ def test_second_call_is_a_cache_hit_and_refresh_recomputes(orchard):
     assert second == first
     assert resolutions(orchard, "hit") == hits + 1
     refreshed = resolutions(orchard, "refreshed")
-    third, h3 = deps(orchard, sha, refresh="true")
+    assert http(f"{orchard.url}/api/v1/artifacts/{sha}/dependencies?refresh=true")[0] == 401, "refresh is an admin action"
+    third, h3 = deps(orchard, sha, token=TOKEN, refresh="true")
     assert h3["x-orchard-cache"] == "miss" and third == first
     assert resolutions(orchard, "refreshed") == refreshed + 1
     assert set(names(first["dependencies"])) >= {"markdown-it-py", "pygments"}

@@ -32,6 +32,7 @@ def test_bad_specs_are_refused_with_readable_messages(cluster, namespace):
 def test_examples_become_ready(operator, backends, namespace):
     kubectl("create", "secret", "generic", "npm-internal-token", "--from-literal=token=example-token-value",
             namespace=namespace)
+    kubectl("label", "secret", "npm-internal-token", "orchard.dev/upstream-credentials=true", namespace=namespace)
     kubectl("apply", "-f", str(REPO / "manifests/examples"), namespace=namespace)
     names = sorted(json.loads(kubectl("get", "upstreamsource", "-o", "json", namespace=namespace).stdout)["items"],
                    key=lambda o: o["metadata"]["name"])
@@ -93,6 +94,7 @@ def test_credentials_come_from_the_secret_and_are_never_shown(operator, replica,
     token1, token2 = "tok-one-2f9a61c0", "tok-two-7b1e44d3"
     http(f"{fault.base}/__bearer/{token1}", method="POST", data=b"")
     kubectl("create", "secret", "generic", "private-token", f"--from-literal=token={token1}", namespace=namespace)
+    kubectl("label", "secret", "private-token", "orchard.dev/upstream-credentials=true", namespace=namespace)
     extra = "  credentialsSecretRef:\n    name: private-token\n    type: bearer\n"
     kubectl("apply", "-f", "-", input=source_yaml("private", fault.url, extra=extra), namespace=namespace)
     wait_ready("private", namespace)
@@ -147,6 +149,8 @@ def test_a_missing_secret_is_reported_then_picked_up(operator, namespace, backen
     events = kubectl("get", "events", "--field-selector", "involvedObject.name=later", "-o", "json", namespace=namespace)
     assert any(e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in json.loads(events.stdout)["items"])
     kubectl("create", "secret", "generic", "later-token", "--from-literal=username=ci", namespace=namespace)
+    wait_ready("later", namespace, status="False", reason="SecretNotLabelled")
+    kubectl("label", "secret", "later-token", "orchard.dev/upstream-credentials=true", namespace=namespace)
     wait_ready("later", namespace, status="False", reason="SecretKeyMissing")
     doc = kubectl("create", "secret", "generic", "later-token", "--from-literal=username=ci",
                   "--from-literal=password=pw-5511", "--dry-run=client", "-o", "yaml", namespace=namespace).stdout

@@ -31,6 +31,15 @@ impl LeaderElector {
         &self.identity
     }
 
+    /// One attempt, bounded by a third of the lease duration (a hanging API call must
+    /// not keep a leader that cannot renew from noticing).
+    pub async fn attempt(&self) -> Result<bool, String> {
+        match tokio::time::timeout(self.duration / 3, self.try_acquire_or_renew()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the API server did not answer in time".into()),
+        }
+    }
+
     /// One attempt: `Ok(true)` when this process holds the Lease afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
@@ -80,7 +89,7 @@ impl LeaderElector {
     pub async fn acquire(&self) {
         let retry = self.duration / 3;
         loop {
-            match self.try_acquire_or_renew().await {
+            match self.attempt().await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election: cannot read or write the Lease"),
@@ -97,8 +106,10 @@ impl LeaderElector {
         let mut last_ok = Instant::now();
         loop {
             tokio::time::sleep(period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_ok = Instant::now(),
+            // The deadline counts from when a renewal was sent, not when it came back.
+            let sent = Instant::now();
+            match self.attempt().await {
+                Ok(true) => last_ok = sent,
                 Ok(false) => {
                     tracing::error!("leader election: the Lease was taken over");
                     return;

@@ -29,6 +29,10 @@ use crate::metrics::Metrics;
 
 pub const FINALIZER: &str = "orchard.dev/source-row";
 pub const FIELD_MANAGER: &str = "orchard-operator";
+/// The label a Secret needs before an `UpstreamSource` may use it: without this opt-in,
+/// anyone allowed to write an UpstreamSource could send any Secret of the namespace
+/// (the database password, the credentials key) to a URL of their choice.
+pub const CREDENTIALS_LABEL: &str = "orchard.dev/upstream-credentials";
 
 /// Why a reconcile failed. `reason()` is the `Ready` condition reason and the metric
 /// label; messages name fields and objects, never secret values.
@@ -38,6 +42,8 @@ pub enum Error {
     InvalidSpec(String),
     #[error("Secret {0:?} not found in this namespace")]
     SecretNotFound(String),
+    #[error("Secret {0:?} is not labelled {CREDENTIALS_LABEL}=true; only Secrets meant for upstreams can be referenced")]
+    SecretNotLabelled(String),
     #[error("Secret {secret:?} has no non-empty key {key:?}")]
     SecretKeyMissing { secret: String, key: String },
     #[error("credentialsSecretRef is set but the operator has no ORCHARD_CREDENTIALS_KEY to seal it with")]
@@ -57,6 +63,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::SecretNotFound(_) => "SecretNotFound",
+            Error::SecretNotLabelled(_) => "SecretNotLabelled",
             Error::SecretKeyMissing { .. } => "SecretKeyMissing",
             Error::NoCredentialsKey => "NoCredentialsKey",
             Error::NameConflict { .. } => "NameConflict",
@@ -256,6 +263,9 @@ async fn credentials(
     let key = ctx.key.as_ref().ok_or(Error::NoCredentialsKey)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let secret = secrets.get_opt(&r.name).await?.ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+    if secret.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") {
+        return Err(Error::SecretNotLabelled(r.name.clone()));
+    }
     let value = |k: &str| -> Result<String, Error> {
         let missing = || Error::SecretKeyMissing { secret: r.name.clone(), key: k.to_string() };
         let bytes = secret.data.as_ref().and_then(|d| d.get(k)).ok_or_else(missing)?;

@@ -196,7 +196,7 @@ async fn credentials_are_read_from_the_secret_sealed_and_never_echoed() {
     let obj = source(true, json!({"credentialsSecretRef": {"name": "tok", "type": "basic"}}), None);
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "tok", "namespace": "team"},
+        "metadata": {"name": "tok", "namespace": "team", "labels": {"orchard.dev/upstream-credentials": "true"}},
         "data": {"username": "Y2ktYm90", "password": "aHVudGVyMi1zM2NyM3Q="} // ci-bot / hunter2-s3cr3t
     });
     let server = tokio::spawn(serve(
@@ -219,6 +219,25 @@ async fn credentials_are_read_from_the_secret_sealed_and_never_echoed() {
     let opened = w.key.open("internal", &sealed).unwrap();
     assert_eq!(opened.username.as_deref(), Some("ci-bot"));
     assert!(!w.ctx.metrics.render().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn a_secret_without_the_opt_in_label_is_refused() {
+    let (w, handle) = world().await;
+    let obj = source(true, json!({"url": "https://upstream.example/elsewhere/", "credentialsSecretRef": {"name": "db", "type": "bearer", "secretKey": "password"}}), None);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "team"}, "data": {"password": "c2VjcmV0"}});
+    let server = tokio::spawn(serve(
+        handle,
+        vec![
+            expect("GET", "/api/v1/namespaces/team/secrets/db", |_| {}, 200, secret),
+            expect("PATCH", format!("{CR}/status"), |b| ready_status(b, "False", "SecretNotLabelled"), 200, cr_json()),
+            expect("POST", EVENTS, |b| event(b, "Warning", "SecretNotLabelled"), 201, json!({})),
+        ],
+    ));
+    let err = reconcile::reconcile(Arc::new(obj), w.ctx.clone()).await.unwrap_err();
+    assert_eq!(reconcile::failure_reason(&err), "SecretNotLabelled");
+    server.await.unwrap();
+    assert!(w.repo.list_sources().await.unwrap().is_empty(), "nothing written");
 }
 
 #[tokio::test]

@@ -47,13 +47,19 @@ impl BlockingPool {
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| WorkerPoolError::Closed)?;
         let active = self.active.clone();
         let result = tokio::task::spawn_blocking(move || {
+            // Counted down on return and on panic alike.
+            struct Active(Arc<AtomicUsize>);
+            impl Drop for Active {
+                fn drop(&mut self) {
+                    let now = self.0.fetch_sub(1, Ordering::Relaxed) - 1;
+                    metrics().worker_pool_active.set(now as i64);
+                }
+            }
             let now = active.fetch_add(1, Ordering::Relaxed) + 1;
             metrics().worker_pool_active.set(now as i64);
-            let r = f();
-            let now = active.fetch_sub(1, Ordering::Relaxed) - 1;
-            metrics().worker_pool_active.set(now as i64);
-            drop(permit);
-            r
+            let _active = Active(active);
+            let _permit = permit;
+            f()
         })
         .await;
         result.map_err(|_| WorkerPoolError::Panicked)
@@ -69,6 +75,14 @@ impl BlockingPool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_panicking_task_frees_its_slot_and_the_gauge() {
+        let pool = BlockingPool::new(1);
+        assert!(matches!(pool.run(|| panic!("boom")).await, Err(WorkerPoolError::Panicked)));
+        assert_eq!(pool.active(), 0);
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7, "the slot came back");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn never_runs_more_than_max_at_once() {

@@ -93,9 +93,16 @@ async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> 
     Err(ApiError::BadRequest(format!("{filename:?} is not a file Orchard reads dependencies from")))
 }
 
-async fn dependencies(state: web::Data<AppState>, path: web::Path<String>, query: web::Query<DepsQuery>) -> Result<HttpResponse, ApiError> {
+/// Resolutions computed at once per process; more wait. Cached answers never wait.
+static RESOLVING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(2));
+
+async fn dependencies(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, query: web::Query<DepsQuery>) -> Result<HttpResponse, ApiError> {
     let sha256 = check_sha(&path)?;
     let q = query.into_inner();
+    if q.refresh == Some(true) {
+        // Recomputing bypasses the cache and may fetch a whole tree: an admin action.
+        authorize(&state, &req)?;
+    }
     let max_depth = q.max_depth.unwrap_or(10);
     if !(1..=50).contains(&max_depth) {
         return Err(ApiError::BadRequest("max_depth must be 1..=50".into()));
@@ -112,6 +119,7 @@ async fn dependencies(state: web::Data<AppState>, path: web::Path<String>, query
             return Ok(crate::proxy::response::tag(res, CacheStatus::Hit));
         }
     }
+    let _slot = RESOLVING.acquire().await.map_err(|_| ApiError::Internal)?;
     let u = ServerUniverse::new(&state);
     let (root, root_sha) = root_extraction(&state, &u, &sha256).await?;
     let opts = Options { max_depth, include_optional, environment: env };

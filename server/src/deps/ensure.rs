@@ -88,8 +88,37 @@ pub fn summarize(items: &[Item]) -> Summary {
     s
 }
 
-/// Parses an ensure file of any supported kind.
+/// Parses an ensure file of any supported kind; every entry's fields are checked
+/// before any of them becomes part of a request path.
 pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
+    let entries = parse_any(text)?;
+    for (i, e) in entries.iter().enumerate() {
+        check(e).map_err(|m| format!("entry {} ({}): {m}", i + 1, e.name))?;
+    }
+    Ok(entries)
+}
+
+/// Names, versions and file names as the protocols allow them (no `?`, `#`, `%`,
+/// spaces or path tricks), so that they cannot change the request they end up in.
+fn check(e: &Entry) -> Result<(), String> {
+    let ok = |s: &str, extra: &str| !s.is_empty() && s.len() <= 214 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c));
+    let name_ok = match e.protocol.as_str() {
+        "npm" => ok(e.name.trim_start_matches('@'), "/") && e.name.matches('/').count() <= 1 && !e.name.contains(".."),
+        "maven" => ok(&e.name, ":") && e.name.matches(':').count() == 1,
+        _ => ok(&e.name, ""),
+    };
+    if !name_ok || e.name.starts_with('.') {
+        return Err("invalid package name".into());
+    }
+    for v in [&e.version, &e.file, &e.packaging, &e.classifier].into_iter().flatten() {
+        if !ok(v, "+!") || v.contains("..") {
+            return Err(format!("invalid value {v:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_any(text: &str) -> Result<Vec<Entry>, String> {
     let t = text.trim_start();
     if t.starts_with('{') {
         return parse_package_lock(text);
@@ -202,7 +231,8 @@ pub fn parse_package_lock(text: &str) -> Result<Vec<Entry>, String> {
     let packages = doc["packages"].as_object().ok_or("package-lock.json has no packages")?;
     let mut out = Vec::new();
     for (key, p) in packages {
-        if key.is_empty() || p["link"].as_bool() == Some(true) || p["inBundle"].as_bool() == Some(true) {
+        // Only installed packages: not the root, workspace folders, links or bundled copies.
+        if !key.contains("node_modules/") || p["link"].as_bool() == Some(true) || p["inBundle"].as_bool() == Some(true) {
             continue;
         }
         let Some(version) = p["version"].as_str() else { continue };
@@ -235,6 +265,12 @@ fn digest_ok(hashes: &[String], sha256: &str, sha512: &[u8]) -> Result<(), Strin
     let ok = hashes.iter().any(|h| {
         h.eq_ignore_ascii_case(&format!("sha256:{sha256}")) || *h == sri512 || h.eq_ignore_ascii_case(&format!("sha512:{}", hex::encode(sha512)))
     });
+    // Older lockfiles carry sha1 (or sha384) integrity only: not checked here, since
+    // Orchard itself verified the tarball against the registry's own digests on ingest.
+    let only_unchecked = hashes.iter().all(|h| h.starts_with("sha1-") || h.starts_with("sha384-"));
+    if !ok && only_unchecked {
+        return Ok(());
+    }
     if ok {
         Ok(())
     } else {
@@ -242,19 +278,22 @@ fn digest_ok(hashes: &[String], sha256: &str, sha512: &[u8]) -> Result<(), Strin
     }
 }
 
+/// The entry's version: as given, or the highest listed one its constraint allows.
+async fn version_of(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<String, String> {
+    if let Some(v) = &e.version {
+        return Ok(v.clone());
+    }
+    let constraint = e.constraint.as_deref().unwrap_or("");
+    let candidates = u.versions(&e.protocol, &e.name).await?;
+    select(&e.protocol, constraint, &candidates, env)?.ok_or_else(|| format!("no version of {} satisfies {constraint:?}", e.name))
+}
+
 /// The files one entry stands for, as Orchard paths (with their declared digests).
 async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<(String, Vec<(String, String)>), String> {
     match e.protocol.as_str() {
         "pypi" => {
             let page = u.pypi_page(&e.name).await?.ok_or_else(|| format!("{} not found in any PyPI source", e.name))?;
-            let version = match (&e.version, &e.constraint) {
-                (Some(v), _) => v.clone(),
-                (None, c) => {
-                    let candidates = u.versions("pypi", &e.name).await?;
-                    select("pypi", c.as_deref().unwrap_or(""), &candidates, env)?
-                        .ok_or_else(|| format!("no version of {} satisfies {:?}", e.name, c.as_deref().unwrap_or("")))?
-                }
-            };
+            let version = version_of(u, e, env).await?;
             let files: Vec<(String, String)> = if e.hashes.is_empty() {
                 let f = ServerUniverse::pick_file(&page.files, &version).ok_or_else(|| format!("{} {version} has no files", e.name))?;
                 vec![(u.pypi_file_path(&e.name, &f.url)?, f.filename.clone())]
@@ -275,14 +314,7 @@ async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<(Strin
             Ok((version, files))
         }
         "npm" => {
-            let version = match (&e.version, &e.constraint) {
-                (Some(v), _) => v.clone(),
-                (None, c) => {
-                    let candidates = u.versions("npm", &e.name).await?;
-                    select("npm", c.as_deref().unwrap_or(""), &candidates, env)?
-                        .ok_or_else(|| format!("no version of {} satisfies {:?}", e.name, c.as_deref().unwrap_or("")))?
-                }
-            };
+            let version = version_of(u, e, env).await?;
             let file = match &e.file {
                 Some(f) => f.clone(),
                 None => {
@@ -403,6 +435,14 @@ mod tests {
         let y = parse("- {protocol: npm, name: ms, constraint: ^2.0.0}\n- {protocol: pypi, name: six, version: '1.16.0'}\n").unwrap();
         assert_eq!((y[0].constraint.as_deref(), y[1].version.as_deref()), (Some("^2.0.0"), Some("1.16.0")));
         assert!(parse("- {protocol: cargo, name: x}\n").unwrap_err().contains("cargo"));
+        for bad in ["ms?x", "ms#x", "../x", "a b", "%2e%2e", "@a/b/c"] {
+            let doc = format!("- {{protocol: npm, name: '{bad}', version: '1.0.0'}}\n");
+            assert!(parse(&doc).unwrap_err().contains("invalid package name"), "{bad}");
+        }
+        assert!(parse("- {protocol: npm, name: ms, version: '1.0.0?x'}\n").unwrap_err().contains("invalid value"));
+        assert!(parse("- {protocol: maven, name: 'a:b', version: '../1'}\n").is_err());
+        let ws = r#"{"lockfileVersion":3,"packages":{"":{},"packages/a":{"name":"a","version":"1.0.0"},"node_modules/a":{"link":true,"resolved":"packages/a"}}}"#;
+        assert!(parse(ws).unwrap().is_empty(), "workspace folders and links are not registry packages");
 
         let m = parse("com.google.guava:guava:33.0.0-jre\norg.slf4j:slf4j-api:2.0.9:jar\ncom.acme:bom:1:pom\n").unwrap();
         assert_eq!((m[0].name.as_str(), m[0].version.as_deref()), ("com.google.guava:guava", Some("33.0.0-jre")));
@@ -417,5 +457,7 @@ mod tests {
         assert!(digest_ok(&[sri], "x", &sha512).is_ok());
         assert!(digest_ok(&["sha256:ABC".into()], "abc", &sha512).is_ok());
         assert!(digest_ok(&["sha256:abd".into()], "abc", &sha512).unwrap_err().contains("mismatch"));
+        assert!(digest_ok(&["sha1-AAAA".into()], "abc", &sha512).is_ok(), "sha1-only integrity is not a mismatch");
+        assert!(digest_ok(&["sha1-AAAA".into(), "sha512-BBBB".into()], "abc", &sha512).is_err());
     }
 }

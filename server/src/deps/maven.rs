@@ -128,9 +128,13 @@ pub struct Effective {
     pub dependencies: Vec<DepDecl>,
 }
 
+/// Longest value interpolation may produce: a property that refers to itself many
+/// times would otherwise grow exponentially with every pass.
+const MAX_VALUE: usize = 64 * 1024;
+
 /// Replaces `${name}` from `props` (repeatedly, for nested references); unknown
-/// references stay as written.
-pub fn interpolate(value: &str, props: &BTreeMap<String, String>) -> String {
+/// references stay as written. Fails when a value grows past `MAX_VALUE`.
+pub fn interpolate(value: &str, props: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = value.to_string();
     for _ in 0..10 {
         let mut changed = false;
@@ -160,6 +164,9 @@ pub fn interpolate(value: &str, props: &BTreeMap<String, String>) -> String {
                     rest = "";
                 }
             }
+            if next.len() > MAX_VALUE {
+                return Err(format!("a property expands to more than {MAX_VALUE} bytes"));
+            }
         }
         next.push_str(rest);
         out = next;
@@ -167,19 +174,47 @@ pub fn interpolate(value: &str, props: &BTreeMap<String, String>) -> String {
             break;
         }
     }
-    out
+    Ok(out)
 }
 
-fn interpolate_decl(d: &DepDecl, props: &BTreeMap<String, String>) -> DepDecl {
-    let i = |v: &Option<String>| v.as_ref().map(|s| interpolate(s, props));
-    DepDecl {
-        group: interpolate(&d.group, props),
-        artifact: interpolate(&d.artifact, props),
-        version: i(&d.version),
-        scope: i(&d.scope),
-        optional: i(&d.optional),
-        kind: i(&d.kind),
-        classifier: i(&d.classifier),
+fn interpolate_decl(d: &DepDecl, props: &BTreeMap<String, String>) -> Result<DepDecl, String> {
+    let i = |v: &Option<String>| v.as_ref().map(|s| interpolate(s, props)).transpose();
+    Ok(DepDecl {
+        group: interpolate(&d.group, props)?,
+        artifact: interpolate(&d.artifact, props)?,
+        version: i(&d.version)?,
+        scope: i(&d.scope)?,
+        optional: i(&d.optional)?,
+        kind: i(&d.kind)?,
+        classifier: i(&d.classifier)?,
+    })
+}
+
+/// Most distinct parent and BOM POMs one extraction may load.
+const MAX_LOADS: usize = 100;
+
+/// One extraction's loads: each POM fetched once, a budget on distinct POMs, and each
+/// imported BOM's management computed once (a BOM importing itself, directly or not, is
+/// skipped instead of recursing).
+struct Ctx<'a> {
+    loader: &'a dyn PomLoader,
+    texts: std::cell::RefCell<std::collections::HashMap<String, Option<String>>>,
+    boms: std::cell::RefCell<std::collections::HashMap<String, BTreeMap<String, DepDecl>>>,
+    active: std::cell::RefCell<std::collections::HashSet<String>>,
+}
+
+impl Ctx<'_> {
+    async fn load(&self, gav: &Gav) -> Result<Option<String>, String> {
+        let key = format!("{}:{}:{}", gav.group, gav.artifact, gav.version);
+        if let Some(t) = self.texts.borrow().get(&key) {
+            return Ok(t.clone());
+        }
+        if self.texts.borrow().len() >= MAX_LOADS {
+            return Err(format!("more than {MAX_LOADS} parent and BOM POMs"));
+        }
+        let text = self.loader.load(gav).await?;
+        self.texts.borrow_mut().insert(key, text.clone());
+        Ok(text)
     }
 }
 
@@ -195,7 +230,7 @@ struct Raw {
     dependencies: Vec<DepDecl>,
 }
 
-fn raw<'a>(xml: String, loader: &'a dyn PomLoader, depth: usize) -> LocalBoxFuture<'a, Result<Raw, String>> {
+fn raw<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFuture<'a, Result<Raw, String>> {
     Box::pin(async move {
         if depth > MAX_DEPTH {
             return Err("parent/BOM chain is too deep".into());
@@ -203,11 +238,11 @@ fn raw<'a>(xml: String, loader: &'a dyn PomLoader, depth: usize) -> LocalBoxFutu
         let pom = parse_pom(&xml)?;
         let parent = match &pom.parent {
             Some(gav) => {
-                let text = loader
+                let text = ctx
                     .load(gav)
                     .await?
                     .ok_or_else(|| format!("parent POM {}:{}:{} not found", gav.group, gav.artifact, gav.version))?;
-                Some(raw(text, loader, depth + 1).await?)
+                Some(raw(text, ctx, depth + 1).await?)
             }
             None => None,
         };
@@ -233,17 +268,23 @@ fn raw<'a>(xml: String, loader: &'a dyn PomLoader, depth: usize) -> LocalBoxFutu
     })
 }
 
-/// Builds the effective model of `xml`: parents merged, everything interpolated with the
-/// final properties, `import`-scoped BOMs (their own effective management) added.
-pub fn effective<'a>(xml: String, loader: &'a dyn PomLoader, depth: usize) -> LocalBoxFuture<'a, Result<Effective, String>> {
+/// Builds the effective model of `xml` (parents merged, everything interpolated with the
+/// final properties, `import`-scoped BOMs' own effective management added), loading
+/// parents and BOMs through `loader`.
+pub async fn effective(xml: String, loader: &dyn PomLoader) -> Result<Effective, String> {
+    let ctx = Ctx { loader, texts: Default::default(), boms: Default::default(), active: Default::default() };
+    effective_in(xml, &ctx, 0).await
+}
+
+fn effective_in<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFuture<'a, Result<Effective, String>> {
     Box::pin(async move {
-        let r = raw(xml, loader, depth).await?;
+        let r = raw(xml, ctx, depth).await?;
         let props = r.properties;
-        let gav = Gav { group: interpolate(&r.group, &props), artifact: r.artifact.clone(), version: interpolate(&r.version, &props) };
+        let gav = Gav { group: interpolate(&r.group, &props)?, artifact: r.artifact.clone(), version: interpolate(&r.version, &props)? };
         let mut managed: BTreeMap<String, DepDecl> = BTreeMap::new();
         let mut imports = Vec::new();
         for d in &r.managed {
-            let d = interpolate_decl(d, &props);
+            let d = interpolate_decl(d, &props)?;
             if d.scope.as_deref() == Some("import") && d.kind.as_deref() == Some("pom") {
                 imports.push(d);
             } else {
@@ -254,18 +295,32 @@ pub fn effective<'a>(xml: String, loader: &'a dyn PomLoader, depth: usize) -> Lo
         for bom in imports {
             let Some(v) = bom.version.clone() else { continue };
             let bgav = Gav { group: bom.group.clone(), artifact: bom.artifact.clone(), version: v };
-            let text = loader
-                .load(&bgav)
-                .await?
-                .ok_or_else(|| format!("imported BOM {}:{}:{} not found", bgav.group, bgav.artifact, bgav.version))?;
-            let b = effective(text, loader, depth + 1).await?;
-            for (k, d) in b.managed {
+            let key = format!("{}:{}:{}", bgav.group, bgav.artifact, bgav.version);
+            let memo = ctx.boms.borrow().get(&key).cloned();
+            let entries = match memo {
+                Some(m) => m,
+                None if ctx.active.borrow().contains(&key) => continue, // imports itself
+                None => {
+                    let text = ctx
+                        .load(&bgav)
+                        .await?
+                        .ok_or_else(|| format!("imported BOM {}:{}:{} not found", bgav.group, bgav.artifact, bgav.version))?;
+                    ctx.active.borrow_mut().insert(key.clone());
+                    let b = effective_in(text, ctx, depth + 1).await;
+                    ctx.active.borrow_mut().remove(&key);
+                    let m = b?.managed;
+                    ctx.boms.borrow_mut().insert(key, m.clone());
+                    m
+                }
+            };
+            for (k, d) in entries {
                 managed.entry(k).or_insert(d);
             }
         }
         let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
         let mut dependencies: Vec<DepDecl> = Vec::new();
-        for d in r.dependencies.iter().map(|d| interpolate_decl(d, &props)) {
+        for d in &r.dependencies {
+            let d = interpolate_decl(d, &props)?;
             match by_key.get(&d.key()) {
                 Some(&i) => dependencies[i] = d,
                 None => {
@@ -295,7 +350,7 @@ pub fn effective<'a>(xml: String, loader: &'a dyn PomLoader, depth: usize) -> Lo
 /// (a Maven version or range), kind = scope, optional flag; `type`/`classifier` other
 /// than the defaults go in the marker column.
 pub async fn extract_pom(xml: String, loader: &dyn PomLoader) -> Result<Extracted, String> {
-    let e = effective(xml, loader, 0).await?;
+    let e = effective(xml, loader).await?;
     let deps = e
         .dependencies
         .iter()
@@ -387,6 +442,35 @@ mod tests {
     #[test]
     fn interpolation() {
         let p = BTreeMap::from([("a".to_string(), "${b}".to_string()), ("b".to_string(), "1".to_string())]);
-        assert_eq!(interpolate("v${a}-${c}", &p), "v1-${c}");
+        assert_eq!(interpolate("v${a}-${c}", &p).unwrap(), "v1-${c}");
+        // A self-referencing property that would double every pass is refused.
+        let bomb = BTreeMap::from([("a".to_string(), "${a}".repeat(1000))]);
+        assert!(interpolate("${a}", &bomb).unwrap_err().contains("more than"));
+    }
+
+    #[tokio::test]
+    async fn boms_importing_themselves_and_many_imports_stay_bounded() {
+        struct Counting(std::cell::Cell<usize>, String);
+        impl PomLoader for Counting {
+            fn load<'a>(&'a self, _gav: &'a Gav) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
+                self.0.set(self.0.get() + 1);
+                Box::pin(async move { Ok(Some(self.1.clone())) })
+            }
+        }
+        let import = "<dependency><groupId>g</groupId><artifactId>b</artifactId><version>1</version><type>pom</type><scope>import</scope></dependency>";
+        let bom = format!(
+            "<project><groupId>g</groupId><artifactId>b</artifactId><version>1</version><dependencyManagement><dependencies>{}\
+             <dependency><groupId>x</groupId><artifactId>y</artifactId><version>2</version></dependency></dependencies></dependencyManagement></project>",
+            import.repeat(10)
+        );
+        let loader = Counting(std::cell::Cell::new(0), bom.clone());
+        let app = format!(
+            "<project><groupId>a</groupId><artifactId>app</artifactId><version>1</version><dependencyManagement><dependencies>{}</dependencies></dependencyManagement>\
+             <dependencies><dependency><groupId>x</groupId><artifactId>y</artifactId></dependency></dependencies></project>",
+            import.repeat(10)
+        );
+        let e = extract_pom(app, &loader).await.unwrap();
+        assert_eq!(e.dependencies[0].requirement, "2");
+        assert_eq!(loader.0.get(), 1, "the BOM is loaded once");
     }
 }

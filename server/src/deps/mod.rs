@@ -118,6 +118,28 @@ pub async fn stored(state: &AppState, protocol: &str, sha256: &str) -> Result<Op
     Ok(found)
 }
 
+/// The text of `{top}/{name}` (the first directory level) in a gzipped tarball, at most
+/// `max` bytes — `PKG-INFO` of an sdist, `package.json` of an npm tarball.
+pub(crate) fn top_level_file_in_tgz(path: &std::path::Path, name: &str, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
+        let entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
+        let p = entry.path().map_err(|e| e.to_string())?.to_string_lossy().to_string();
+        let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
+        if parts.len() == 2 && parts[1] == name {
+            if entry.size() > max {
+                return Err(format!("{name} is too large"));
+            }
+            let mut s = String::new();
+            entry.take(max).read_to_string(&mut s).map_err(|e| e.to_string())?;
+            return Ok(s);
+        }
+    }
+    Err(format!("the archive has no top-level {name}"))
+}
+
 /// Copies a stored artifact into a temporary file (extractors read archives from disk
 /// on the blocking pool).
 pub(crate) async fn to_temp_file(state: &AppState, sha256: &str) -> Result<tempfile::NamedTempFile, String> {

@@ -4,7 +4,6 @@
 //! optional (npm's rule); peers marked optional in `peerDependenciesMeta` are optional.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -64,22 +63,7 @@ pub fn from_package_json(text: &str) -> Result<Extracted, String> {
 
 /// `*/package.json` at the first level of a gzipped tarball.
 pub fn extract_tarball(path: &Path) -> Result<Extracted, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries().map_err(|e| format!("not a tgz: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
-        let p = entry.path().map_err(|e| e.to_string())?.to_string_lossy().to_string();
-        let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
-        if parts.len() == 2 && parts[1] == "package.json" {
-            if entry.size() > MAX_PACKAGE_JSON {
-                return Err("package.json is too large".into());
-            }
-            let mut s = String::new();
-            entry.read_to_string(&mut s).map_err(|e| e.to_string())?;
-            return from_package_json(&s);
-        }
-    }
-    Err("the tarball has no package.json".into())
+    from_package_json(&super::top_level_file_in_tgz(path, "package.json", MAX_PACKAGE_JSON)?)
 }
 
 #[cfg(test)]

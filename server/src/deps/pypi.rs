@@ -80,21 +80,48 @@ pub fn from_metadata(text: &str, sdist: bool) -> Result<Extracted, String> {
     Ok(extracted)
 }
 
-/// The extra a marker is conditioned on (`extra == 'socks'`), if any.
+/// The extra a marker is conditioned on (`extra == 'socks'`), if any: the marker is
+/// evaluated with each candidate extra name it mentions, and one is the extra if the
+/// marker holds with it and not without it (so `extra == …` inside a string literal of
+/// another variable does not count).
 fn extra_of(marker: &str) -> Option<String> {
-    let i = marker.find("extra == ")?;
-    let rest = &marker[i + "extra == ".len()..];
-    let quote = rest.chars().next()?;
-    let rest = &rest[1..];
-    let end = rest.find(quote)?;
-    Some(rest[..end].to_string())
+    use pep508_rs::{ExtraName, MarkerTree};
+    let tree = MarkerTree::from_str(marker).ok()?;
+    let mut rest = marker;
+    while let Some(i) = rest.find("extra == ") {
+        let after = &rest[i + "extra == ".len()..];
+        let quote = after.chars().next()?;
+        let body = &after[quote.len_utf8()..];
+        let Some(end) = body.find(quote) else { break };
+        let candidate = &body[..end];
+        if let Ok(extra) = ExtraName::from_str(candidate) {
+            let env = reference_environment();
+            if tree.evaluate(&env, std::slice::from_ref(&extra)) && !tree.evaluate(&env, &[]) {
+                return Some(candidate.to_string());
+            }
+        }
+        rest = &body[end..];
+    }
+    None
+}
+
+/// Any valid environment: `extra_of` only compares evaluations with and without an extra.
+fn reference_environment() -> pep508_rs::MarkerEnvironment {
+    marker_environment(&super::resolve::Environment::default()).expect("a valid default environment")
 }
 
 /// Evaluates a PEP 508 marker for a target environment (`python_version`, `platform`
 /// as `sys_platform`); `extra` is the extra the dependency belongs to, if any.
 pub fn marker_applies(marker: &str, env: &super::resolve::Environment, extra: Option<&str>) -> Result<bool, String> {
-    use pep508_rs::{ExtraName, MarkerEnvironment, MarkerEnvironmentBuilder, MarkerTree};
+    use pep508_rs::{ExtraName, MarkerTree};
     let tree = MarkerTree::from_str(marker).map_err(|e| format!("marker {marker:?}: {e}"))?;
+    let environment = marker_environment(env)?;
+    let extras: Vec<ExtraName> = extra.and_then(|x| ExtraName::from_str(x).ok()).into_iter().collect();
+    Ok(tree.evaluate(&environment, &extras))
+}
+
+fn marker_environment(env: &super::resolve::Environment) -> Result<pep508_rs::MarkerEnvironment, String> {
+    use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder};
     let python = env.python_version.clone().unwrap_or_else(|| "3.12".to_string());
     let full = if python.matches('.').count() >= 2 { python.clone() } else { format!("{python}.0") };
     let platform = env.platform.clone().unwrap_or_else(|| "linux".to_string());
@@ -117,8 +144,7 @@ pub fn marker_applies(marker: &str, env: &super::resolve::Environment, extra: Op
         sys_platform: &platform,
     })
     .map_err(|e| format!("environment: {e}"))?;
-    let extras: Vec<ExtraName> = extra.and_then(|x| ExtraName::from_str(x).ok()).into_iter().collect();
-    Ok(tree.evaluate(&environment, &extras))
+    Ok(environment)
 }
 
 /// Splits `[a,b]>=1` into extras and the specifier.
@@ -143,33 +169,13 @@ pub fn extract_file(path: &Path, filename: &str) -> Result<Extracted, String> {
         return from_metadata(&text, false);
     }
     let pkg_info = if filename.ends_with(".tar.gz") || filename.ends_with(".tgz") {
-        sdist_pkg_info_tar(path)?
+        super::top_level_file_in_tgz(path, "PKG-INFO", MAX_METADATA_BYTES)?
     } else if filename.ends_with(".zip") {
         sdist_pkg_info_zip(path)?
     } else {
         return Err(format!("{filename}: not a wheel or an sdist"));
     };
     from_metadata(&pkg_info, true)
-}
-
-/// `{top}/PKG-INFO` of a gzipped tar sdist.
-fn sdist_pkg_info_tar(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
-        let p = entry.path().map_err(|e| e.to_string())?.to_string_lossy().to_string();
-        let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
-        if parts.len() == 2 && parts[1] == "PKG-INFO" {
-            if entry.size() > MAX_METADATA_BYTES {
-                return Err("PKG-INFO is too large".into());
-            }
-            let mut s = String::new();
-            entry.read_to_string(&mut s).map_err(|e| e.to_string())?;
-            return Ok(s);
-        }
-    }
-    Err("the sdist has no top-level PKG-INFO".into())
 }
 
 fn sdist_pkg_info_zip(path: &Path) -> Result<String, String> {
@@ -221,6 +227,17 @@ Requires-Dist: importlib-metadata>=3.6; python_version < \"3.10\"\nRequires-Dist
         assert!(e.dependencies[0].marker.contains("python_full_version < '3.10'") || e.dependencies[0].marker.contains("python_version < '3.10'"), "{}", e.dependencies[0].marker);
         assert_eq!(e.dependencies[1].requirement, "[standard]>=0.20");
         assert_eq!(split_requirement("[standard]>=0.20"), (vec!["standard".to_string()], ">=0.20"));
+    }
+
+    #[test]
+    fn extras_come_from_the_marker_not_from_strings_in_it() {
+        assert_eq!(extra_of("extra == 'socks'").as_deref(), Some("socks"));
+        assert_eq!(extra_of("python_version >= '3.8' and extra == \"test\"").as_deref(), Some("test"));
+        assert_eq!(extra_of("platform_version == 'extra == é'"), None, "inside a string literal; no panic on non-ASCII");
+        assert_eq!(extra_of("platform_version == 'extra == \"x\"'"), None);
+        let text = "Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: y; platform_version == \"extra == é\"\n";
+        let e = from_metadata(text, false).unwrap();
+        assert_eq!((e.dependencies[0].kind.as_str(), e.dependencies[0].optional), ("runtime", false));
     }
 
     #[test]

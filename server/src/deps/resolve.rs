@@ -61,7 +61,7 @@ pub struct Node {
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub marker: String,
     /// `resolved`, `unsatisfiable`, `not-found`, `error`, `unknown-dependencies`
-    /// (an sdist with dynamic metadata), `cycle`, `depth-limit`.
+    /// (an sdist with dynamic metadata), `cycle`, `depth-limit`, `budget`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub version: Option<String>,
@@ -174,7 +174,11 @@ fn applies(d: &super::super::db::NewDependency, opts: &Options, extras: &[String
     Ok(true)
 }
 
+/// Nodes one resolution may visit; past it nodes are marked `budget` and not expanded.
+pub const MAX_NODES: usize = 5000;
+
 struct Walk<'a> {
+    nodes: usize,
     universe: &'a dyn Universe,
     opts: &'a Options,
     expanded: BTreeSet<(String, String)>,
@@ -184,7 +188,7 @@ struct Walk<'a> {
 }
 
 pub async fn resolve(universe: &dyn Universe, root: &Extracted, sha256: &str, opts: &Options) -> Resolution {
-    let mut walk = Walk { universe, opts, expanded: BTreeSet::new(), chosen: BTreeMap::new(), versions: HashMap::new() };
+    let mut walk = Walk { nodes: 0, universe, opts, expanded: BTreeSet::new(), chosen: BTreeMap::new(), versions: HashMap::new() };
     let mut path = vec![root.name.clone()];
     let dependencies = walk.children(root, &[], 1, &mut path).await;
     let conflicts = walk
@@ -223,6 +227,7 @@ impl Walk<'_> {
                     Ok(false) => continue,
                     Err(e) => tracing::debug!(error = %e, "marker not evaluated; dependency kept"),
                 }
+                self.nodes += 1;
                 let mut node = Node {
                     name: d.name.clone(),
                     requirement: d.requirement.clone(),
@@ -236,6 +241,12 @@ impl Walk<'_> {
                     repeated: false,
                     dependencies: vec![],
                 };
+                if self.nodes > MAX_NODES {
+                    node.status = "budget".into();
+                    node.message = Some(format!("more than {MAX_NODES} nodes in this tree; not resolved"));
+                    out.push(node);
+                    continue;
+                }
                 let key = (d.protocol.clone(), d.name.clone());
                 if d.protocol == "maven" {
                     // Maven takes the declared (or managed) version; its existence is

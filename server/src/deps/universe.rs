@@ -76,7 +76,7 @@ impl ServerUniverse {
         let encoded = name.replace('/', "%2f");
         let (status, body) = self.local.document(&format!("/npm/{encoded}"), "application/json").await?;
         let doc = match status {
-            200 => Some(serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("packument of {name}: {e}"))?),
+            200 => Some(prune(serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("packument of {name}: {e}"))?)),
             404 => None,
             s => return Err(format!("packument of {name}: HTTP {s}")),
         };
@@ -112,6 +112,23 @@ impl ServerUniverse {
         }
         super::extract_now(&self.state, protocol, filename, sha256, self).await
     }
+}
+
+/// Keeps of a packument only what resolution reads (a packument can be tens of MB and
+/// a resolution holds every one it reads until it ends).
+fn prune(mut doc: serde_json::Value) -> serde_json::Value {
+    const KEEP: [&str; 6] = ["name", "version", "dependencies", "optionalDependencies", "peerDependencies", "peerDependenciesMeta"];
+    if let Some(versions) = doc.get_mut("versions").and_then(|v| v.as_object_mut()) {
+        for manifest in versions.values_mut() {
+            let Some(m) = manifest.as_object_mut() else { continue };
+            let tarball = m.get("dist").and_then(|d| d.get("tarball")).cloned();
+            m.retain(|k, _| KEEP.contains(&k.as_str()));
+            if let Some(t) = tarball {
+                m.insert("dist".into(), serde_json::json!({ "tarball": t }));
+            }
+        }
+    }
+    serde_json::json!({ "versions": doc.get("versions").cloned().unwrap_or_default() })
 }
 
 fn normalize_version(v: &str) -> Option<String> {
