@@ -210,3 +210,22 @@ def test_ensure_reports_failures_and_exits_non_zero(orchard, tmp):
     assert any(i["name"] == "ms" and i["version"] == "2.1.3" and i["status"] != "failed" for i in report["items"])
     assert report["summary"]["failed"] == 4, report  # the missing Maven version: its POM and its jar
     assert all(i["reason"] for i in report["items"] if i["status"] == "failed")
+
+
+def test_admin_sources_and_invalidation(orchard):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert http(f"{orchard.url}/api/v1/sources")[0] == 401
+    status, _, body = http(f"{orchard.url}/api/v1/sources", headers=auth)
+    assert status == 200
+    listed = {s["name"]: s for s in json.loads(body)["sources"]}
+    assert set(listed) == {"pypi-a", "pypi-b", "npm-a", "maven-a"}
+    assert listed["pypi-a"]["origin"] == "configuration" and listed["pypi-a"]["credentials"] is None
+    page = f"{orchard.url}/sources/pypi-a/simple/six/"
+    http(page)
+    assert http(page)[1].get("x-orchard-cache") == "hit"
+    before = listed["pypi-a"]["generation"]
+    status, _, body = http(f"{orchard.url}/api/v1/sources/pypi-a/invalidate", method="POST", data=b"", headers=auth)
+    assert status == 200 and json.loads(body)["generation"] == before + 1
+    assert http(page)[1].get("x-orchard-cache") == "miss", "the source's pages were dropped"
+    assert http(f"{orchard.url}/api/v1/sources/nope/invalidate", method="POST", data=b"", headers=auth)[0] == 404
+    assert http(f"{orchard.url}/api/v1/sources/pypi-a/invalidate", method="POST", data=b"")[0] == 401

@@ -99,6 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     crate::protocols::npm::handlers::configure(cfg);
     crate::protocols::maven::handlers::configure(cfg);
     crate::deps::api::configure(cfg);
+    crate::admin::configure(cfg);
 }
 
 /// Matches `/sources/{source}/…` only when `{source}` is an enabled source of

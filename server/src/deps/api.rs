@@ -6,7 +6,6 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -15,6 +14,7 @@ use super::resolve::{self, Environment, Options};
 use super::universe::ServerUniverse;
 use super::{extractable, Extracted};
 use crate::cache::Category;
+use crate::admin::authorize;
 use crate::error::ApiError;
 use crate::metrics::metrics;
 use crate::routes::CacheStatus;
@@ -129,24 +129,6 @@ async fn dependencies(state: web::Data<AppState>, req: HttpRequest, path: web::P
     metrics().dependency_resolutions.with_label_values(&[if refresh { "refreshed" } else { "computed" }]).inc();
     let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body);
     Ok(crate::proxy::response::tag(res, CacheStatus::Miss))
-}
-
-/// The admin token check: `Authorization: Bearer <ORCHARD_ADMIN_TOKEN>`.
-fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(token) = &state.config.admin_token else {
-        return Err(ApiError::Forbidden("the admin API is disabled: set ORCHARD_ADMIN_TOKEN".into()));
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Unauthorized("admin token required: Authorization: Bearer <token>".into()))?;
-    let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(token.expose_secret().as_bytes()));
-    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0 {
-        return Err(ApiError::Forbidden("wrong admin token".into()));
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
