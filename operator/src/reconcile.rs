@@ -201,7 +201,11 @@ async fn sync(obj: &UpstreamSource, ctx: &Context) -> Result<SyncOutcome, Error>
     let changed = existing.as_ref().is_none_or(|row| !same_row(row, &desired));
     let confirmed = ready_condition(obj).is_some_and(|c| c.status == "True" && c.observed_generation == obj.metadata.generation);
     if changed {
-        ctx.repo.upsert_source(&desired).await.map_err(|e| Error::Database(e.to_string()))?;
+        // The owner check above is advisory (it names the owner); this one is atomic.
+        let written = ctx.repo.upsert_source_owned(&desired, &owner).await.map_err(|e| Error::Database(e.to_string()))?;
+        if !written {
+            return Err(Error::NameConflict { name, owner: "another UpstreamSource (written concurrently)".into() });
+        }
     }
     if !changed && confirmed {
         return Ok(SyncOutcome { published: None });
@@ -216,10 +220,8 @@ async fn sync(obj: &UpstreamSource, ctx: &Context) -> Result<SyncOutcome, Error>
 async fn cleanup(obj: &UpstreamSource, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let owner = format!("{}/{}", obj.namespace().unwrap_or_default(), name);
-    let rows = ctx.repo.list_sources().await.map_err(|e| Error::Database(e.to_string()))?;
-    let ours = rows.iter().find(|r| r.name == name).filter(|r| SourceSpec::row_owner(r).is_none_or(|o| o == owner));
-    if ours.is_some() {
-        ctx.repo.delete_source(&name).await.map_err(|e| Error::Database(e.to_string()))?;
+    // Only a row without an owner or owned by this resource (one statement).
+    if ctx.repo.delete_source_owned(&name, &owner).await.map_err(|e| Error::Database(e.to_string()))? {
         ctx.cache.bump_generation(&name).await.ok_or(Error::Invalidation)?;
         observe_lag(ctx, obj.metadata.deletion_timestamp.as_ref().map(|t| t.0));
         tracing::info!(source = %owner, "source removed and invalidation published");

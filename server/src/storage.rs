@@ -314,50 +314,62 @@ impl ArtifactStore {
 /// Pieces a local object is handed to the HTTP layer in.
 const READ_CHUNK: u64 = 256 * 1024;
 
-/// Bytes `range` of a local file. The range is memory-mapped once and served as slices
-/// of the mapping (no read call, no zeroed buffer, no blocking task per piece): stored
+/// Bytes `range` of a local file, as memory-mapped pieces of `READ_CHUNK`: each piece is
+/// mapped (page tables filled from the page cache in the same call) when the HTTP layer
+/// asks for it and unmapped when it has been written, so a transfer holds about one
+/// piece at a time — no read call, zeroed buffer or blocking task per piece. Stored
 /// objects are content-addressed and written once (temporary file, then rename), never
-/// modified in place, so the mapping cannot change under a reader. Falls back to reads on
-/// the blocking pool if the file cannot be mapped.
+/// modified in place, so a mapping cannot change under a reader. A piece that cannot be
+/// mapped is read on the blocking pool instead.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes, StorageError>> {
-    let len = range.end.saturating_sub(range.start);
-    if len == 0 {
-        return futures::stream::empty().boxed();
-    }
-    // SAFETY: see above — the file is never truncated or rewritten while it is stored.
-    let mapped = unsafe { memmap2::MmapOptions::new().offset(range.start).len(len as usize).map(&file) };
-    match mapped {
-        Ok(map) => {
-            let _ = map.advise(memmap2::Advice::Sequential);
-            let all = Bytes::from_owner(map);
-            futures::stream::iter((0..len).step_by(READ_CHUNK as usize).map(move |off| {
-                Ok(all.slice(off as usize..(off + READ_CHUNK).min(len) as usize))
-            }))
-            .boxed()
+    let file = Arc::new(file);
+    futures::stream::try_unfold(range.start, move |pos| {
+        let file = file.clone();
+        let end = range.end;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let want = (end - pos).min(READ_CHUNK);
+            // SAFETY: see above — the file is never truncated or rewritten while stored.
+            let mapped = unsafe { memmap2::MmapOptions::new().offset(pos).len(want as usize).populate().map(&*file) };
+            let piece = match mapped {
+                Ok(map) => Bytes::from_owner(map),
+                Err(_) => read_piece(file, pos, want as usize).await?,
+            };
+            Ok(Some((piece, pos + want)))
         }
-        Err(_) => read_stream(file, range),
-    }
+    })
+    .boxed()
+}
+
+async fn read_piece(file: Arc<std::fs::File>, pos: u64, want: usize) -> Result<Bytes, StorageError> {
+    let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; want];
+        file.read_exact_at(&mut buf, pos)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| StorageError::Source(e.to_string()))?
+    .map_err(|e| StorageError::Source(format!("reading the stored artifact: {e}")))?;
+    Ok(Bytes::from(buf))
 }
 
 /// Bytes `range` of a local file, read in `READ_CHUNK` pieces on the blocking pool.
+#[cfg(test)]
 fn read_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes, StorageError>> {
     let file = Arc::new(file);
-    futures::stream::try_unfold((file, range.start, range.end), |(file, pos, end)| async move {
-        if pos >= end {
-            return Ok(None);
+    futures::stream::try_unfold(range.start, move |pos| {
+        let file = file.clone();
+        let end = range.end;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let want = (end - pos).min(READ_CHUNK);
+            Ok(Some((read_piece(file, pos, want as usize).await?, pos + want)))
         }
-        let want = (end - pos).min(READ_CHUNK) as usize;
-        let reader = file.clone();
-        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; want];
-            reader.read_exact_at(&mut buf, pos)?;
-            Ok(buf)
-        })
-        .await
-        .map_err(|e| StorageError::Source(e.to_string()))?
-        .map_err(|e| StorageError::Source(format!("reading the stored artifact: {e}")))?;
-        Ok(Some((Bytes::from(buf), (file, pos + want as u64, end))))
     })
     .boxed()
 }

@@ -129,6 +129,29 @@ async fn exercise(repo: Arc<dyn ArtifactRepository>) {
     assert_eq!(names, ["high", "low"]);
     assert!(repo.delete_source("low").await.unwrap());
     assert!(!repo.delete_source("low").await.unwrap());
+
+    // Owned rows: one statement each; another owner's row is neither overwritten nor deleted.
+    let owned = |url: &str, owner: &str| UpstreamSourceRow {
+        name: "team-src".into(),
+        protocol: "npm".into(),
+        url: url.into(),
+        priority: 5,
+        enabled: true,
+        settings: format!("{{\"owner\":\"{owner}\"}}"),
+        updated_at: 2,
+    };
+    let (w, n) = statements(&repo, repo.upsert_source_owned(&owned("https://upstream.example/a/", "ns1/team-src"), "ns1/team-src")).await;
+    assert_eq!((w.unwrap(), n), (true, 1));
+    assert!(repo.upsert_source_owned(&owned("https://upstream.example/b/", "ns1/team-src"), "ns1/team-src").await.unwrap());
+    assert!(!repo.upsert_source_owned(&owned("https://upstream.example/evil/", "ns2/team-src"), "ns2/team-src").await.unwrap());
+    let row = repo.list_sources().await.unwrap().into_iter().find(|r| r.name == "team-src").unwrap();
+    assert_eq!(row.url, "https://upstream.example/b/", "the other owner's write changed nothing");
+    assert!(!repo.delete_source_owned("team-src", "ns2/team-src").await.unwrap());
+    let (d, n) = statements(&repo, repo.delete_source_owned("team-src", "ns1/team-src")).await;
+    assert_eq!((d.unwrap(), n), (true, 1));
+    // A row without an owner (written by hand) is adopted.
+    repo.upsert_source(&UpstreamSourceRow { settings: "{}".into(), ..owned("https://upstream.example/c/", "") }).await.unwrap();
+    assert!(repo.upsert_source_owned(&owned("https://upstream.example/d/", "ns1/team-src"), "ns1/team-src").await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

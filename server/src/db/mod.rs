@@ -166,6 +166,12 @@ pub trait ArtifactRepository: Send + Sync {
 
     async fn upsert_source(&self, source: &UpstreamSourceRow) -> Result<(), DbError>;
     async fn delete_source(&self, name: &str) -> Result<bool, DbError>;
+    /// Inserts or updates the row unless it exists with another `settings.owner`, in one
+    /// statement (so two writers cannot both pass a check and overwrite each other).
+    /// `false` = owned by someone else; nothing written.
+    async fn upsert_source_owned(&self, source: &UpstreamSourceRow, owner: &str) -> Result<bool, DbError>;
+    /// Deletes the row if it has no owner or `owner` (one statement).
+    async fn delete_source_owned(&self, name: &str, owner: &str) -> Result<bool, DbError>;
     /// Every source, highest priority (lowest number) first.
     async fn list_sources(&self) -> Result<Vec<UpstreamSourceRow>, DbError>;
 }

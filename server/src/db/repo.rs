@@ -139,8 +139,28 @@ async fn sqlite_batch(conn: &mut SqliteConn, sha256: &str, deps: &[NewDependency
         .await
 }
 
+const PG_UPSERT_OWNED: &str = "\
+INSERT INTO upstream_sources (name, protocol, url, priority, enabled, settings, updated_at) \
+VALUES ($1, $2, $3, $4, $5, $6, $7) \
+ON CONFLICT (name) DO UPDATE SET protocol = EXCLUDED.protocol, url = EXCLUDED.url, priority = EXCLUDED.priority, \
+  enabled = EXCLUDED.enabled, settings = EXCLUDED.settings, updated_at = EXCLUDED.updated_at \
+WHERE (upstream_sources.settings::jsonb ->> 'owner') IS NULL OR (upstream_sources.settings::jsonb ->> 'owner') = $8";
+
+const SQLITE_UPSERT_OWNED: &str = "\
+INSERT INTO upstream_sources (name, protocol, url, priority, enabled, settings, updated_at) \
+VALUES (?, ?, ?, ?, ?, ?, ?) \
+ON CONFLICT (name) DO UPDATE SET protocol = excluded.protocol, url = excluded.url, priority = excluded.priority, \
+  enabled = excluded.enabled, settings = excluded.settings, updated_at = excluded.updated_at \
+WHERE json_extract(upstream_sources.settings, '$.owner') IS NULL OR json_extract(upstream_sources.settings, '$.owner') = ?";
+
+const PG_DELETE_OWNED: &str = "DELETE FROM upstream_sources WHERE name = $1 \
+AND ((settings::jsonb ->> 'owner') IS NULL OR (settings::jsonb ->> 'owner') = $2)";
+
+const SQLITE_DELETE_OWNED: &str = "DELETE FROM upstream_sources WHERE name = ? \
+AND (json_extract(settings, '$.owner') IS NULL OR json_extract(settings, '$.owner') = ?)";
+
 macro_rules! impl_repository {
-    ($conn:ty, $kind:literal, $batch:ident) => {
+    ($conn:ty, $kind:literal, $batch:ident, $upsert_owned:ident, $delete_owned:ident) => {
         #[async_trait]
         impl ArtifactRepository for Repository<AsyncDieselConnectionManager<$conn>> {
             fn kind(&self) -> &'static str {
@@ -276,6 +296,30 @@ macro_rules! impl_repository {
                 Ok(n > 0)
             }
 
+            async fn upsert_source_owned(&self, source: &UpstreamSourceRow, owner: &str) -> Result<bool, DbError> {
+                use diesel::sql_types::{BigInt, Bool, Integer, Text};
+                let mut conn = self.pool.get().await?;
+                let n = diesel::sql_query($upsert_owned)
+                    .bind::<Text, _>(&source.name)
+                    .bind::<Text, _>(&source.protocol)
+                    .bind::<Text, _>(&source.url)
+                    .bind::<Integer, _>(source.priority)
+                    .bind::<Bool, _>(source.enabled)
+                    .bind::<Text, _>(&source.settings)
+                    .bind::<BigInt, _>(source.updated_at)
+                    .bind::<Text, _>(owner)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(n > 0)
+            }
+
+            async fn delete_source_owned(&self, name: &str, owner: &str) -> Result<bool, DbError> {
+                use diesel::sql_types::Text;
+                let mut conn = self.pool.get().await?;
+                let n = diesel::sql_query($delete_owned).bind::<Text, _>(name).bind::<Text, _>(owner).execute(&mut *conn).await?;
+                Ok(n > 0)
+            }
+
             async fn list_sources(&self) -> Result<Vec<UpstreamSourceRow>, DbError> {
                 let mut conn = self.pool.get().await?;
                 Ok(upstream_sources::table
@@ -288,5 +332,5 @@ macro_rules! impl_repository {
     };
 }
 
-impl_repository!(AsyncPgConnection, "postgres", pg_batch);
-impl_repository!(SqliteConn, "sqlite", sqlite_batch);
+impl_repository!(AsyncPgConnection, "postgres", pg_batch, PG_UPSERT_OWNED, PG_DELETE_OWNED);
+impl_repository!(SqliteConn, "sqlite", sqlite_batch, SQLITE_UPSERT_OWNED, SQLITE_DELETE_OWNED);
