@@ -314,33 +314,42 @@ impl ArtifactStore {
 /// Pieces a local object is handed to the HTTP layer in.
 const READ_CHUNK: u64 = 256 * 1024;
 
-/// Bytes `range` of a local file, as memory-mapped pieces of `READ_CHUNK`: each piece is
-/// mapped (page tables filled from the page cache in the same call) when the HTTP layer
-/// asks for it and unmapped when it has been written, so a transfer holds about one
-/// piece at a time — no read call, zeroed buffer or blocking task per piece. Stored
-/// objects are content-addressed and written once (temporary file, then rename), never
-/// modified in place, so a mapping cannot change under a reader. A piece that cannot be
-/// mapped is read on the blocking pool instead.
+/// Bytes of a local file mapped at once (handed out in `READ_CHUNK` slices).
+const MAP_WINDOW: u64 = 1024 * 1024;
+
+/// Bytes `range` of a local file, memory-mapped a `MAP_WINDOW` at a time (page tables
+/// filled from the page cache in the same call) and handed out in `READ_CHUNK` slices; a
+/// window is unmapped once its slices have been written, so a transfer holds about one
+/// window — no read call, zeroed buffer or blocking task per piece. Stored objects are
+/// content-addressed and written once (temporary file, then rename), never modified in
+/// place, so a mapping cannot change under a reader. A window that cannot be mapped is
+/// read on the blocking pool instead.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes, StorageError>> {
     let file = Arc::new(file);
-    futures::stream::try_unfold(range.start, move |pos| {
+    let windows = futures::stream::try_unfold(range.start, move |pos| {
         let file = file.clone();
         let end = range.end;
         async move {
             if pos >= end {
                 return Ok(None);
             }
-            let want = (end - pos).min(READ_CHUNK);
+            let want = (end - pos).min(MAP_WINDOW);
             // SAFETY: see above — the file is never truncated or rewritten while stored.
             let mapped = unsafe { memmap2::MmapOptions::new().offset(pos).len(want as usize).populate().map(&*file) };
-            let piece = match mapped {
+            let window = match mapped {
                 Ok(map) => Bytes::from_owner(map),
                 Err(_) => read_piece(file, pos, want as usize).await?,
             };
-            Ok(Some((piece, pos + want)))
+            Ok::<_, StorageError>(Some((window, pos + want)))
         }
-    })
-    .boxed()
+    });
+    windows
+        .map_ok(|w| {
+            let len = w.len();
+            futures::stream::iter((0..len).step_by(READ_CHUNK as usize).map(move |off| Ok(w.slice(off..(off + READ_CHUNK as usize).min(len)))))
+        })
+        .try_flatten()
+        .boxed()
 }
 
 async fn read_piece(file: Arc<std::fs::File>, pos: u64, want: usize) -> Result<Bytes, StorageError> {
@@ -380,11 +389,11 @@ mod tests {
 
     #[tokio::test]
     async fn mapped_and_read_streams_give_the_same_bytes() {
-        let data: Vec<u8> = (0..(3 * READ_CHUNK as usize + 4097)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(2 * MAP_WINDOW as usize + 3 * READ_CHUNK as usize + 4097)).map(|i| (i * 7 % 251) as u8).collect();
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), &data).unwrap();
         let n = data.len() as u64;
-        for range in [0..n, 1..n, 4095..4097, 1000..(READ_CHUNK + 3), (n - 1)..n, 5..5] {
+        for range in [0..n, 1..n, 4095..4097, 1000..(READ_CHUNK + 3), (MAP_WINDOW - 10)..(MAP_WINDOW + 10), (n - 1)..n, 5..5] {
             let collect = |s: BoxStream<'static, Result<Bytes, StorageError>>| async move {
                 s.try_collect::<Vec<Bytes>>().await.unwrap().concat()
             };
