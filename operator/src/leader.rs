@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
 pub struct LeaderElector {
@@ -20,11 +20,30 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     duration: Duration,
+    /// The Lease's resourceVersion when this process last saw it change, and when (on
+    /// this process's monotonic clock). Expiry is judged from that, not by comparing the
+    /// holder's `renewTime` with the local wall clock, so clock skew between nodes
+    /// cannot shorten a lease (client-go does the same).
+    observed: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl LeaderElector {
     pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
-        LeaderElector { api, name: name.into(), identity: identity.into(), duration }
+        LeaderElector { api, name: name.into(), identity: identity.into(), duration, observed: std::sync::Mutex::new(None) }
+    }
+
+    /// Whether the holder failed to renew for a whole lease duration, as seen from here.
+    fn expired_locally(&self, lease: &Lease, now: Instant) -> bool {
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let secs = lease.spec.as_ref().and_then(|s| s.lease_duration_seconds).unwrap_or(15).max(1) as u64;
+        let mut observed = self.observed.lock().unwrap();
+        match observed.as_ref() {
+            Some((v, since)) if *v == version => now.duration_since(*since) > Duration::from_secs(secs),
+            _ => {
+                *observed = Some((version, now));
+                false
+            }
+        }
     }
 
     pub fn identity(&self) -> &str {
@@ -65,7 +84,7 @@ impl LeaderElector {
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(self.identity.as_str());
-        if !ours && holder.is_some() && !expired(&spec, now) {
+        if !ours && holder.is_some() && !self.expired_locally(&current, Instant::now()) {
             return Ok(false);
         }
         let mut next = current.clone();
@@ -141,23 +160,28 @@ impl LeaderElector {
     }
 }
 
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().map(|t| t.0) else { return true };
-    let secs = spec.lease_duration_seconds.unwrap_or(15).max(1);
-    renewed + SignedDuration::from_secs(secs as i64) < now
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn expiry() {
-        let now = Timestamp::now();
-        let mut spec = LeaseSpec { lease_duration_seconds: Some(10), renew_time: Some(MicroTime(now)), ..Default::default() };
-        assert!(!expired(&spec, now + SignedDuration::from_secs(9)));
-        assert!(expired(&spec, now + SignedDuration::from_secs(11)));
-        spec.renew_time = None;
-        assert!(expired(&spec, now));
+    fn lease(rv: &str) -> Lease {
+        Lease {
+            metadata: ObjectMeta { resource_version: Some(rv.into()), ..Default::default() },
+            spec: Some(LeaseSpec { holder_identity: Some("other".into()), lease_duration_seconds: Some(10), ..Default::default() }),
+        }
+    }
+
+    #[tokio::test]
+    async fn expiry_is_judged_on_the_local_clock_from_the_last_observed_change() {
+        let (service, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let api = Api::namespaced(kube::Client::new(service, "ns"), "ns");
+        let e = LeaderElector::new(api, "l", "me", Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert!(!e.expired_locally(&lease("1"), t0), "first sight starts the clock");
+        assert!(!e.expired_locally(&lease("1"), t0 + Duration::from_secs(9)));
+        assert!(e.expired_locally(&lease("1"), t0 + Duration::from_secs(11)), "no renewal seen for a whole duration");
+        assert!(!e.expired_locally(&lease("2"), t0 + Duration::from_secs(12)), "a renewal restarts the clock");
+        assert!(!e.expired_locally(&lease("2"), t0 + Duration::from_secs(21)));
+        assert!(e.expired_locally(&lease("2"), t0 + Duration::from_secs(23)));
     }
 }
