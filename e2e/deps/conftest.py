@@ -10,7 +10,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from harness import *  # noqa: E402,F401,F403
-from harness import E2E, Orchard, http, tmp  # noqa: E402,F401
+from harness import E2E, FaultUpstream, Orchard, http, tmp  # noqa: E402,F401
 
 TOKEN = "e2e-admin-token-5b1f"
 
@@ -33,6 +33,7 @@ def upstreams(tmp):
         "pypi_b": PYPI.Upstream("deps-b", E2E / "pkgs-b", tmp).start(),
         "npm_a": NPM.Verdaccio("a").start(),
         "maven_a": MAVEN.Nginx("a").start(),
+        "meta": FaultUpstream(tmp).start(),
     }
     yield ups
     for u in ups.values():
@@ -44,6 +45,7 @@ def sources(path, ups):
 - {{name: pypi-b, protocol: pypi, url: "{ups['pypi_b'].url}", priority: 20}}
 - {{name: npm-a, protocol: npm, url: "{ups['npm_a'].url}", priority: 10}}
 - {{name: maven-a, protocol: maven, url: "{ups['maven_a'].url}", priority: 10}}
+- {{name: pypi-meta, protocol: pypi, url: "{ups['meta'].url}", priority: 30, include: ['meta-*']}}
 """)
     return str(path)
 

@@ -64,6 +64,22 @@ def test_pypi_tree_of_flask_and_requests(orchard):
     assert pysocks["kind"] == "extra:socks" and pysocks["status"] == "not-found", pysocks
 
 
+def test_pep658_metadata_resolves_without_downloading_wheels(orchard, upstreams):
+    """The fault upstream's meta-* wheels are not zips; their PEP 658 metadata says
+    meta-app needs meta-leaf>=1.0. Resolution reads the metadata files only."""
+    meta = upstreams["meta"]
+    meta.reset()
+    sha = fetch_sha(orchard, "/sources/pypi-meta/files/meta-app/meta_app-1.0-py3-none-any.whl")
+    tree, _ = deps(orchard, sha)
+    assert (tree["name"], tree["version"], tree["known"]) == ("meta-app", "1.0", True)
+    leaf = names(tree["dependencies"])["meta-leaf"]
+    assert (leaf["version"], leaf["status"], leaf["requirement"]) == ("1.0", "resolved", ">=1.0"), leaf
+    assert "sha256" not in leaf, "the leaf's wheel is not cached, so no digest is claimed"
+    counts = meta.counts()
+    assert counts.get("/files/meta_leaf-1.0-py3-none-any.whl.metadata") == 1, counts
+    assert "/files/meta_leaf-1.0-py3-none-any.whl" not in counts, "the leaf wheel was not downloaded"
+
+
 def test_second_call_is_a_cache_hit_and_refresh_recomputes(orchard):
     whl = next(p.name for p in (E2E / "pkgs-a").iterdir() if p.name.startswith("rich-"))
     sha = fetch_sha(orchard, f"/sources/pypi-a/files/rich/{whl}")
@@ -218,7 +234,8 @@ def test_admin_sources_and_invalidation(orchard):
     status, _, body = http(f"{orchard.url}/api/v1/sources", headers=auth)
     assert status == 200
     listed = {s["name"]: s for s in json.loads(body)["sources"]}
-    assert set(listed) == {"pypi-a", "pypi-b", "npm-a", "maven-a"}
+    assert set(listed) == {"pypi-a", "pypi-b", "npm-a", "maven-a", "pypi-meta"}
+    assert listed["pypi-meta"]["include"] == ["meta-*"]
     assert listed["pypi-a"]["origin"] == "configuration" and listed["pypi-a"]["credentials"] is None
     page = f"{orchard.url}/sources/pypi-a/simple/six/"
     http(page)

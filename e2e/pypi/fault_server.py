@@ -13,6 +13,11 @@ It serves PEP 503 pages and files for made-up projects and misbehaves on request
                                 a Maven layout: any file (deterministic content) and its
                                 .sha1; artifact ids starting with "missing-" are 404;
                                 <group>/<artifact>/maven-metadata.xml lists 1.0 and 1.1
+    GET  /simple/meta-<x>/      projects named "meta-*" offer PEP 658 metadata for their
+                                wheel (data-dist-info-metadata + /files/<wheel>.metadata):
+                                meta-<x> requires meta-leaf>=1.0; meta-leaf requires nothing.
+                                Their wheel bytes are not a zip: only the metadata says
+                                what they depend on
     GET  /npm/<name>            an npm packument for <name> (one version, 1.0.0) whose
                                 tarball is /files/<name>-1.0.0.tgz with its sha512/sha1
 
@@ -59,7 +64,18 @@ def content(filename):
     return bytes(out[:size])
 
 
+def metadata_of(wheel):
+    """PEP 658 METADATA of a meta-* wheel."""
+    project = wheel.split("-")[0].replace("_", "-")
+    requires = "" if project == "meta-leaf" else "Requires-Dist: meta-leaf>=1.0\n"
+    return f"Metadata-Version: 2.1\nName: {project}\nVersion: 1.0\n{requires}".encode()
+
+
 def files_of(project):
+    if project.startswith("meta-"):
+        wheel = f"{project.replace('-', '_')}-1.0-py3-none-any.whl"
+        digest = hashlib.sha256(metadata_of(wheel)).hexdigest()
+        return [(wheel, f' data-dist-info-metadata="sha256={digest}" data-core-metadata="sha256={digest}"')]
     if project in PROJECTS:
         return PROJECTS[project]
     stem = project.replace("-", "_")
@@ -235,6 +251,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if len(parts) == 2 and parts[0] == "files":
             name = parts[1]
+            if name.endswith(".whl.metadata") and name.startswith("meta_"):
+                self.send_bytes(200, metadata_of(name.removesuffix(".metadata")), "application/octet-stream")
+                return
             body = content(name)
             if self.misbehave(mode_for(name), body, "application/octet-stream"):
                 return

@@ -72,8 +72,19 @@ async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> 
     };
     let filename = url.path.rsplit('/').next().unwrap_or("").to_string();
     if extractable(protocol, &filename) {
-        let e = u.extraction(protocol, &filename, sha256).await.map_err(ApiError::BadGateway)?;
-        return Ok((e, sha256.to_string()));
+        match u.extraction(protocol, &filename, sha256).await {
+            Ok(e) => return Ok((e, sha256.to_string())),
+            // A wheel Orchard cannot read: its PEP 658 metadata, when the index has it.
+            Err(err) if protocol == "pypi" && filename.ends_with(".whl") => {
+                let fetched = u.local.fetch(&format!("/sources/{}/files/{}.metadata", url.source, url.path)).await;
+                if fetched.error.is_some() {
+                    return Err(ApiError::BadGateway(err));
+                }
+                let e = u.extraction("pypi", &format!("{filename}.metadata"), &fetched.sha256).await.map_err(ApiError::BadGateway)?;
+                return Ok((e, sha256.to_string()));
+            }
+            Err(err) => return Err(ApiError::BadGateway(err)),
+        }
     }
     if protocol == "maven" {
         // group/…/artifact/version/file → that version's POM.

@@ -216,7 +216,7 @@ pub async fn extract_committed(state: AppState, protocol: &'static str, filename
 /// Whether Orchard extracts dependencies from a file of this name.
 pub fn extractable(protocol: &str, filename: &str) -> bool {
     match protocol {
-        "pypi" => filename.ends_with(".whl") || filename.ends_with(".tar.gz") || filename.ends_with(".zip"),
+        "pypi" => filename.ends_with(".whl") || filename.ends_with(".tar.gz") || filename.ends_with(".zip") || filename.ends_with(".whl.metadata"),
         "npm" => filename.ends_with(".tgz"),
         "maven" => filename.ends_with(".pom"),
         _ => false,

@@ -27,9 +27,16 @@ pub struct PyFile {
     pub requires_python: Option<String>,
     #[serde(default)]
     pub yanked: serde_json::Value,
+    /// PEP 658/714: the index serves `<file>.metadata` (an object of hashes, or true).
+    #[serde(default, rename = "core-metadata")]
+    pub core_metadata: serde_json::Value,
 }
 
 impl PyFile {
+    pub fn offers_metadata(&self) -> bool {
+        !matches!(self.core_metadata, serde_json::Value::Null | serde_json::Value::Bool(false))
+    }
+
     pub fn is_yanked(&self) -> bool {
         !matches!(self.yanked, serde_json::Value::Null | serde_json::Value::Bool(false))
     }
@@ -185,6 +192,15 @@ impl Universe for ServerUniverse {
                     let page = self.pypi_page(name).await?.ok_or_else(|| format!("{name} not found"))?;
                     let file = Self::pick_file(&page.files, version).ok_or_else(|| format!("{name} {version} has no wheel or sdist"))?;
                     let path = self.pypi_file_path(name, &file.url)?;
+                    // PEP 658: a wheel's METADATA alone says what it needs — no need to
+                    // download the wheel (which can be gigabytes) to resolve through it.
+                    if file.offers_metadata() {
+                        let fetched = self.local.fetch(&format!("{path}.metadata")).await;
+                        if fetched.error.is_none() {
+                            let e = self.extraction("pypi", &format!("{}.metadata", file.filename), &fetched.sha256).await?;
+                            return Ok((e, self.cached_pypi_file(&path).await));
+                        }
+                    }
                     let fetched = self.local.fetch(&path).await;
                     if let Some(e) = fetched.error {
                         return Err(e);
@@ -222,6 +238,14 @@ impl Universe for ServerUniverse {
 }
 
 impl ServerUniverse {
+    /// The SHA-256 of a cached PyPI file, from its Orchard path `/sources/{s}/files/{p}/{f}`.
+    pub async fn cached_pypi_file(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix("/sources/")?;
+        let (source, rest) = rest.split_once("/files/")?;
+        let repo = self.state.db()?;
+        repo.get_cached_url_with_artifact("pypi", source, rest).await.ok().flatten().map(|(_, a)| a.sha256)
+    }
+
     /// The SHA-256 of a cached file at `path` in the first source (by priority) that has it.
     pub async fn cached_sha(&self, protocol: Protocol, path: &str) -> Option<String> {
         let repo = self.state.db()?;
