@@ -55,10 +55,12 @@ impl BlockingPool {
                     metrics().worker_pool_active.set(now as i64);
                 }
             }
+            // Dropped in reverse order: the count goes down before the slot is freed, so
+            // the next task never sees this one still counted.
+            let _permit = permit;
             let now = active.fetch_add(1, Ordering::Relaxed) + 1;
             metrics().worker_pool_active.set(now as i64);
             let _active = Active(active);
-            let _permit = permit;
             f()
         })
         .await;
