@@ -18,6 +18,14 @@ pub struct EnsureArgs {
     pub platform: Option<String>,
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_text_cannot_drive_the_terminal() {
+        assert_eq!(super::printable("ok \u{1b}[2Jcleared\tx"), "ok ?[2Jcleared?x");
+    }
+}
+
 #[derive(Deserialize)]
 struct Line {
     #[serde(default)]
@@ -26,6 +34,11 @@ struct Line {
     items: Option<Vec<Item>>,
     #[serde(default)]
     summary: Option<Summary>,
+}
+
+/// Text from the server with control characters (terminal escapes) replaced.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
 }
 
 /// 0 = everything cached or fetched, 1 = something failed, 2 = the request itself failed.
@@ -64,7 +77,7 @@ pub fn run(args: EnsureArgs) -> u8 {
         };
         if !res.status().is_success() {
             let text = res.body().limit(1 << 20).await.unwrap_or_default();
-            eprintln!("orchard ensure: HTTP {}: {}", res.status().as_u16(), String::from_utf8_lossy(&text).trim());
+            eprintln!("orchard ensure: HTTP {}: {}", res.status().as_u16(), printable(String::from_utf8_lossy(&text).trim()));
             return 2;
         }
         let bar = indicatif::ProgressBar::new(0);
@@ -95,7 +108,7 @@ pub fn run(args: EnsureArgs) -> u8 {
                 if let Some(items) = line.items {
                     bar.inc(1);
                     if let Some(first) = items.first() {
-                        bar.set_message(format!("{} {}", first.name, first.version.clone().unwrap_or_default()));
+                        bar.set_message(printable(&format!("{} {}", first.name, first.version.clone().unwrap_or_default())));
                     }
                     failures.extend(items.into_iter().filter(|i| i.status == "failed"));
                 }
@@ -106,7 +119,7 @@ pub fn run(args: EnsureArgs) -> u8 {
         }
         bar.finish_and_clear();
         for f in &failures {
-            eprintln!(
+            let line = format!(
                 "failed: {} {} {}{}: {}",
                 f.protocol,
                 f.name,
@@ -114,6 +127,7 @@ pub fn run(args: EnsureArgs) -> u8 {
                 f.file.as_ref().map(|x| format!(" ({x})")).unwrap_or_default(),
                 f.reason.clone().unwrap_or_default()
             );
+            eprintln!("{}", printable(&line));
         }
         match summary {
             Some(s) => {
