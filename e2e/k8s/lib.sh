@@ -43,33 +43,8 @@ KUBECONFIG_FILE="$STATE/kubeconfig"
 
 KUBECTL="$K8S_BIN/kubectl"
 
-log() { printf '[k8s %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# wait_until TIMEOUT_SECONDS DESCRIPTION CMD [ARGS...]
-# Re-runs CMD (quietly) every 0.25 s until it succeeds; fails after the timeout.
-wait_until() {
-  local timeout=$1 desc=$2; shift 2
-  local deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if (( $(date +%s) >= deadline )); then
-      log "timed out after ${timeout}s waiting for: $desc"
-      return 1
-    fi
-    sleep 0.25
-  done
-}
-
-# pid_alive PID: the process exists and is not a zombie (PID 1 in these
-# containers may reap late, so a killed process can linger as a zombie that
-# `kill -0` still reports as alive).
-pid_alive() {
-  local st
-  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  st=${st##*) }; st=${st%% *}
-  [[ -n $st && $st != Z && $st != X ]]
-}
-pid_gone() { ! pid_alive "$1"; }
+LOG_TAG=k8s
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../proc.sh"   # log, die, wait_until, pid_alive, pid_gone, stop_pid
 
 # live_pid PIDFILE BINARY: print the pid from PIDFILE if that process is alive
 # and runs BINARY (guards against a stale pid file and pid reuse).
@@ -80,15 +55,6 @@ live_pid() {
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
   [[ ${exe% (deleted)} == "$2" ]] || return 1
   echo "$pid"
-}
-
-# stop_pid PID: SIGTERM, wait up to 15 s, then SIGKILL.
-stop_pid() {
-  kill "$1" 2>/dev/null || true
-  if ! wait_until 15 "pid $1 to exit" pid_gone "$1"; then
-    kill -9 "$1" 2>/dev/null || true
-    wait_until 5 "pid $1 to exit after SIGKILL" pid_gone "$1" || true
-  fi
 }
 
 # port_listening PORT: something listens on 127.0.0.1:PORT (or a wildcard).

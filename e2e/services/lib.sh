@@ -30,22 +30,8 @@ S3_SECRET_KEY=orchard-test-secret
 S3_PID="$STATE/s3s-fs.pid"
 S3_LOG="$STATE/s3s-fs.log"
 
-log() { printf '[services %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# wait_until TIMEOUT_SECONDS DESCRIPTION CMD [ARGS...]
-# Re-runs CMD (quietly) every 0.2 s until it succeeds; fails after the timeout.
-wait_until() {
-  local timeout=$1 desc=$2; shift 2
-  local deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if (( $(date +%s) >= deadline )); then
-      log "timed out after ${timeout}s waiting for: $desc"
-      return 1
-    fi
-    sleep 0.2
-  done
-}
+LOG_TAG=services
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../proc.sh"   # log, die, wait_until, pid_alive, pid_gone, stop_pid
 
 # Run a command as the postgres OS user when we are root (postgres refuses
 # to run as root); otherwise as ourselves.
@@ -60,17 +46,6 @@ http_answers() {
   [[ -n $code && $code != 000 ]]
 }
 
-# pid_alive PID: the process exists and is not a zombie. (PID 1 in these
-# containers may reap late, so a killed process can linger as a zombie that
-# `kill -0` still reports as alive.)
-pid_alive() {
-  local st
-  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  st=${st##*) }; st=${st%% *}
-  [[ -n $st && $st != Z && $st != X ]]
-}
-pid_gone() { ! pid_alive "$1"; }
-
 # live_pid PIDFILE NAME: print the pid from PIDFILE if that process is alive
 # and is really NAME (guards against a stale pid file and pid reuse).
 live_pid() {
@@ -79,12 +54,6 @@ live_pid() {
   pid_alive "$pid" || return 1
   [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$2"* ]] || return 1
   echo "$pid"
-}
-
-# stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL.
-stop_pid() {
-  kill "$1" 2>/dev/null || true
-  wait_until 10 "pid $1 to exit" pid_gone "$1" || kill -9 "$1" 2>/dev/null || true
 }
 
 redis_down() { ! redis-cli -p "$1" ping; }
