@@ -292,6 +292,20 @@ impl ArtifactStore {
         r
     }
 
+    /// Copies an object into a temporary file (archive readers need a seekable file).
+    pub async fn to_temp_file(&self, sha256: &str) -> Result<tempfile::NamedTempFile, StorageError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| StorageError::Source(format!("temporary file: {e}"));
+        let tmp = tempfile::NamedTempFile::new().map_err(io)?;
+        let mut file = tokio::fs::File::create(tmp.path()).await.map_err(io)?;
+        let (_, _, mut body) = self.get(sha256, None).await?;
+        while let Some(chunk) = body.next().await {
+            file.write_all(&chunk?).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        Ok(tmp)
+    }
+
     pub async fn delete(&self, sha256: &str) -> Result<(), StorageError> {
         let r = self.store.delete(&Self::key(sha256)?).await.map_err(StorageError::from);
         self.record("delete", &r);

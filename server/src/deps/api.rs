@@ -42,19 +42,19 @@ fn check_sha(raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn check_env(q: &DepsQuery) -> Result<Environment, ApiError> {
-    if let Some(v) = &q.python_version {
+fn check_env(python_version: Option<String>, platform: Option<String>) -> Result<Environment, ApiError> {
+    if let Some(v) = &python_version {
         let ok = !v.is_empty() && v.len() <= 16 && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         if !ok {
             return Err(ApiError::BadRequest(format!("python_version {v:?} is not like 3.12")));
         }
     }
-    if let Some(p) = &q.platform {
+    if let Some(p) = &platform {
         if !matches!(p.as_str(), "linux" | "darwin" | "win32") {
             return Err(ApiError::BadRequest(format!("platform {p:?} is not one of linux, darwin, win32")));
         }
     }
-    Ok(Environment { python_version: q.python_version.clone(), platform: q.platform.clone() })
+    Ok(Environment { python_version, platform })
 }
 
 /// The root's extraction: the artifact's own, or for a Maven jar/war, its POM's.
@@ -119,7 +119,7 @@ async fn dependencies(state: web::Data<AppState>, req: HttpRequest, path: web::P
         return Err(ApiError::BadRequest("max_depth must be 1..=50".into()));
     }
     let include_optional = q.include_optional.unwrap_or(false);
-    let env = check_env(&q)?;
+    let env = check_env(q.python_version, q.platform)?;
     let fingerprint = serde_json::json!({"sha256": sha256, "max_depth": max_depth, "include_optional": include_optional, "environment": env});
     let key = state.cache.key(Category::DependencyResolution, "any", &hex::encode(Sha256::digest(fingerprint.to_string())));
     let refresh = q.refresh.unwrap_or(false);
@@ -151,7 +151,7 @@ struct EnsureQuery {
 async fn ensure_file(state: web::Data<AppState>, req: HttpRequest, query: web::Query<EnsureQuery>, mut payload: web::Payload) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let q = query.into_inner();
-    let env = check_env(&DepsQuery { max_depth: None, include_optional: None, refresh: None, python_version: q.python_version, platform: q.platform })?;
+    let env = check_env(q.python_version, q.platform)?;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;

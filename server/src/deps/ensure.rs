@@ -7,8 +7,6 @@
 //! routes with bounded concurrency; declared hashes (`--hash`, `integrity`) are checked
 //! against the bytes served. A second run finds everything cached: no upstream fetch.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -388,15 +386,6 @@ pub async fn run_entry(u: &ServerUniverse, e: &Entry, env: &Environment) -> Vec<
         });
     }
     items
-}
-
-/// Entries per protocol, for the report header.
-pub fn counts(entries: &[Entry]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for e in entries {
-        *m.entry(e.protocol.clone()).or_insert(0) += 1;
-    }
-    m
 }
 
 #[cfg(test)]

@@ -48,10 +48,6 @@ impl Local {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// GET a document (page, packument, POM) into memory.
     pub async fn document(&self, path: &str, accept: &str) -> Result<(u16, Bytes), String> {
         let mut res = self

@@ -122,7 +122,6 @@ pub trait PomLoader {
 #[derive(Debug, Clone, Default)]
 pub struct Effective {
     pub gav: Gav,
-    pub properties: BTreeMap<String, String>,
     /// key → managed declaration (version, scope)
     pub managed: BTreeMap<String, DepDecl>,
     pub dependencies: Vec<DepDecl>,
@@ -342,7 +341,7 @@ fn effective_in<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFutu
                 }
             }
         }
-        Ok(Effective { gav, properties: props, managed, dependencies })
+        Ok(Effective { gav, managed, dependencies })
     })
 }
 

@@ -140,21 +140,6 @@ pub(crate) fn top_level_file_in_tgz(path: &std::path::Path, name: &str, max: u64
     Err(format!("the archive has no top-level {name}"))
 }
 
-/// Copies a stored artifact into a temporary file (extractors read archives from disk
-/// on the blocking pool).
-pub(crate) async fn to_temp_file(state: &AppState, sha256: &str) -> Result<tempfile::NamedTempFile, String> {
-    use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-    let mut file = tokio::fs::File::create(tmp.path()).await.map_err(|e| e.to_string())?;
-    let (_, _, mut body) = state.storage.get(sha256, None).await.map_err(|e| e.to_string())?;
-    while let Some(chunk) = body.next().await {
-        file.write_all(&chunk.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-    }
-    file.flush().await.map_err(|e| e.to_string())?;
-    Ok(tmp)
-}
-
 /// Extracts the dependencies of a stored artifact now and stores them. Maven POMs load
 /// their parents and BOMs through `loader`.
 pub async fn extract_now(
@@ -176,7 +161,7 @@ pub async fn extract_now(
         }
         maven::extract_pom(String::from_utf8_lossy(&xml).into_owned(), loader).await?
     } else {
-        let tmp = to_temp_file(state, sha256).await?;
+        let tmp = state.storage.to_temp_file(sha256).await.map_err(|e| e.to_string())?;
         let path = tmp.path().to_path_buf();
         let name = filename.to_string();
         let e = state

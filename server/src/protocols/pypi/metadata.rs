@@ -6,8 +6,6 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use crate::db::{now_unix, Artifact, CachedUrl};
 use crate::proxy::artifact::Committed;
@@ -56,16 +54,10 @@ async fn try_extract(state: &AppState, source: &Source, project: &str, filename:
     if repo.get_cached_url_with_artifact("pypi", source.name(), &path).await.map_err(|e| e.to_string())?.is_some() {
         return Ok(());
     }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let local = dir.path().join("wheel.zip");
-    let mut file = tokio::fs::File::create(&local).await.map_err(|e| e.to_string())?;
-    let (_, _, mut body) = state.storage.get(&wheel.sha256, None).await.map_err(|e| e.to_string())?;
-    while let Some(chunk) = body.next().await {
-        file.write_all(&chunk.map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
-    }
-    file.flush().await.map_err(|e| e.to_string())?;
-    drop(file);
+    let tmp = state.storage.to_temp_file(&wheel.sha256).await.map_err(|e| e.to_string())?;
+    let local = tmp.path().to_path_buf();
     let metadata = state.blocking.run(move || extract_from_wheel(&local)).await.map_err(|e| e.to_string())??;
+    drop(tmp);
     let stored = state
         .storage
         .put_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(metadata)) }), &Default::default())
