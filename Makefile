@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run test unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down chart-lint manifests
+.PHONY: help build-deps build run programs test unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down chart-lint manifests
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,7 +27,11 @@ ORCHARD_E2E_DIR ?= $(HOME)/.cache/orchard/e2e
 export ORCHARD_E2E_DIR
 TEST_LOG = $(ORCHARD_SERVICES_DIR)/last-test.log
 
-test: services-up k8s-up e2e-prepare ## Start the services, run every unit, integration and end-to-end test
+programs: ## Install (apt-get, go install) the missing external programs of e2e/programs.tsv and check them
+	python3 e2e/programs.py install --scope test
+
+test: programs services-up k8s-up e2e-prepare ## Install and start everything, run every unit, integration and end-to-end test
+	@python3 e2e/programs.py check --scope test
 	@rm -f "$(TEST_LOG)"
 	$(MAKE) --no-print-directory unit e2e
 	@awk '/^test result:/ { p += $$4; f += $$6 } \
@@ -40,7 +44,7 @@ unit: ## Rust unit and integration tests (needs `make services-up`)
 
 e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
 	$(CARGO) build -p orchard-server --bin orchard -p orchard-operator --bin orchard-operator
-	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in pypi npm maven scale deps operator chart; do \
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in inventory pypi npm maven scale deps operator chart; do \
 	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
 	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
@@ -48,10 +52,9 @@ BENCH_ARGS ?=
 BENCH_OUT = $(HOME)/.cache/orchard/last-bench.md
 
 bench: build-deps services-up e2e-prepare ## Benchmarks: six scenarios, release build next to references, loopback (BENCH_ARGS="--seconds 3 --only 1 2")
-	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null)
-	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
-	@command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null)
+	python3 e2e/programs.py install --scope bench
 	bash e2e/bench/prepare.sh
+	@python3 e2e/programs.py check --scope bench
 	$(CARGO) build --release -p orchard-server --bin orchard
 	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && cd e2e/bench && \
 	  "$(ORCHARD_E2E_DIR)/venv/bin/python" run_all.py --orchard "$(CARGO_TARGET_DIR)/release/orchard" $(BENCH_ARGS) | tee "$(BENCH_OUT)"

@@ -1,26 +1,22 @@
 #!/usr/bin/env bash
 # Install what the e2e backing services need; skips whatever is present.
-#   - Debian packages: postgresql (15), redis-server, redis-tools, libpq-dev,
-#     libsqlite3-dev, jq, curl
+#   - the Debian packages of every program in e2e/programs.tsv (e2e/programs.py),
+#     and the libraries the build links (libpq-dev, libsqlite3-dev)
 #   - s3s-fs (S3-compatible server) built with cargo into $TOOLS
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./lib.sh
 
-# --- apt packages -----------------------------------------------------------
-APT_PKGS=(postgresql redis-server redis-tools libpq-dev libsqlite3-dev jq curl)
-# Binaries that prove the runtime packages are there.
-NEEDED_BINS=("$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/postgres" /usr/bin/psql
-             /usr/bin/pg_isready /usr/bin/redis-server /usr/bin/redis-cli
-             /usr/bin/jq /usr/bin/curl)
-
+# --- programs and libraries ---------------------------------------------------
+# The programs come from the one list, e2e/programs.tsv (apt-get installs the
+# missing ones); the libraries are what the Rust build links.
+python3 "$(dirname "$PWD")/programs.py" install --scope test
+LIB_PKGS=(libpq-dev libsqlite3-dev)
 missing=()
-for b in "${NEEDED_BINS[@]}"; do [[ -x $b ]] || missing+=("$b"); done
-for p in "${APT_PKGS[@]}"; do
+for p in "${LIB_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
     || missing+=("$p")
 done
-
 if (( ${#missing[@]} )); then
   log "missing: ${missing[*]} -> apt-get install"
   SUDO=(); [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
@@ -29,7 +25,7 @@ if (( ${#missing[@]} )); then
   APT_OPTS=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
   "${SUDO[@]}" apt-get "${APT_OPTS[@]}" update -qq
   "${SUDO[@]}" apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends \
-    "${APT_PKGS[@]}" >/dev/null
+    "${LIB_PKGS[@]}" >/dev/null
 fi
 
 # --- s3s-fs -----------------------------------------------------------------
