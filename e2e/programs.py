@@ -193,21 +193,24 @@ def _is_array_expansion(word):
     return len(parts) == 1 and parts[0].get("Type") == "ParamExp" and parts[0].get("Index") is not None
 
 
-def _command_of(args, functions):
-    """The program a simple command runs (skipping wrappers), or None."""
-    i = 0
+def _commands_of(args, functions):
+    """The programs a simple command runs: wrappers that are programs (setsid, xargs, …)
+    and the command they run."""
+    i, found = 0, []
     while i < len(args):
         if _is_array_expansion(args[i]):  # "${SUDO[@]}" apt-get ...
             i += 1
             continue
         word = _lit(args[i])
         if word is None:
-            return None
+            return found
         name = word.rsplit("/", 1)[-1] if word.startswith(("/", "$")) or "/" in word else word
         if word.startswith("./") or word.endswith(".sh"):
-            return None  # a script of this repository (scanned itself)
+            return found  # a script of this repository (scanned itself)
         if name in WRAPPERS:
             skip = WRAPPERS[name]
+            if name not in BUILTINS and name not in functions and name != "time":
+                found.append(name)
             i += 1
             if name == "command" and i < len(args) and _lit(args[i]) in ("-v", "-V"):
                 i += 1  # `command -v X` asks whether X is there: X is still a dependency
@@ -226,9 +229,9 @@ def _command_of(args, functions):
             i += skip
             continue
         if name in BUILTINS or name in functions or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
-            return None
-        return name
-    return None
+            return found
+        return found + [name]
+    return found
 
 
 def _walk(node, visit):
@@ -260,8 +263,7 @@ def scan_shell(tree, functions):
 
     def visit(n):
         if n.get("Type") == "CallExpr" and n.get("Args"):
-            prog = _command_of(n["Args"], functions)
-            if prog:
+            for prog in _commands_of(n["Args"], functions):
                 found.append((prog, n["Pos"]["Line"]))
     _walk(tree, visit)
     return found

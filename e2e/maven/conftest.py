@@ -47,16 +47,17 @@ def settings(path, mirror_url):
     return path
 
 
-def mvn_package(tmp, name, mirror_url):
-    """`mvn -B package` of the e2e project with an empty local repository."""
+def mvn_package(tmp, name, mirror_url, project="project", jar="maven-e2e-1.0.0.jar"):
+    """`mvn -B package` of an e2e project (./project or ./spring-boot) with an empty
+    local repository."""
     work = tmp / name
-    shutil.copytree(HERE / "project", work)
+    shutil.copytree(HERE / project, work, ignore=shutil.ignore_patterns("target"))
     s = settings(tmp / f"{name}-settings.xml", mirror_url)
     r = subprocess.run(["mvn", "-B", "-s", str(s), f"-Dmaven.repo.local={tmp / (name + '-m2')}", "package"],
                        cwd=work, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and "BUILD SUCCESS" in r.stdout, r.stdout[-4000:]
     assert "Tests run: " in r.stdout and ", Failures: 0, Errors: 0" in r.stdout
-    assert (work / "target/maven-e2e-1.0.0.jar").exists()
+    assert (work / "target" / jar).exists()
     return r.stdout
 
 

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Serves one of the Maven upstreams prepared by prepare.sh as static files with nginx.
-#   nginx.sh start a|b PORT   serves $E2E/maven-upstream (a) or $E2E/maven-upstream-b (b)
+#   nginx.sh start a|b|boot PORT
+#                             serves $E2E/maven-upstream (a), $E2E/maven-upstream-b (b) or
+#                             $E2E/maven-upstream-boot (boot)
 #                             on 127.0.0.1:PORT (stopping a previous instance of the
 #                             same upstream), returns once GET / answers; prints nothing
-#   nginx.sh stop a|b         stops it (no-op when it is not running)
+#   nginx.sh stop a|b|boot         stops it (no-op when it is not running)
 # State (nginx.conf, nginx.pid, access.log, error.log, temp dirs) lives in
-# $E2E/maven-nginx-a|b. access.log has one line per request, "METHOD URI STATUS"
+# $E2E/maven-nginx-a|b|boot. access.log has one line per request, "METHOD URI STATUS"
 # (URI without query string), and is emptied by each start; the readiness probe of
 # start is not logged.
 set -euo pipefail
 E2E="${ORCHARD_E2E_DIR:-$HOME/.cache/orchard/e2e}"
 NGINX=${NGINX:-/usr/sbin/nginx}
-usage() { echo "usage: $0 start a|b PORT | stop a|b" >&2; exit 2; }
-[[ $# -ge 2 && $2 =~ ^[ab]$ ]] || usage
+usage() { echo "usage: $0 start a|b|boot PORT | stop a|b|boot" >&2; exit 2; }
+[[ $# -ge 2 && $2 =~ ^(a|b|boot)$ ]] || usage
 ID=$2
-case $ID in a) ROOT="$E2E/maven-upstream" ;; b) ROOT="$E2E/maven-upstream-b" ;; esac
+case $ID in a) ROOT="$E2E/maven-upstream" ;; b) ROOT="$E2E/maven-upstream-b" ;; boot) ROOT="$E2E/maven-upstream-boot" ;; esac
 STATE="$E2E/maven-nginx-$ID"
 PID_FILE="$STATE/nginx.pid"
 CONF="$STATE/nginx.conf"
@@ -47,7 +49,7 @@ write_if_changed() {
 start() {
   local port=$1 pid i user_line=
   [[ $port =~ ^[0-9]+$ ]] || usage
-  [[ -f $ROOT/.complete-1 ]] || { echo "$ROOT is not prepared: run prepare.sh" >&2; exit 1; }
+  compgen -G "$ROOT/.complete-*" >/dev/null || { echo "$ROOT is not prepared: run prepare.sh" >&2; exit 1; }
   stop
   if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then
     echo "port $port is already in use" >&2; exit 1

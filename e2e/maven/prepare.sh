@@ -8,6 +8,9 @@
 #   - $E2E/maven-upstream-b (upstream B, for priority tests): slf4j-api at A's
 #     version with a DIFFERENT jar (+ matching .sha1), and commons-io (a GAV A does
 #     not have) with its parent POM chain
+#   - $E2E/maven-upstream-boot: what `mvn package` of ./spring-boot (a Spring Boot 3
+#     web application) downloads, as Maven stored it (so files without a POM, such as
+#     plexus-utils 1.1, stay without one), in the remote layout
 # Serve them with nginx.sh. The markers are .complete-$SET_VERSION: bump SET_VERSION
 # (to refill both) whenever project/ or the lists below change.
 set -euo pipefail
@@ -15,6 +18,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 E2E="${ORCHARD_E2E_DIR:-$HOME/.cache/orchard/e2e}"
 UP_A="$E2E/maven-upstream"
 UP_B="$E2E/maven-upstream-b"
+UP_BOOT="$E2E/maven-upstream-boot"
 SET_VERSION=1
 # The GAV only B has (A has other commons-io versions, pulled in by plugins)
 EXTRA_GAV=commons-io:commons-io:2.17.0
@@ -144,12 +148,30 @@ PY
   touch "$UP_B/.complete-$SET_VERSION"
 }
 
+# --- the Spring Boot upstream ---------------------------------------------------
+fill_boot() {
+  local tmp="$UP_BOOT.tmp"
+  log "filling $UP_BOOT with what mvn package of $HERE/spring-boot downloads (may take minutes)"
+  new_scratch
+  rm -rf "$tmp"
+  cp -r "$HERE/spring-boot" "$SCRATCH/boot"
+  rm -rf "$SCRATCH/boot/target"
+  (cd "$SCRATCH/boot" && mvn_default -Dmaven.repo.local="$tmp" package)
+  to_remote_layout "$tmp"
+  rm -rf "$UP_BOOT" "$SCRATCH"; mv "$tmp" "$UP_BOOT"
+  touch "$UP_BOOT/.complete-$BOOT_SET"
+}
+# Refilled when the project changes (by content: a fresh clone's mtimes say nothing).
+BOOT_SET=$(find "$HERE/spring-boot" -type f -not -path '*/target/*' | sort | xargs cat | sha256sum | cut -c1-16)
+
 [[ -f $UP_A/.complete-$SET_VERSION ]] || fill_a
 # B is derived from A: refill it when A was refilled after it
 [[ -f $UP_B/.complete-$SET_VERSION && ! $UP_A/.complete-$SET_VERSION -nt $UP_B/.complete-$SET_VERSION ]] || fill_b
 
+[[ -f $UP_BOOT/.complete-$BOOT_SET ]] || fill_boot
+
 # --- summary ------------------------------------------------------------------
-for up in "$UP_A" "$UP_B"; do
+for up in "$UP_A" "$UP_B" "$UP_BOOT"; do
   log "$up: $(find "$up" -name '*.pom' | wc -l) .pom, $(find "$up" -name '*.jar' | wc -l) .jar," \
     "$(find "$up" -name '*.sha1' | wc -l) .sha1, $(find "$up" -name '*.pom' -printf '%h\n' | sort -u | wc -l) GAVs"
 done

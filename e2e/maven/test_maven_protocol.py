@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import E2E, Orchard, http, sources_file
+from conftest import E2E, FaultUpstream, Orchard, http, sources_file
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,86 @@ def test_missing_artifacts_are_404_and_remembered(orchard, upstream_a):
     for _ in range(3):
         assert http(f"{orchard.url}/maven{merged}")[0] == 404
     assert upstream_a.requests().count("GET /org/acme/missing-phantom/2.0/missing-phantom-2.0.pom 404") == 1
+
+
+def test_a_file_without_a_pom_anywhere_comes_from_the_first_source_that_has_it(orchard, fault, upstream_a):
+    """Maven asks for some jars without their POM (plexus-utils 1.1 for old plugins): when
+    no source has the version's POM, the first source (by priority) with the file serves
+    it, and each upstream path is requested once."""
+    d = "/org/acme/pomless/1.0"
+    fault.mode("pomless-1.0.pom", "404")
+    before = fault.counts()
+    status, h, body = http(f"{orchard.url}/maven{d}/pomless-1.0.jar")
+    assert (status, h["x-orchard-cache"], len(body)) == (200, "miss", 300_000)
+    status, _, sha1 = http(f"{orchard.url}/maven{d}/pomless-1.0.jar.sha1")
+    assert status == 200 and sha1.decode() == hashlib.sha1(body).hexdigest()
+    status, h, again = http(f"{orchard.url}/maven{d}/pomless-1.0.jar")
+    assert (status, h["x-orchard-cache"], again) == (200, "hit", body)
+    assert http(f"{orchard.url}/maven{d}/pomless-1.0.jar", method="HEAD")[0] == 200
+    after = fault.counts()
+    made = {p: after.get(p, 0) - before.get(p, 0) for p in after if after.get(p, 0) != before.get(p, 0)}
+    assert made == {f"/m2{d}/pomless-1.0.pom.sha1": 1, f"/m2{d}/pomless-1.0.pom": 1,
+                    f"/m2{d}/pomless-1.0.jar.sha1": 1, f"/m2{d}/pomless-1.0.jar": 1}, made
+    # the higher-priority sources were asked once for each path too, then remembered
+    assert upstream_a.requests().count(f"GET {d}/pomless-1.0.pom 404") == 1
+    assert upstream_a.requests().count(f"GET {d}/pomless-1.0.jar 404") == 1
+    # a file no source has is still a 404 that says so
+    fault.mode("pomless-1.0-sources.jar", "404")
+    status, _, err = http(f"{orchard.url}/maven{d}/pomless-1.0-sources.jar")
+    assert status == 404 and b"not found in any Maven source" in err and b"has no POM" in err, err
+    fault.mode("pomless-1.0.pom", "ok")
+
+
+def test_the_pom_still_decides_when_a_source_has_it(tmp):
+    """A higher-priority source that has a version's jar but not its POM does not shadow
+    the source that has the POM (dependency confusion stays closed)."""
+    first, second = FaultUpstream(tmp, "/m2/").start(), FaultUpstream(tmp, "/m2/").start()
+    env = {"ORCHARD_UPSTREAMS_FILE": sources_file(tmp / "maven-sources-pom-rule.yaml", ("first", first.url),
+                                                  ("second", second.url), protocol="maven")}
+    o = Orchard(tmp, env).start()
+    try:
+        d = "/org/acme/shadowed/1.0"
+        first.mode("shadowed-1.0.pom", "404")
+        assert http(f"{o.url}/maven{d}/shadowed-1.0.jar")[0] == 200
+        assert first.counts().get(f"/m2{d}/shadowed-1.0.jar", 0) == 0, first.counts()
+        assert {p: n for p, n in second.counts().items() if p.startswith("/m2/")} == {
+                                   f"/m2{d}/shadowed-1.0.pom.sha1": 1, f"/m2{d}/shadowed-1.0.pom": 1,
+                                   f"/m2{d}/shadowed-1.0.jar.sha1": 1, f"/m2{d}/shadowed-1.0.jar": 1}
+        # the POM Maven asks for next was stored while deciding: no second upstream request
+        status, h, _ = http(f"{o.url}/maven{d}/shadowed-1.0.pom")
+        assert (status, h["x-orchard-cache"]) == (200, "hit")
+        assert second.counts()[f"/m2{d}/shadowed-1.0.pom"] == 1
+        # neither has the POM: the first source that has the file
+        d2 = "/org/acme/orphan/2.0"
+        first.mode("orphan-2.0.pom", "404")
+        second.mode("orphan-2.0.pom", "404")
+        assert http(f"{o.url}/maven{d2}/orphan-2.0.jar")[0] == 200
+        assert first.counts().get(f"/m2{d2}/orphan-2.0.jar") == 1
+        assert f"/m2{d2}/orphan-2.0.jar" not in second.counts()
+        # a failing higher-priority source ends the lookup (no fall-through on errors)
+        d3 = "/org/acme/broken/3.0"
+        first.mode("broken-3.0.pom", "500")
+        status, _, _ = http(f"{o.url}/maven{d3}/broken-3.0.jar")
+        assert status == 502
+        assert not any(p.startswith(f"/m2{d3}/") for p in second.counts())
+    finally:
+        o.stop()
+        first.stop()
+        second.stop()
+
+
+def test_concurrent_requests_make_one_upstream_request_per_path(orchard, fault):
+    """Twelve clients ask for one jar and its .sha1 at once: the upstream sees the POM,
+    the jar and each sidecar once."""
+    import concurrent.futures
+    d = "/org/acme/crowd/1.0"
+    paths = [f"{d}/crowd-1.0.jar", f"{d}/crowd-1.0.jar.sha1"] * 6
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda p: http(f"{orchard.url}/sources/faulty{p}")[0], paths))
+    assert statuses == [200] * 12
+    counts = fault.counts()
+    assert counts.get(f"/m2{d}/crowd-1.0.jar") == 1 and counts.get(f"/m2{d}/crowd-1.0.jar.sha1") == 1, \
+        {p: n for p, n in counts.items() if p.startswith(f"/m2{d}")}
 
 
 @pytest.mark.parametrize("mode,expected", [("wrong", 502), ("truncated", 502), ("500", 502), ("slow", 504), ("reset", 502)])

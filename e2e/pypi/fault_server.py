@@ -3,7 +3,8 @@
 It serves PEP 503 pages and files for made-up projects and misbehaves on request:
 
     POST /__mode/<key>/<mode>   key = a project or file name; mode is one of
-        ok | slow | delayN (answer after N seconds) | 500 | reset | truncated | wrong
+        ok | slow | delayN (answer after N seconds) | 500 | reset | truncated | wrong | 404
+        (for a Maven file, 404 also covers its .sha1)
     GET  /__count               JSON: requests received per path (conditional requests
                                 answered 304 are counted under "304 <path>")
     POST /__reset               forget modes and counts
@@ -123,6 +124,9 @@ class Handler(BaseHTTPRequestHandler):
         elif mode == "500":
             self.send_bytes(500, b"internal error")
             return True
+        elif mode == "404":
+            self.send_bytes(404, b"not found", "text/plain")
+            return True
         elif mode == "reset":
             self.abort()
             return True
@@ -221,6 +225,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_bytes(200, body, "text/xml")
                 return
             if name.endswith(".sha1"):
+                if mode_for(name[:-5]) == "404":
+                    self.send_bytes(404, b"not found", "text/plain")
+                    return
                 self.send_bytes(200, hashlib.sha1(content(name[:-5])).hexdigest().encode(), "text/plain")
                 return
             body = content(name)

@@ -83,19 +83,26 @@ where
     if known_missing(state, &spec).await {
         return Err(ApiError::NotFound("not found upstream (remembered)".into()));
     }
-    let upstream = resolve().await?;
     let plain_get = req.method() == Method::GET
         && !req.headers().contains_key(header::RANGE)
         && !req.headers().contains_key(header::IF_NONE_MATCH);
     let spec = Arc::new(spec);
     if !plain_get {
-        let committed = fill_once(state, &spec, &upstream, on_commit).await?;
+        let committed = fill_once(state, &spec, resolve, on_commit).await?;
         return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
     }
     let mut on_commit = on_commit;
+    let mut resolve = Some(resolve);
     loop {
         match state.proxy.artifacts.join(&flight_key(&spec)) {
             singleflight::Role::Leader(leader) => {
+                // Only the leader asks where the bytes are (an index page, a checksum
+                // sidecar): concurrent requests make one upstream request per path.
+                let Some(resolve) = resolve.take() else { return Err(ApiError::Internal) };
+                let upstream = match resolve().await {
+                    Ok(u) => u,
+                    Err(e) => return Err(finish_unresolved(leader, e)),
+                };
                 let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
                 let (len_tx, len_rx) = tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
                 let (state2, spec2, upstream2, hook) = (state.clone(), spec.clone(), upstream.clone(), on_commit.take());
@@ -141,6 +148,23 @@ where
     }
 }
 
+/// A leader whose resolve step failed: its followers get the same answer (no second
+/// upstream request for them), and the leader's own client gets the error.
+fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> ApiError {
+    let shared = match &e {
+        ApiError::NotFound(m) => Some(FetchError::Missing(m.clone())),
+        ApiError::BadGateway(m) => Some(FetchError::Upstream(m.clone())),
+        ApiError::GatewayTimeout => Some(FetchError::Timeout),
+        ApiError::DatabaseUnavailable => Some(FetchError::Database),
+        // anything else: followers try themselves (dropping the leader releases them)
+        _ => None,
+    };
+    if let Some(f) = shared {
+        leader.finish(Err(f));
+    }
+    e
+}
+
 /// Serves the artifact only if it is already stored (no upstream call), labelled `cache`.
 pub async fn serve_cached(state: &AppState, req: &HttpRequest, spec: &ArtifactSpec, cache: CacheStatus) -> Result<Option<HttpResponse>, ApiError> {
     let Some(hit) = lookup(state, spec).await? else { return Ok(None) };
@@ -153,7 +177,7 @@ pub async fn serve_cached(state: &AppState, req: &HttpRequest, spec: &ArtifactSp
 /// The committed artifact, from the cache or the database, or fetched now (coalesced
 /// with concurrent fills) — for callers that need the bytes stored rather than a
 /// response (e.g. checksum sidecars).
-pub async fn ensure<R, RF>(state: &AppState, spec: ArtifactSpec, resolve: R) -> Result<Committed, ApiError>
+pub async fn ensure<R, RF>(state: &AppState, spec: ArtifactSpec, resolve: R, on_commit: Option<CommitHook>) -> Result<Committed, ApiError>
 where
     R: FnOnce() -> RF,
     RF: Future<Output = Result<Upstream, ApiError>>,
@@ -167,8 +191,7 @@ where
     if known_missing(state, &spec).await {
         return Err(ApiError::NotFound("not found upstream (remembered)".into()));
     }
-    let upstream = resolve().await?;
-    fill_once(state, &Arc::new(spec), &upstream, None).await
+    fill_once(state, &Arc::new(spec), resolve, on_commit).await
 }
 
 /// Serves a file Orchard derives itself (a checksum of a stored artifact, say): from
@@ -198,13 +221,23 @@ fn flight_key(spec: &ArtifactSpec) -> String {
     format!("{}:{}:{}", spec.protocol.as_str(), spec.source.name(), spec.path)
 }
 
-/// One fill for concurrent callers, without a client stream.
-async fn fill_once(state: &AppState, spec: &Arc<ArtifactSpec>, upstream: &Upstream, on_commit: Option<CommitHook>) -> Result<Committed, ApiError> {
+/// One fill for concurrent callers, without a client stream; only the leader resolves.
+async fn fill_once<R, RF>(state: &AppState, spec: &Arc<ArtifactSpec>, resolve: R, on_commit: Option<CommitHook>) -> Result<Committed, ApiError>
+where
+    R: FnOnce() -> RF,
+    RF: Future<Output = Result<Upstream, ApiError>>,
+{
     let mut on_commit = on_commit;
+    let mut resolve = Some(resolve);
     loop {
         match state.proxy.artifacts.join(&flight_key(spec)) {
             singleflight::Role::Leader(leader) => {
-                let result = fill(state, spec, upstream, None).await;
+                let Some(resolve) = resolve.take() else { return Err(ApiError::Internal) };
+                let upstream = match resolve().await {
+                    Ok(u) => u,
+                    Err(e) => return Err(finish_unresolved(leader, e)),
+                };
+                let result = fill(state, spec, &upstream, None).await;
                 leader.finish(result.clone());
                 let committed = result?;
                 if let Some(hook) = on_commit.take() {

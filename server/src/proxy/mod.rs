@@ -26,6 +26,11 @@ pub enum FetchError {
     Upstream(String),
     #[error("not found upstream")]
     NotFound,
+    /// The request's own lookup found nothing (e.g. the file is not on the index).
+    #[error("{0}")]
+    Missing(String),
+    #[error("the metadata database is unavailable")]
+    Database,
     #[error("the upstream bytes do not match the declared hash")]
     HashMismatch,
     #[error("internal error: {0}")]
@@ -48,6 +53,8 @@ impl From<FetchError> for ApiError {
             FetchError::Timeout => ApiError::GatewayTimeout,
             FetchError::Upstream(m) => ApiError::BadGateway(m),
             FetchError::NotFound => ApiError::NotFound("not found upstream".into()),
+            FetchError::Missing(m) => ApiError::NotFound(m),
+            FetchError::Database => ApiError::DatabaseUnavailable,
             FetchError::HashMismatch => ApiError::BadGateway("the upstream bytes do not match the declared hash; nothing was stored".into()),
             FetchError::Internal(m) => {
                 tracing::error!(error = %m, "artifact fill failed");

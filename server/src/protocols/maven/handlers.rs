@@ -13,8 +13,9 @@
 //!   when the upstream fails, the newest earlier window's copy is served stale.
 //!   Timestamped SNAPSHOT files are immutable like releases.
 //! - Merged view: the first source (by priority) that has a version's POM owns every
-//!   file of that groupId:artifactId:version; metadata comes from the first source that
-//!   has it. Upstream 404s are remembered for `ORCHARD_CACHE_TTL_NEGATIVE`, so builds
+//!   file of that groupId:artifactId:version (the POM is fetched once, to decide and to
+//!   be stored); when no source has the POM, the first source that has the requested
+//!   file serves it. Metadata comes from the first source that has it. Upstream 404s are remembered for `ORCHARD_CACHE_TTL_NEGATIVE`, so builds
 //!   that probe many repositories do not hammer the upstream; 5xx and timeouts never are.
 
 use std::sync::Arc;
@@ -62,11 +63,10 @@ fn metadata_request(state: &AppState, source: &Arc<Source>, path: &str) -> Docum
     }
 }
 
-/// Whether a source has a version (its POM, or for SNAPSHOTs the version metadata);
-/// answers are cached like documents, 404s negatively.
-fn presence_request(state: &AppState, source: &Arc<Source>, group: &str, artifact: &str, version: &str) -> DocumentRequest {
-    let dir = format!("{}/{artifact}/{version}", group.replace('.', "/"));
-    let probe = if is_snapshot(version) { format!("{dir}/maven-metadata.xml") } else { format!("{dir}/{artifact}-{version}.pom") };
+/// Whether a source has a SNAPSHOT version (its version-level metadata); answers are
+/// cached like documents, 404s negatively.
+fn snapshot_presence_request(state: &AppState, source: &Arc<Source>, group: &str, artifact: &str, version: &str) -> DocumentRequest {
+    let probe = format!("{}/{artifact}/{version}/maven-metadata.xml", group.replace('.', "/"));
     DocumentRequest {
         protocol: Protocol::Maven,
         source: source.clone(),
@@ -115,24 +115,41 @@ async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Che
     Err(ApiError::NotFound(format!("{path} not found in any Maven source")))
 }
 
-async fn owner(state: &AppState, view: &View, group: &str, artifact: &str, version: &str) -> Result<Arc<Source>, ApiError> {
-    let name = format!("{group}:{artifact}");
-    match view {
-        View::Source(s) if s.allows(&name) => Ok(s.clone()),
-        View::Source(s) => Err(ApiError::NotFound(format!("source {:?} does not serve {name}", s.name()))),
-        View::Merged => {
-            for source in view.sources(state, Protocol::Maven) {
-                if !source.allows(&name) {
-                    continue;
-                }
-                let (doc, _) = document::get(state, &presence_request(state, &source, group, artifact, version)).await?;
-                if doc.found() {
-                    return Ok(source);
-                }
+/// The source that owns a version in the merged view: the first (by priority) that has
+/// the version's POM — fetched once and stored, so the POM request Maven makes next is
+/// a hit — or, for a SNAPSHOT, its version-level metadata. `None` when no source has it.
+async fn version_owner(state: &AppState, candidates: &[Arc<Source>], group: &str, artifact: &str, version: &str) -> Result<Option<Arc<Source>>, ApiError> {
+    for source in candidates {
+        let found = if is_snapshot(version) {
+            document::get(state, &snapshot_presence_request(state, source, group, artifact, version)).await?.0.found()
+        } else {
+            let file = format!("{artifact}-{version}.pom");
+            let main = format!("{}/{artifact}/{version}/{file}", group.replace('.', "/"));
+            let spec = ArtifactSpec { protocol: Protocol::Maven, source: source.clone(), path: main.clone(), content_type: content_type(&file) };
+            match artifact::ensure(state, spec, || resolve_upstream(state, source, &main), Some(pom_hook(file.clone()))).await {
+                Ok(_) => true,
+                Err(ApiError::NotFound(_)) => false,
+                Err(e) => return Err(e),
             }
-            Err(ApiError::NotFound(format!("{name}:{version} not found in any Maven source")))
+        };
+        if found {
+            return Ok(Some(source.clone()));
         }
     }
+    Ok(None)
+}
+
+/// Dependency extraction once a POM is stored.
+fn pom_hook(file: String) -> artifact::CommitHook {
+    Box::new(move |state: AppState, committed: artifact::Committed| {
+        actix_web::rt::spawn(crate::deps::extract_committed(state, "maven", file, committed.sha256));
+    })
+}
+
+/// Where a file's bytes are upstream, with the digest the upstream declares for them.
+async fn resolve_upstream(state: &AppState, source: &Source, main: &str) -> Result<Upstream, ApiError> {
+    let sha1 = upstream_sha1(state, source, main).await?;
+    Ok(Upstream { url: source.url(main), expected: Expected { sha1, ..Default::default() } })
 }
 
 /// The digest the upstream declares for a file (its `.sha1`), if it has one.
@@ -160,7 +177,35 @@ async fn upstream_sha1(state: &AppState, source: &Source, path: &str) -> Result<
 
 async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath) -> Result<HttpResponse, ApiError> {
     let MavenPath::File { group, artifact, version, file, checksum } = path else { return Err(ApiError::Internal) };
-    let source = owner(state, view, group, artifact, version).await?;
+    let name = format!("{group}:{artifact}");
+    let candidates: Vec<Arc<Source>> = match view {
+        View::Source(s) if s.allows(&name) => return serve_from(state, req, s.clone(), path).await,
+        View::Source(s) => return Err(ApiError::NotFound(format!("source {:?} does not serve {name}", s.name()))),
+        View::Merged => view.sources(state, Protocol::Maven).into_iter().filter(|s| s.allows(&name)).collect(),
+    };
+    // The POM decides which source serves a version whenever one has it (so a
+    // lower-priority source cannot shadow a version's files: dependency confusion).
+    let is_pom = checksum.is_none() && !is_snapshot(version) && *file == format!("{artifact}-{version}.pom");
+    if !is_pom {
+        if let Some(source) = version_owner(state, &candidates, group, artifact, version).await? {
+            return serve_from(state, req, source, path).await;
+        }
+    }
+    // The POM itself, or a version no source has a POM for (Maven asks for some jars,
+    // such as plexus-utils 1.1, without one): the first source that has the file. A
+    // source's 404 is remembered per path; any other failure ends the lookup.
+    for source in candidates {
+        match serve_from(state, req, source, path).await {
+            Err(ApiError::NotFound(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::NotFound(format!("{} not found in any Maven source ({name}:{version} has no POM in any of them)", path.main_path())))
+}
+
+/// Serves one file of a version from one source.
+async fn serve_from(state: &AppState, req: &HttpRequest, source: Arc<Source>, path: &MavenPath) -> Result<HttpResponse, ApiError> {
+    let MavenPath::File { version, file, checksum, .. } = path else { return Err(ApiError::Internal) };
     let main = path.main_path();
     // Non-unique SNAPSHOT files change upstream: one cache entry per TTL window.
     let window = versions_ttl(state, &source).as_secs().max(1);
@@ -174,10 +219,8 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
         path: stored_path.clone(),
         content_type: content_type(file),
     };
-    let resolve = || async {
-        let sha1 = upstream_sha1(state, &source, &main).await?;
-        Ok(Upstream { url: source.url(&main), expected: Expected { sha1, ..Default::default() } })
-    };
+    let resolve = || resolve_upstream(state, &source, &main);
+    let hook = || file.ends_with(".pom").then(|| pom_hook(file.to_string()));
     match checksum {
         None if mutable => match artifact::serve(state, req, main_spec(), resolve, None).await {
             // The upstream failed: the newest earlier copy within ORCHARD_CACHE_STALE_MAX.
@@ -193,15 +236,7 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
             }
             other => other,
         },
-        None => {
-            let hook = file.ends_with(".pom").then(|| {
-                let name = file.to_string();
-                Box::new(move |state: AppState, committed: artifact::Committed| {
-                    actix_web::rt::spawn(crate::deps::extract_committed(state, "maven", name, committed.sha256));
-                }) as artifact::CommitHook
-            });
-            artifact::serve(state, req, main_spec(), resolve, hook).await
-        }
+        None => artifact::serve(state, req, main_spec(), resolve, hook()).await,
         Some(algo) => {
             let sidecar = ArtifactSpec {
                 protocol: Protocol::Maven,
@@ -210,7 +245,7 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
                 content_type: "text/plain",
             };
             let produce = || async {
-                let committed = artifact::ensure(state, main_spec(), resolve).await?;
+                let committed = artifact::ensure(state, main_spec(), resolve, hook()).await?;
                 let (_, _, mut body) = state.storage.get(&committed.sha256, None).await?;
                 let mut hasher = algo.hasher();
                 while let Some(chunk) = body.next().await {
