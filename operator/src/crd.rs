@@ -55,6 +55,12 @@ pub struct UpstreamSourceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub exclude: Vec<Pattern>,
+    /// Hosts other than the source's own (`host` or `host:port`, e.g. a CDN the index
+    /// links to) that files may be fetched from: without the source's credentials, and
+    /// only files with a declared sha256/sha512.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub file_hosts: Vec<FileHost>,
 }
 
 fn default_priority() -> i32 {
@@ -63,6 +69,11 @@ fn default_priority() -> i32 {
 fn default_enabled() -> bool {
     true
 }
+
+/// `host` or `host:port` (IPv6 in brackets).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct FileHost(#[schemars(length(min = 1, max = 261), regex(pattern = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$"))] pub String);
 
 /// A name pattern such as `acme-*` or `com.acme:*`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

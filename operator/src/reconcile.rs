@@ -248,6 +248,7 @@ pub fn desired_spec(obj: &UpstreamSource, credentials: Option<CredentialsSpec>) 
         ttl: s.ttl.as_ref().map(|t| sources::TtlOverrides { index_seconds: t.index_seconds, versions_seconds: t.versions_seconds }),
         include: s.include.iter().map(|p| p.0.clone()).collect(),
         exclude: s.exclude.iter().map(|p| p.0.clone()).collect(),
+        file_hosts: s.file_hosts.iter().map(|h| h.0.clone()).collect(),
     }
 }
 

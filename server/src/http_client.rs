@@ -1,5 +1,7 @@
 //! HttpClientManager: pooled keep-alive `awc` clients for upstream calls — a default
-//! pool plus one pool per upstream source with its own timeouts and auth header.
+//! pool plus one pool per upstream source with its own timeouts and credentials. A
+//! source's credentials are sent only to the source's own origin (scheme, host, port):
+//! a URL an index names on any other host gets no `Authorization` header.
 //!
 //! `awc::Client` is bound to the thread (actix worker) that made it, so each worker
 //! keeps its own clients, built lazily from the registered pool settings and rebuilt
@@ -44,6 +46,26 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub auth: Option<UpstreamAuth>,
+    /// The only origin (`scheme://host:port`) `auth` is sent to.
+    pub origin: Option<String>,
+}
+
+impl UpstreamAuth {
+    fn header_value(&self) -> String {
+        use base64::Engine;
+        match self {
+            UpstreamAuth::Basic { username, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose_secret()))
+            ),
+            UpstreamAuth::Bearer(token) => format!("Bearer {}", token.expose_secret()),
+        }
+    }
+}
+
+/// `scheme://host:port` of a URL (default ports made explicit by `url`'s rules).
+pub fn origin_of(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().map(|u| u.origin().ascii_serialization())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +119,7 @@ impl HttpClientManager {
     pub fn new(config: &HttpConfig, workers: usize) -> Self {
         let per_worker_limit = config.max_connections.div_ceil(workers.max(1));
         metrics().http_client_max.set(config.max_connections as i64);
-        let default = PoolSettings { connect_timeout: config.connect_timeout(), read_timeout: config.read_timeout(), auth: None };
+        let default = PoolSettings { connect_timeout: config.connect_timeout(), read_timeout: config.read_timeout(), auth: None, origin: None };
         let mut pools = HashMap::new();
         pools.insert(DEFAULT_POOL.to_string(), Registered { settings: default, version: 0 });
         HttpClientManager {
@@ -111,7 +133,7 @@ impl HttpClientManager {
 
     /// Default settings for an upstream pool (from `ORCHARD_HTTP_*`).
     pub fn default_settings(&self) -> PoolSettings {
-        PoolSettings { connect_timeout: self.config.connect_timeout(), read_timeout: self.config.read_timeout(), auth: None }
+        PoolSettings { connect_timeout: self.config.connect_timeout(), read_timeout: self.config.read_timeout(), auth: None, origin: None }
     }
 
     /// Adds or replaces an upstream's pool; workers rebuild their client on next use.
@@ -136,11 +158,7 @@ impl HttpClientManager {
     /// name also gets the default settings).
     pub fn client(&self, pool: Option<&str>) -> awc::Client {
         let name = pool.unwrap_or(DEFAULT_POOL);
-        let (settings, version) = {
-            let pools = self.pools.read().expect("pool lock poisoned");
-            let r = pools.get(name).or_else(|| pools.get(DEFAULT_POOL)).expect("default pool exists");
-            (r.settings.clone(), r.version)
-        };
+        let (settings, version) = self.settings(name);
         CLIENTS.with(|clients| {
             let mut clients = clients.borrow_mut();
             match clients.get(name) {
@@ -154,25 +172,33 @@ impl HttpClientManager {
         })
     }
 
+    fn settings(&self, name: &str) -> (PoolSettings, u64) {
+        let pools = self.pools.read().expect("pool lock poisoned");
+        let r = pools.get(name).or_else(|| pools.get(DEFAULT_POOL)).expect("default pool exists");
+        (r.settings.clone(), r.version)
+    }
+
+    /// The `Authorization` value for a request to `url` through `pool`: only when the URL
+    /// is on the pool's own origin.
+    fn authorization(&self, pool: Option<&str>, url: &str) -> Option<String> {
+        let (settings, _) = self.settings(pool.unwrap_or(DEFAULT_POOL));
+        let auth = settings.auth?;
+        (settings.origin.is_some() && settings.origin == origin_of(url)).then(|| auth.header_value())
+    }
+
     fn build(&self, settings: &PoolSettings) -> awc::Client {
         let connector = awc::Connector::new()
             .limit(self.per_worker_limit)
             .timeout(settings.connect_timeout)
             .conn_keep_alive(KEEPALIVE_IDLE)
             .max_http_version(Version::HTTP_11);
-        let mut builder = awc::Client::builder()
+        // No credentials here: `get` adds them per request, for the source's origin only.
+        awc::Client::builder()
             .connector(connector)
             .timeout(settings.read_timeout)
             .disable_redirects()
-            .add_default_header(("user-agent", concat!("orchard/", env!("CARGO_PKG_VERSION"))));
-        match &settings.auth {
-            Some(UpstreamAuth::Basic { username, password }) => {
-                builder = builder.basic_auth(username, Some(password.expose_secret()));
-            }
-            Some(UpstreamAuth::Bearer(token)) => builder = builder.bearer_auth(token.expose_secret()),
-            None => {}
-        }
-        builder.finish()
+            .add_default_header(("user-agent", concat!("orchard/", env!("CARGO_PKG_VERSION"))))
+            .finish()
     }
 
     /// Marks one upstream request in flight (for the active gauge).
@@ -192,8 +218,12 @@ impl HttpClientManager {
         let source = pool.unwrap_or("default");
         let _guard = self.track();
         let client = self.client(pool);
+        let authorization = self.authorization(pool, url);
         let request = || {
             let mut req = client.get(url);
+            if let Some(a) = &authorization {
+                req = req.insert_header(("authorization", a.as_str()));
+            }
             for (k, v) in headers {
                 req = req.insert_header((*k, *v));
             }

@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod db;
 pub mod deps;
 pub mod error;
+pub mod file_url;
 pub mod health;
 pub mod http_client;
 pub mod lifecycle;

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub db_pool_connections: IntGaugeVec,
     pub storage_operations: IntCounterVec,
     pub hash_mismatch: IntCounter,
+    pub file_url_refusals: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
     pub dependency_extractions: IntCounterVec,
@@ -116,6 +117,12 @@ impl Metrics {
                 &["backend", "op", "result"],
             ),
             hash_mismatch: counter(&r, "orchard_hash_mismatch_total", "Artifacts refused because their bytes did not match the declared hash"),
+            file_url_refusals: counter_vec(
+                &r,
+                "orchard_file_url_refusals_total",
+                "File URLs from an upstream's index refused (SSRF rules), by source and reason",
+                &["source", "reason"],
+            ),
             artifact_bytes_served: counter(&r, "orchard_artifact_bytes_served_total", "Artifact bytes sent to clients"),
             singleflight_waiters: counter(&r, "orchard_singleflight_waiters_total", "Requests that waited for another request's upstream fetch"),
             dependency_extractions: counter_vec(

@@ -111,6 +111,11 @@ pub struct SourceSpec {
     /// Name patterns this source never serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Hosts (`host` or `host:port`) other than the source's own that its index may
+    /// link files to (a CDN, say); such files are fetched without the source's
+    /// credentials and only with a declared sha256/sha512 (see `file_url`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_hosts: Vec<String>,
 }
 
 fn default_priority() -> i32 {
@@ -132,6 +137,8 @@ struct StoredSettings {
     include: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    file_hosts: Vec<String>,
     /// Who wrote the row: `namespace/name` of the `UpstreamSource` (operator rows only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
@@ -178,6 +185,9 @@ impl SourceSpec {
                 return Err(format!("source {n}: empty or overlong name pattern"));
             }
         }
+        for h in &self.file_hosts {
+            crate::file_url::parse_file_host(h).map_err(|e| format!("source {n}: fileHosts: {e}"))?;
+        }
         Ok(())
     }
 
@@ -192,6 +202,7 @@ impl SourceSpec {
             ttl: self.ttl.clone(),
             include: self.include.clone(),
             exclude: self.exclude.clone(),
+            file_hosts: self.file_hosts.clone(),
             owner: owner.map(str::to_string),
         };
         UpstreamSourceRow {
@@ -224,6 +235,7 @@ impl SourceSpec {
             ttl: settings.ttl,
             include: settings.include,
             exclude: settings.exclude,
+            file_hosts: settings.file_hosts,
         };
         spec.validate()?;
         Ok(spec)
@@ -259,6 +271,7 @@ pub fn static_sources(env: &Env<'_>) -> Result<Vec<SourceSpec>, ConfigError> {
                 ttl: None,
                 include: vec![],
                 exclude: vec![],
+                file_hosts: vec![],
             };
             spec.validate().map_err(|message| ConfigError { var, message })?;
             specs.push(spec);
@@ -392,7 +405,10 @@ impl SourceRegistry {
                 base.set_path(&path);
             }
             match resolve_auth(&spec, key) {
-                Ok(auth) => http.register(&spec.name, PoolSettings { auth, ..http.default_settings() }),
+                Ok(auth) => http.register(
+                    &spec.name,
+                    PoolSettings { auth, origin: Some(base.origin().ascii_serialization()), ..http.default_settings() },
+                ),
                 Err(e) => {
                     problems.push(e);
                     continue;
@@ -480,6 +496,7 @@ mod tests {
             ttl: None,
             include: vec![],
             exclude: vec![],
+            file_hosts: vec![],
         };
         let row = spec.to_owned_row(Some("ns/internal"));
         assert_eq!(SourceSpec::row_owner(&row).as_deref(), Some("ns/internal"));
@@ -505,6 +522,7 @@ mod tests {
             ttl: None,
             include: vec!["acme-*".into()],
             exclude: vec!["acme-secret".into()],
+            file_hosts: vec![],
         };
         let s = Source { base: url::Url::parse(&spec.url).unwrap(), spec };
         assert!(s.allows("acme-tools"));

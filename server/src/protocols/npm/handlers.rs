@@ -235,7 +235,9 @@ async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
         let stored = document::body(state, &dreq, &doc).await?;
         let (tarballs, _) = packument::split(&stored).map_err(|_| ApiError::Internal)?;
         let found = tarballs.get(file).ok_or_else(|| ApiError::NotFound(format!("{file:?} is not a tarball of {:?}", name.full())))?;
-        Ok(Upstream { url: found.url.clone(), expected: found.expected() })
+        let expected = found.expected();
+        let url = crate::file_url::vet(&source, &found.url, &expected).await?;
+        Ok(Upstream { url, expected })
     };
     let file_name = file.to_string();
     let hook: artifact::CommitHook = Box::new(move |state: AppState, committed: artifact::Committed| {

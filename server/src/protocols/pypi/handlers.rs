@@ -254,14 +254,14 @@ async fn find_file(state: &AppState, source: &Arc<Source>, project: &str, filena
 async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, filename: &str) -> Result<HttpResponse, ApiError> {
     let project = checked_project(project)?;
     let source = pypi_source(state, source)?;
+    if !source.allows(&project) {
+        return Err(ApiError::NotFound(format!("source {:?} does not serve {project:?}", source.name())));
+    }
     if let Some(dist) = filename.strip_suffix(".metadata") {
         return core_metadata(state, req, source, &project, dist).await;
     }
     if !is_valid_filename(filename) {
         return Err(ApiError::BadRequest("invalid distribution file name".into()));
-    }
-    if !source.allows(&project) {
-        return Err(ApiError::NotFound(format!("source {:?} does not serve {project:?}", source.name())));
     }
     let spec = ArtifactSpec {
         protocol: Protocol::Pypi,
@@ -280,7 +280,9 @@ async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, 
     });
     let resolve = || async {
         let entry = find_file(state, &source, &project, filename).await?;
-        Ok(Upstream { url: entry.url.clone(), expected: expected_of(&entry.hashes) })
+        let expected = expected_of(&entry.hashes);
+        let url = crate::file_url::vet(&source, &entry.url, &expected).await?;
+        Ok(Upstream { url, expected })
     };
     artifact::serve(state, req, spec, resolve, hook).await
 }
@@ -304,7 +306,11 @@ async fn core_metadata(state: &AppState, req: &HttpRequest, source: Arc<Source>,
     let resolve = || async {
         let entry = find_file(state, &source, project, dist).await?;
         match &entry.core_metadata {
-            Some(hashes) => Ok(Upstream { url: format!("{}.metadata", entry.url), expected: expected_of(hashes) }),
+            Some(hashes) => {
+                let expected = expected_of(hashes);
+                let url = crate::file_url::vet(&source, &format!("{}.metadata", entry.url), &expected).await?;
+                Ok(Upstream { url, expected })
+            }
             None => Err(ApiError::NotFound(format!("no metadata for {dist:?} (yet)"))),
         }
     };

@@ -1,0 +1,138 @@
+"""A hostile upstream for Orchard's hostile-input suite, and a bystander that records
+every request it gets (the "other host" a hostile index points Orchard at).
+
+    hostile_server.py upstream PORT BYSTANDER_PORT TOKEN
+        Requires "Authorization: Bearer TOKEN" on every request (a private registry) and
+        records the Authorization header of each. Serves:
+        GET /simple/<project>/          a PEP 503 page. Projects named
+            offhost-*    link their file to the bystander (with a sha256)
+            offhost-nohash-*  the same without a hash
+            redirect-*   link a file on this host that answers 302 to the bystander
+            local-*      link a file on this host (with its sha256 and PEP 658 metadata)
+            offmeta-*    link a file on this host whose PEP 658 metadata is declared;
+                         the page's file URL is on the bystander
+        GET /npm/<name>                 a packument whose tarball is on the bystander
+                                        (names offhost-*) or on this host (others)
+        GET /files/<name>               deterministic bytes; /redirect/<name> → 302
+        GET /__seen                     JSON: [[path, authorization or null], ...]
+    hostile_server.py bystander PORT
+        Answers every GET with deterministic bytes and records [path, authorization].
+"""
+import base64
+import hashlib
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+seen = []
+lock = threading.Lock()
+
+
+def content(name):
+    return hashlib.sha256(name.encode()).digest() * 1000  # 32 kB, deterministic
+
+
+def metadata(name):
+    project = name.split("-")[0]
+    return f"Metadata-Version: 2.1\nName: {project}\nVersion: 1.0\n".encode()
+
+
+class Base(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def record(self):
+        with lock:
+            seen.append([self.path, self.headers.get("Authorization")])
+
+    def send(self, status, body, ctype="application/octet-stream", extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class Bystander(Base):
+    def do_GET(self):
+        if self.path == "/__seen":
+            with lock:
+                self.send(200, json.dumps(seen).encode(), "application/json")
+            return
+        self.record()
+        name = self.path.rsplit("/", 1)[-1]
+        self.send(200, content(name))
+
+
+class Upstream(Base):
+    bystander = None
+    token = None
+
+    def do_GET(self):
+        if self.path == "/__seen":
+            with lock:
+                self.send(200, json.dumps(seen).encode(), "application/json")
+            return
+        self.record()
+        if self.headers.get("Authorization") != f"Bearer {self.token}":
+            self.send(401, b"unauthorized", "text/plain", [("WWW-Authenticate", "Bearer")])
+            return
+        parts = self.path.strip("/").split("/")
+        here = f"http://127.0.0.1:{self.server.server_port}"
+        there = f"http://127.0.0.1:{self.bystander}"
+        if parts[0] == "simple" and len(parts) == 2:
+            project = parts[1]
+            file = f"{project.replace('-', '_')}-1.0-py3-none-any.whl"
+            digest = hashlib.sha256(content(file)).hexdigest()
+            meta = hashlib.sha256(metadata(file)).hexdigest()
+            if project.startswith("offhost-nohash-"):
+                href, attrs = f"{there}/steal/{file}", ""
+            elif project.startswith("offhost-"):
+                href, attrs = f"{there}/steal/{file}#sha256={digest}", ""
+            elif project.startswith("redirect-"):
+                href, attrs = f"{here}/redirect/{file}", ""
+            elif project.startswith("offmeta-"):
+                href, attrs = f"{there}/steal/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
+            else:
+                href, attrs = f"{here}/files/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
+            page = f'<!DOCTYPE html><html><body><a href="{href}"{attrs}>{file}</a></body></html>'.encode()
+            self.send(200, page, "text/html")
+        elif parts[0] == "npm" and len(parts) == 2:
+            name = parts[1]
+            file = f"{name}-1.0.0.tgz"
+            data = content(file)
+            host = there + "/steal" if name.startswith("offhost-") else here + "/files"
+            doc = {"name": name, "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": {
+                "name": name, "version": "1.0.0", "dist": {
+                    "tarball": f"{host}/{file}",
+                    "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()}}}}
+            self.send(200, json.dumps(doc).encode(), "application/json")
+        elif parts[0] == "files" and len(parts) == 2:
+            name = parts[1]
+            self.send(200, metadata(name[: -len(".metadata")]) if name.endswith(".metadata") else content(name))
+        elif parts[0] == "redirect" and len(parts) == 2:
+            self.send(302, b"", extra=[("Location", f"{there}/steal/{parts[1]}")])
+        else:
+            self.send(404, b"not found", "text/plain")
+
+
+def main():
+    role, port = sys.argv[1], int(sys.argv[2])
+    if role == "upstream":
+        Upstream.bystander, Upstream.token = int(sys.argv[3]), sys.argv[4]
+        handler = Upstream
+    else:
+        handler = Bystander
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
