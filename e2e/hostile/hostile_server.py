@@ -9,6 +9,8 @@ every request it gets (the "other host" a hostile index points Orchard at).
             offhost-nohash-*  the same without a hash
             redirect-*   link a file on this host that answers 302 to the bystander
             local-*      link a file on this host (with its sha256 and PEP 658 metadata)
+            bomb-tar     an sdist whose tar carries a 1 GiB GNU long-name header (~1 MB gzipped)
+            bomb-zip     a wheel whose METADATA inflates to 1 GiB
             offmeta-*    link a file on this host whose PEP 658 metadata is declared;
                          the page's file URL is on the bystander
         GET /npm/<name>                 a packument whose tarball is on the bystander
@@ -29,7 +31,56 @@ seen = []
 lock = threading.Lock()
 
 
+BOMBS = {}
+
+
+def tar_bomb():
+    """A .tar.gz whose first header is a GNU long name of 1 GiB."""
+    import zlib
+    size = 1 << 30
+    header = bytearray(512)
+    header[:13] = b"././@LongLink"
+    header[100:107] = b"0000644"
+    header[124:136] = b"%011o\0" % size
+    header[156:157] = b"L"
+    header[257:263] = b"ustar\0"
+    header[148:156] = b"        "
+    header[148:155] = b"%06o\0" % sum(header)
+    gz = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = [gz.compress(bytes(header))]
+    chunk = b"a" * (1 << 20)
+    for _ in range(size >> 20):
+        out.append(gz.compress(chunk))
+    out.append(gz.flush())
+    return b"".join(out)
+
+
+def zip_bomb(name):
+    """A wheel whose .dist-info/METADATA inflates to 1 GiB (deterministic bytes)."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    dist = name.split("-")[0] + "-1.0.dist-info"
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        info = zipfile.ZipInfo(f"{dist}/METADATA", date_time=(2024, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w", force_zip64=True) as f:
+            chunk = b"Requires-Dist: a\n" * 65536
+            for _ in range((1 << 30) // len(chunk)):
+                f.write(chunk)
+        z.writestr(zipfile.ZipInfo(f"{dist}/WHEEL", date_time=(2024, 1, 1, 0, 0, 0)), "Wheel-Version: 1.0\n")
+    return buf.getvalue()
+
+
 def content(name):
+    if name.startswith("bomb_tar"):
+        if name not in BOMBS:
+            BOMBS[name] = tar_bomb()
+        return BOMBS[name]
+    if name.startswith("bomb_zip"):
+        if name not in BOMBS:
+            BOMBS[name] = zip_bomb(name)
+        return BOMBS[name]
     return hashlib.sha256(name.encode()).digest() * 1000  # 32 kB, deterministic
 
 
@@ -88,7 +139,7 @@ class Upstream(Base):
         there = f"http://127.0.0.1:{self.bystander}"
         if parts[0] == "simple" and len(parts) == 2:
             project = parts[1]
-            file = f"{project.replace('-', '_')}-1.0-py3-none-any.whl"
+            file = f"{project.replace('-', '_')}-1.0" + (".tar.gz" if project == "bomb-tar" else "-py3-none-any.whl")
             digest = hashlib.sha256(content(file)).hexdigest()
             meta = hashlib.sha256(metadata(file)).hexdigest()
             if project.startswith("offhost-nohash-"):
@@ -99,6 +150,8 @@ class Upstream(Base):
                 href, attrs = f"{here}/redirect/{file}", ""
             elif project.startswith("offmeta-"):
                 href, attrs = f"{there}/steal/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
+            elif project.startswith("bomb-"):
+                href, attrs = f"{here}/files/{file}#sha256={digest}", ""
             else:
                 href, attrs = f"{here}/files/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
             page = f'<!DOCTYPE html><html><body><a href="{href}"{attrs}>{file}</a></body></html>'.encode()
@@ -125,6 +178,8 @@ class Upstream(Base):
 def main():
     role, port = sys.argv[1], int(sys.argv[2])
     if role == "upstream":
+        for bomb in ("bomb_tar-1.0.tar.gz", "bomb_zip-1.0-py3-none-any.whl"):
+            content(bomb)  # made once, before the first request (about 9 s)
         Upstream.bystander, Upstream.token = int(sys.argv[3]), sys.argv[4]
         handler = Upstream
     else:

@@ -63,8 +63,12 @@ pub enum Allowed {
 
 /// Checks a `fileHosts` entry: `host` or `host:port` (IPv6 in brackets).
 pub fn parse_file_host(entry: &str) -> Result<(String, Option<u16>), String> {
-    let parsed = url::Url::parse(&format!("http://{entry}/")).map_err(|e| format!("{entry:?} is not a host or host:port: {e}"))?;
-    let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("{entry:?} has no host"))?;
+    let parsed = url::Url::parse(&format!("http://{entry}/"))
+        .map_err(|e| format!("{entry:?} is not a host or host:port: {e}"))?;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{entry:?} has no host"))?;
     let rebuilt = match parsed.port() {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
@@ -93,9 +97,12 @@ pub fn check(source: &Source, raw: &str, expected: &Expected) -> Result<Allowed,
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
     };
-    let listed = source.spec.file_hosts.iter().filter_map(|e| parse_file_host(e).ok()).any(|(h, p)| {
-        h == host && p.is_none_or(|p| p == port)
-    });
+    let listed = source
+        .spec
+        .file_hosts
+        .iter()
+        .filter_map(|e| parse_file_host(e).ok())
+        .any(|(h, p)| h == host && p.is_none_or(|p| p == port));
     if !listed {
         return Err(Refusal::OffOrigin(shown));
     }
@@ -157,7 +164,9 @@ async fn addresses(host: &str, port: u16) -> Result<Vec<IpAddr>, Refusal> {
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    let found = tokio::net::lookup_host((bare, port)).await.map_err(|_| Refusal::Unresolvable(host.to_string()))?;
+    let found = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|_| Refusal::Unresolvable(host.to_string()))?;
     let ips: Vec<IpAddr> = found.map(|a| a.ip()).collect();
     if ips.is_empty() {
         return Err(Refusal::Unresolvable(host.to_string()));
@@ -168,7 +177,9 @@ async fn addresses(host: &str, port: u16) -> Result<Vec<IpAddr>, Refusal> {
 /// Rule 4: an off-origin host must not be internal unless the source is.
 pub async fn check_addresses(source: &Source, host: &str, port: u16) -> Result<(), Refusal> {
     let ips = addresses(host, port).await?;
-    let Some(bad) = ips.iter().copied().find(|ip| is_internal(*ip)) else { return Ok(()) };
+    let Some(bad) = ips.iter().copied().find(|ip| is_internal(*ip)) else {
+        return Ok(());
+    };
     let source_host = source.base.host_str().unwrap_or_default();
     let source_port = source.base.port_or_known_default().unwrap_or(0);
     let source_internal = match addresses(source_host, source_port).await {
@@ -192,9 +203,14 @@ pub async fn vet(source: &Source, raw: &str, expected: &Expected) -> Result<Stri
     match outcome {
         Ok(()) => Ok(raw.to_string()),
         Err(r) => {
-            crate::metrics::metrics().file_url_refusals.with_label_values(&[source.name(), r.label()]).inc();
+            crate::metrics::metrics()
+                .file_url_refusals
+                .with_label_values(&[source.name(), r.label()])
+                .inc();
             tracing::warn!(upstream.source = source.name(), reason = r.label(), url = %redact(raw), "refused a file URL from the upstream's index");
-            Err(ApiError::BadGateway(format!("refused the file URL the upstream index gives: {r}")))
+            Err(ApiError::BadGateway(format!(
+                "refused the file URL the upstream index gives: {r}"
+            )))
         }
     }
 }
@@ -233,74 +249,186 @@ mod tests {
             exclude: vec![],
             file_hosts: file_hosts.iter().map(|s| s.to_string()).collect(),
         };
-        Source { base: url::Url::parse(&spec.url).unwrap(), spec }
+        Source {
+            base: url::Url::parse(&spec.url).unwrap(),
+            spec,
+        }
     }
 
     fn sha256() -> Expected {
-        Expected { sha256: Some("ab".repeat(32)), ..Default::default() }
+        Expected {
+            sha256: Some("ab".repeat(32)),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn same_origin_only_by_scheme_host_and_port() {
         let s = source("https://upstream.example/simple/", &[]);
-        assert_eq!(check(&s, "https://upstream.example/files/a.whl", &Expected::default()), Ok(Allowed::SameOrigin));
-        assert_eq!(check(&s, "https://upstream.example:443/files/a.whl", &Expected::default()), Ok(Allowed::SameOrigin));
-        for other in ["http://upstream.example/a.whl", "https://upstream.example:8443/a.whl", "https://evil.example/a.whl",
-                      "https://upstream.example.evil.example/a.whl", "http://127.0.0.1:18501/steal/a.whl"] {
-            assert!(matches!(check(&s, other, &sha256()), Err(Refusal::OffOrigin(_))), "{other}");
+        assert_eq!(
+            check(
+                &s,
+                "https://upstream.example/files/a.whl",
+                &Expected::default()
+            ),
+            Ok(Allowed::SameOrigin)
+        );
+        assert_eq!(
+            check(
+                &s,
+                "https://upstream.example:443/files/a.whl",
+                &Expected::default()
+            ),
+            Ok(Allowed::SameOrigin)
+        );
+        for other in [
+            "http://upstream.example/a.whl",
+            "https://upstream.example:8443/a.whl",
+            "https://evil.example/a.whl",
+            "https://upstream.example.evil.example/a.whl",
+            "http://127.0.0.1:18501/steal/a.whl",
+        ] {
+            assert!(
+                matches!(check(&s, other, &sha256()), Err(Refusal::OffOrigin(_))),
+                "{other}"
+            );
         }
-        assert_eq!(check(&s, "ftp://upstream.example/a.whl", &sha256()), Err(Refusal::Scheme));
-        assert_eq!(check(&s, "file:///etc/passwd", &sha256()), Err(Refusal::Scheme));
-        assert_eq!(check(&s, "https://u:p@upstream.example/a.whl", &sha256()), Err(Refusal::Credentials));
+        assert_eq!(
+            check(&s, "ftp://upstream.example/a.whl", &sha256()),
+            Err(Refusal::Scheme)
+        );
+        assert_eq!(
+            check(&s, "file:///etc/passwd", &sha256()),
+            Err(Refusal::Scheme)
+        );
+        assert_eq!(
+            check(&s, "https://u:p@upstream.example/a.whl", &sha256()),
+            Err(Refusal::Credentials)
+        );
     }
 
     #[test]
     fn file_hosts_need_a_declared_strong_digest() {
-        let s = source("https://upstream.example/simple/", &["files.upstream.example", "cdn.example:8443"]);
+        let s = source(
+            "https://upstream.example/simple/",
+            &["files.upstream.example", "cdn.example:8443"],
+        );
         let ok = check(&s, "https://files.upstream.example/a.whl", &sha256());
-        assert_eq!(ok, Ok(Allowed::FileHost { host: "files.upstream.example".into(), port: 443 }));
-        assert_eq!(check(&s, "https://FILES.upstream.example/a.whl", &sha256()).is_ok(), true);
+        assert_eq!(
+            ok,
+            Ok(Allowed::FileHost {
+                host: "files.upstream.example".into(),
+                port: 443
+            })
+        );
+        assert_eq!(
+            check(&s, "https://FILES.upstream.example/a.whl", &sha256()).is_ok(),
+            true
+        );
         assert!(check(&s, "https://cdn.example:8443/a.whl", &sha256()).is_ok());
-        assert!(matches!(check(&s, "https://cdn.example/a.whl", &sha256()), Err(Refusal::OffOrigin(_))));
-        let sha1_only = Expected { sha1: Some("ab".repeat(20)), ..Default::default() };
-        assert!(matches!(check(&s, "https://files.upstream.example/a.whl", &sha1_only), Err(Refusal::NoDigest(_))));
-        let sha512 = Expected { sha512: Some("ab".repeat(64)), ..Default::default() };
+        assert!(matches!(
+            check(&s, "https://cdn.example/a.whl", &sha256()),
+            Err(Refusal::OffOrigin(_))
+        ));
+        let sha1_only = Expected {
+            sha1: Some("ab".repeat(20)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            check(&s, "https://files.upstream.example/a.whl", &sha1_only),
+            Err(Refusal::NoDigest(_))
+        ));
+        let sha512 = Expected {
+            sha512: Some("ab".repeat(64)),
+            ..Default::default()
+        };
         assert!(check(&s, "https://files.upstream.example/a.whl", &sha512).is_ok());
     }
 
     #[test]
     fn file_host_entries_are_bare_hosts() {
-        assert_eq!(parse_file_host("cdn.example:8443"), Ok(("cdn.example".into(), Some(8443))));
-        assert_eq!(parse_file_host("[::1]:9000"), Ok(("[::1]".into(), Some(9000))));
-        for bad in ["", "https://cdn.example", "cdn.example/path", "cdn.example:99999", "user@cdn.example", "cdn example"] {
+        assert_eq!(
+            parse_file_host("cdn.example:8443"),
+            Ok(("cdn.example".into(), Some(8443)))
+        );
+        assert_eq!(
+            parse_file_host("[::1]:9000"),
+            Ok(("[::1]".into(), Some(9000)))
+        );
+        for bad in [
+            "",
+            "https://cdn.example",
+            "cdn.example/path",
+            "cdn.example:99999",
+            "user@cdn.example",
+            "cdn example",
+        ] {
             assert!(parse_file_host(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn internal_addresses() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-                   "::1", "::", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe",
-                   "224.0.0.1", "255.255.255.255"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "224.0.0.1",
+            "255.255.255.255",
+        ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "8.8.8.8",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }
 
     #[tokio::test]
     async fn internal_file_hosts_only_for_internal_sources() {
-        let public = source("https://93.184.216.34/simple/", &["127.0.0.1:9", "[::1]", "localhost"]);
-        assert!(matches!(check_addresses(&public, "127.0.0.1", 9).await, Err(Refusal::Internal(..))));
-        assert!(matches!(check_addresses(&public, "[::1]", 443).await, Err(Refusal::Internal(..))));
-        assert!(matches!(check_addresses(&public, "localhost", 443).await, Err(Refusal::Internal(..))), "names that resolve to loopback");
+        let public = source(
+            "https://93.184.216.34/simple/",
+            &["127.0.0.1:9", "[::1]", "localhost"],
+        );
+        assert!(matches!(
+            check_addresses(&public, "127.0.0.1", 9).await,
+            Err(Refusal::Internal(..))
+        ));
+        assert!(matches!(
+            check_addresses(&public, "[::1]", 443).await,
+            Err(Refusal::Internal(..))
+        ));
+        assert!(
+            matches!(
+                check_addresses(&public, "localhost", 443).await,
+                Err(Refusal::Internal(..))
+            ),
+            "names that resolve to loopback"
+        );
         let internal = source("http://127.0.0.1:8080/simple/", &["127.0.0.1:9"]);
         assert_eq!(check_addresses(&internal, "127.0.0.1", 9).await, Ok(()));
     }
 
     #[test]
     fn redaction() {
-        assert_eq!(redact("https://u:secret@upstream.example/a.whl?token=abc#sha256=1"), "https://upstream.example/a.whl?redacted");
+        assert_eq!(
+            redact("https://u:secret@upstream.example/a.whl?token=abc#sha256=1"),
+            "https://upstream.example/a.whl?redacted"
+        );
     }
 }

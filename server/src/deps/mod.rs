@@ -14,6 +14,7 @@
 //! dependencies. "unknown" records an sdist whose dependencies are dynamic: never guessed.
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod ensure;
 pub mod local;
@@ -80,7 +81,14 @@ impl Extracted {
     }
 }
 
-pub(crate) fn dep(protocol: &str, name: &str, requirement: &str, kind: &str, optional: bool, marker: &str) -> NewDependency {
+pub(crate) fn dep(
+    protocol: &str,
+    name: &str,
+    requirement: &str,
+    kind: &str,
+    optional: bool,
+    marker: &str,
+) -> NewDependency {
     NewDependency {
         protocol: protocol.into(),
         name: name.into(),
@@ -92,52 +100,76 @@ pub(crate) fn dep(protocol: &str, name: &str, requirement: &str, kind: &str, opt
 }
 
 fn cache_key(state: &AppState, protocol: &str, sha256: &str) -> String {
-    state.cache.key(Category::ArtifactDependencies, protocol, sha256)
+    state
+        .cache
+        .key(Category::ArtifactDependencies, protocol, sha256)
 }
 
 /// Stores an extraction (one statement) and caches it forever.
 pub async fn store(state: &AppState, sha256: &str, extracted: &Extracted) -> Result<(), String> {
     let repo = state.db().ok_or("database not ready")?;
-    repo.batch_upsert_dependencies(sha256, &extracted.rows()).await.map_err(|e| e.to_string())?;
-    state.cache.set_json(&cache_key(state, &extracted.protocol, sha256), extracted, Category::ArtifactDependencies).await;
-    crate::metrics::metrics().dependency_extractions.with_label_values(&[extracted.protocol.as_str(), if extracted.known { "known" } else { "unknown" }]).inc();
+    repo.batch_upsert_dependencies(sha256, &extracted.rows())
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .cache
+        .set_json(
+            &cache_key(state, &extracted.protocol, sha256),
+            extracted,
+            Category::ArtifactDependencies,
+        )
+        .await;
+    crate::metrics::metrics()
+        .dependency_extractions
+        .with_label_values(&[
+            extracted.protocol.as_str(),
+            if extracted.known { "known" } else { "unknown" },
+        ])
+        .inc();
     Ok(())
 }
 
 /// The stored extraction of an artifact: cache, then database.
-pub async fn stored(state: &AppState, protocol: &str, sha256: &str) -> Result<Option<Extracted>, String> {
-    if let Some(e) = state.cache.get_json::<Extracted>(&cache_key(state, protocol, sha256)).await {
+pub async fn stored(
+    state: &AppState,
+    protocol: &str,
+    sha256: &str,
+) -> Result<Option<Extracted>, String> {
+    if let Some(e) = state
+        .cache
+        .get_json::<Extracted>(&cache_key(state, protocol, sha256))
+        .await
+    {
         return Ok(Some(e));
     }
     let repo = state.db().ok_or("database not ready")?;
-    let rows = repo.dependencies_of(sha256).await.map_err(|e| e.to_string())?;
+    let rows = repo
+        .dependencies_of(sha256)
+        .await
+        .map_err(|e| e.to_string())?;
     let found = Extracted::from_rows(&rows);
     if let Some(e) = &found {
-        state.cache.set_json(&cache_key(state, &e.protocol, sha256), e, Category::ArtifactDependencies).await;
+        state
+            .cache
+            .set_json(
+                &cache_key(state, &e.protocol, sha256),
+                e,
+                Category::ArtifactDependencies,
+            )
+            .await;
     }
     Ok(found)
 }
 
 /// The text of `{top}/{name}` (the first directory level) in a gzipped tarball, at most
-/// `max` bytes — `PKG-INFO` of an sdist, `package.json` of an npm tarball.
-pub(crate) fn top_level_file_in_tgz(path: &std::path::Path, name: &str, max: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
-        let entry = entry.map_err(|e| format!("bad tar entry: {e}"))?;
-        let p = entry.path().map_err(|e| e.to_string())?.to_string_lossy().to_string();
-        let parts: Vec<&str> = p.trim_start_matches("./").split('/').collect();
-        if parts.len() == 2 && parts[1] == name {
-            if entry.size() > max {
-                return Err(format!("{name} is too large"));
-            }
-            let mut s = String::new();
-            entry.take(max).read_to_string(&mut s).map_err(|e| e.to_string())?;
-            return Ok(s);
-        }
-    }
-    Err(format!("the archive has no top-level {name}"))
+/// `max` bytes — `PKG-INFO` of an sdist, `package.json` of an npm tarball; bounded
+/// against archive bombs (`archive`).
+pub(crate) fn top_level_file_in_tgz(
+    path: &std::path::Path,
+    name: &str,
+    max: u64,
+) -> Result<String, String> {
+    archive::top_level_file_in_tgz(path, name, max, archive::LIMITS)
 }
 
 /// Extracts the dependencies of a stored artifact now and stores them. Maven POMs load
@@ -150,7 +182,11 @@ pub async fn extract_now(
     loader: &dyn maven::PomLoader,
 ) -> Result<Extracted, String> {
     let extracted = if protocol == "maven" {
-        let (_, _, mut body) = state.storage.get(sha256, None).await.map_err(|e| e.to_string())?;
+        let (_, _, mut body) = state
+            .storage
+            .get(sha256, None)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut xml = Vec::new();
         use futures::StreamExt;
         while let Some(chunk) = body.next().await {
@@ -161,7 +197,11 @@ pub async fn extract_now(
         }
         maven::extract_pom(String::from_utf8_lossy(&xml).into_owned(), loader).await?
     } else {
-        let tmp = state.storage.to_temp_file(sha256).await.map_err(|e| e.to_string())?;
+        let tmp = state
+            .storage
+            .to_temp_file(sha256)
+            .await
+            .map_err(|e| e.to_string())?;
         let path = tmp.path().to_path_buf();
         let name = filename.to_string();
         let e = state
@@ -182,7 +222,12 @@ pub async fn extract_now(
 
 /// The commit hook of extractable files: extracts once, logs failures (the artifact is
 /// served anyway).
-pub async fn extract_committed(state: AppState, protocol: &'static str, filename: String, sha256: String) {
+pub async fn extract_committed(
+    state: AppState,
+    protocol: &'static str,
+    filename: String,
+    sha256: String,
+) {
     match stored(&state, protocol, &sha256).await {
         Ok(Some(_)) => return,
         Ok(None) => {}
@@ -193,7 +238,10 @@ pub async fn extract_committed(state: AppState, protocol: &'static str, filename
     }
     let loader = universe::ServerUniverse::new(&state);
     if let Err(e) = extract_now(&state, protocol, &filename, &sha256, &loader).await {
-        crate::metrics::metrics().dependency_extractions.with_label_values(&[protocol, "failed"]).inc();
+        crate::metrics::metrics()
+            .dependency_extractions
+            .with_label_values(&[protocol, "failed"])
+            .inc();
         tracing::warn!(package.file = %filename, artifact.sha256 = %sha256, error = %e, "dependencies not extracted");
     }
 }
@@ -201,7 +249,12 @@ pub async fn extract_committed(state: AppState, protocol: &'static str, filename
 /// Whether Orchard extracts dependencies from a file of this name.
 pub fn extractable(protocol: &str, filename: &str) -> bool {
     match protocol {
-        "pypi" => filename.ends_with(".whl") || filename.ends_with(".tar.gz") || filename.ends_with(".zip") || filename.ends_with(".whl.metadata"),
+        "pypi" => {
+            filename.ends_with(".whl")
+                || filename.ends_with(".tar.gz")
+                || filename.ends_with(".zip")
+                || filename.ends_with(".whl.metadata")
+        }
         "npm" => filename.ends_with(".tgz"),
         "maven" => filename.ends_with(".pom"),
         _ => false,

@@ -37,7 +37,9 @@ pub fn headers(text: &str) -> Vec<(String, String)> {
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 pub use crate::protocols::pypi::names::normalize;
@@ -47,13 +49,26 @@ pub fn from_metadata(text: &str, sdist: bool) -> Result<Extracted, String> {
     let h = headers(text);
     let name = header(&h, "Name").ok_or("metadata has no Name")?;
     let version = header(&h, "Version").ok_or("metadata has no Version")?;
-    let version = Version::from_str(version).map(|v| v.to_string()).unwrap_or_else(|_| version.to_string());
-    let mut extracted = Extracted { protocol: "pypi".into(), name: normalize(name), version, known: true, dependencies: vec![] };
+    let version = Version::from_str(version)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| version.to_string());
+    let mut extracted = Extracted {
+        protocol: "pypi".into(),
+        name: normalize(name),
+        version,
+        known: true,
+        dependencies: vec![],
+    };
     if sdist {
         let mv = header(&h, "Metadata-Version").unwrap_or("1.0");
         let (major, minor) = mv.split_once('.').unwrap_or((mv, "0"));
-        let new_enough = (major.parse::<u32>().unwrap_or(0), minor.parse::<u32>().unwrap_or(0)) >= (2, 2);
-        let dynamic = h.iter().any(|(k, v)| k.eq_ignore_ascii_case("Dynamic") && v.eq_ignore_ascii_case("Requires-Dist"));
+        let new_enough = (
+            major.parse::<u32>().unwrap_or(0),
+            minor.parse::<u32>().unwrap_or(0),
+        ) >= (2, 2);
+        let dynamic = h.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("Dynamic") && v.eq_ignore_ascii_case("Requires-Dist")
+        });
         if !new_enough || dynamic {
             extracted.known = false;
             return Ok(extracted);
@@ -63,10 +78,15 @@ pub fn from_metadata(text: &str, sdist: bool) -> Result<Extracted, String> {
         if !k.eq_ignore_ascii_case("Requires-Dist") {
             continue;
         }
-        let req = Requirement::<VerbatimUrl>::from_str(v).map_err(|e| format!("Requires-Dist {v:?}: {e}"))?;
+        let req = Requirement::<VerbatimUrl>::from_str(v)
+            .map_err(|e| format!("Requires-Dist {v:?}: {e}"))?;
         let marker = req.marker.try_to_string().unwrap_or_default();
         let extra = extra_of(&marker);
-        let mut requirement = req.version_or_url.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let mut requirement = req
+            .version_or_url
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         if !req.extras.is_empty() {
             let extras: Vec<String> = req.extras.iter().map(|e| e.to_string()).collect();
             requirement = format!("[{}]{requirement}", extras.join(","));
@@ -75,7 +95,14 @@ pub fn from_metadata(text: &str, sdist: bool) -> Result<Extracted, String> {
             Some(x) => (format!("extra:{x}"), true),
             None => ("runtime".to_string(), false),
         };
-        extracted.dependencies.push(dep("pypi", &normalize(req.name.as_ref()), &requirement, &kind, optional, &marker));
+        extracted.dependencies.push(dep(
+            "pypi",
+            &normalize(req.name.as_ref()),
+            &requirement,
+            &kind,
+            optional,
+            &marker,
+        ));
     }
     Ok(extracted)
 }
@@ -107,23 +134,40 @@ fn extra_of(marker: &str) -> Option<String> {
 
 /// Any valid environment: `extra_of` only compares evaluations with and without an extra.
 fn reference_environment() -> pep508_rs::MarkerEnvironment {
-    marker_environment(&super::resolve::Environment::default()).expect("a valid default environment")
+    marker_environment(&super::resolve::Environment::default())
+        .expect("a valid default environment")
 }
 
 /// Evaluates a PEP 508 marker for a target environment (`python_version`, `platform`
 /// as `sys_platform`); `extra` is the extra the dependency belongs to, if any.
-pub fn marker_applies(marker: &str, env: &super::resolve::Environment, extra: Option<&str>) -> Result<bool, String> {
+pub fn marker_applies(
+    marker: &str,
+    env: &super::resolve::Environment,
+    extra: Option<&str>,
+) -> Result<bool, String> {
     use pep508_rs::{ExtraName, MarkerTree};
     let tree = MarkerTree::from_str(marker).map_err(|e| format!("marker {marker:?}: {e}"))?;
     let environment = marker_environment(env)?;
-    let extras: Vec<ExtraName> = extra.and_then(|x| ExtraName::from_str(x).ok()).into_iter().collect();
+    let extras: Vec<ExtraName> = extra
+        .and_then(|x| ExtraName::from_str(x).ok())
+        .into_iter()
+        .collect();
     Ok(tree.evaluate(&environment, &extras))
 }
 
-fn marker_environment(env: &super::resolve::Environment) -> Result<pep508_rs::MarkerEnvironment, String> {
+fn marker_environment(
+    env: &super::resolve::Environment,
+) -> Result<pep508_rs::MarkerEnvironment, String> {
     use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder};
-    let python = env.python_version.clone().unwrap_or_else(|| "3.12".to_string());
-    let full = if python.matches('.').count() >= 2 { python.clone() } else { format!("{python}.0") };
+    let python = env
+        .python_version
+        .clone()
+        .unwrap_or_else(|| "3.12".to_string());
+    let full = if python.matches('.').count() >= 2 {
+        python.clone()
+    } else {
+        format!("{python}.0")
+    };
     let platform = env.platform.clone().unwrap_or_else(|| "linux".to_string());
     let (system, os_name) = match platform.as_str() {
         "darwin" => ("Darwin", "posix"),
@@ -151,7 +195,11 @@ fn marker_environment(env: &super::resolve::Environment) -> Result<pep508_rs::Ma
 pub fn split_requirement(requirement: &str) -> (Vec<String>, &str) {
     if let Some(rest) = requirement.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
-            let extras = rest[..end].split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let extras = rest[..end]
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
             return (extras, &rest[end + 1..]);
         }
     }
@@ -165,6 +213,12 @@ pub fn extract_file(path: &Path, filename: &str) -> Result<Extracted, String> {
         return from_metadata(&String::from_utf8_lossy(&bytes), false);
     }
     if filename.ends_with(".metadata") {
+        let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+        if size > MAX_METADATA_BYTES {
+            return Err(format!(
+                "{filename} is too large ({size} bytes, limit {MAX_METADATA_BYTES})"
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         return from_metadata(&text, false);
     }
@@ -191,7 +245,10 @@ fn sdist_pkg_info_zip(path: &Path) -> Result<String, String> {
         .ok_or("the sdist has no top-level PKG-INFO")?;
     let entry = zip.by_name(&name).map_err(|e| e.to_string())?;
     let mut s = String::new();
-    entry.take(MAX_METADATA_BYTES).read_to_string(&mut s).map_err(|e| e.to_string())?;
+    entry
+        .take(MAX_METADATA_BYTES)
+        .read_to_string(&mut s)
+        .map_err(|e| e.to_string())?;
     Ok(s)
 }
 
@@ -208,14 +265,42 @@ Requires-Dist: chardet<6,>=3.0.2; extra == \"use-chardet-on-py3\"\n\nDescription
     #[test]
     fn wheel_metadata_with_extras_and_markers() {
         let e = from_metadata(REQUESTS, false).unwrap();
-        assert_eq!((e.name.as_str(), e.version.as_str(), e.known), ("requests", "2.32.3", true));
+        assert_eq!(
+            (e.name.as_str(), e.version.as_str(), e.known),
+            ("requests", "2.32.3", true)
+        );
         let names: Vec<&str> = e.dependencies.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["charset-normalizer", "idna", "urllib3", "certifi", "pysocks", "chardet"]);
+        assert_eq!(
+            names,
+            [
+                "charset-normalizer",
+                "idna",
+                "urllib3",
+                "certifi",
+                "pysocks",
+                "chardet"
+            ]
+        );
         let socks = &e.dependencies[4];
         assert_eq!((socks.kind.as_str(), socks.optional), ("extra:socks", true));
-        assert!(socks.requirement.contains(">=1.5.6") && socks.requirement.contains("!=1.5.7"), "{}", socks.requirement);
-        assert!(socks.marker.contains("extra == 'socks'"), "{}", socks.marker);
-        assert_eq!((e.dependencies[0].kind.as_str(), e.dependencies[0].optional, e.dependencies[0].marker.as_str()), ("runtime", false, ""));
+        assert!(
+            socks.requirement.contains(">=1.5.6") && socks.requirement.contains("!=1.5.7"),
+            "{}",
+            socks.requirement
+        );
+        assert!(
+            socks.marker.contains("extra == 'socks'"),
+            "{}",
+            socks.marker
+        );
+        assert_eq!(
+            (
+                e.dependencies[0].kind.as_str(),
+                e.dependencies[0].optional,
+                e.dependencies[0].marker.as_str()
+            ),
+            ("runtime", false, "")
+        );
     }
 
     #[test]
@@ -224,20 +309,40 @@ Requires-Dist: chardet<6,>=3.0.2; extra == \"use-chardet-on-py3\"\n\nDescription
 Requires-Dist: importlib-metadata>=3.6; python_version < \"3.10\"\nRequires-Dist: uvicorn[standard]>=0.20\n";
         let e = from_metadata(text, false).unwrap();
         assert_eq!(e.name, "demo-pkg");
-        assert!(e.dependencies[0].marker.contains("python_full_version < '3.10'") || e.dependencies[0].marker.contains("python_version < '3.10'"), "{}", e.dependencies[0].marker);
+        assert!(
+            e.dependencies[0]
+                .marker
+                .contains("python_full_version < '3.10'")
+                || e.dependencies[0].marker.contains("python_version < '3.10'"),
+            "{}",
+            e.dependencies[0].marker
+        );
         assert_eq!(e.dependencies[1].requirement, "[standard]>=0.20");
-        assert_eq!(split_requirement("[standard]>=0.20"), (vec!["standard".to_string()], ">=0.20"));
+        assert_eq!(
+            split_requirement("[standard]>=0.20"),
+            (vec!["standard".to_string()], ">=0.20")
+        );
     }
 
     #[test]
     fn extras_come_from_the_marker_not_from_strings_in_it() {
         assert_eq!(extra_of("extra == 'socks'").as_deref(), Some("socks"));
-        assert_eq!(extra_of("python_version >= '3.8' and extra == \"test\"").as_deref(), Some("test"));
-        assert_eq!(extra_of("platform_version == 'extra == é'"), None, "inside a string literal; no panic on non-ASCII");
+        assert_eq!(
+            extra_of("python_version >= '3.8' and extra == \"test\"").as_deref(),
+            Some("test")
+        );
+        assert_eq!(
+            extra_of("platform_version == 'extra == é'"),
+            None,
+            "inside a string literal; no panic on non-ASCII"
+        );
         assert_eq!(extra_of("platform_version == 'extra == \"x\"'"), None);
         let text = "Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: y; platform_version == \"extra == é\"\n";
         let e = from_metadata(text, false).unwrap();
-        assert_eq!((e.dependencies[0].kind.as_str(), e.dependencies[0].optional), ("runtime", false));
+        assert_eq!(
+            (e.dependencies[0].kind.as_str(), e.dependencies[0].optional),
+            ("runtime", false)
+        );
     }
 
     #[test]
@@ -251,6 +356,10 @@ Requires-Dist: importlib-metadata>=3.6; python_version < \"3.10\"\nRequires-Dist
         assert!(e.known);
         assert_eq!(e.dependencies[0].name, "six");
         assert!(from_metadata("Name: x\n", false).is_err());
-        assert!(from_metadata("Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: ???\n", false).is_err());
+        assert!(from_metadata(
+            "Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: ???\n",
+            false
+        )
+        .is_err());
     }
 }
