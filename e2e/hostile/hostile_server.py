@@ -11,6 +11,7 @@ every request it gets (the "other host" a hostile index points Orchard at).
             local-*      link a file on this host (with its sha256 and PEP 658 metadata)
             bomb-tar     an sdist whose tar carries a 1 GiB GNU long-name header (~1 MB gzipped)
             bomb-zip     a wheel whose METADATA inflates to 1 GiB
+            huge-*       a 64 MiB wheel on this host (with its sha256)
             offmeta-*    link a file on this host whose PEP 658 metadata is declared;
                          the page's file URL is on the bystander
         GET /npm/<name>                 a packument whose tarball is on the bystander
@@ -81,6 +82,10 @@ def content(name):
         if name not in BOMBS:
             BOMBS[name] = zip_bomb(name)
         return BOMBS[name]
+    if name.startswith("huge_"):
+        if name not in BOMBS:
+            BOMBS[name] = hashlib.sha256(name.encode()).digest() * (2 << 20)  # 64 MiB
+        return BOMBS[name]
     return hashlib.sha256(name.encode()).digest() * 1000  # 32 kB, deterministic
 
 
@@ -150,7 +155,7 @@ class Upstream(Base):
                 href, attrs = f"{here}/redirect/{file}", ""
             elif project.startswith("offmeta-"):
                 href, attrs = f"{there}/steal/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
-            elif project.startswith("bomb-"):
+            elif project.startswith(("bomb-", "huge-")):
                 href, attrs = f"{here}/files/{file}#sha256={digest}", ""
             else:
                 href, attrs = f"{here}/files/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'

@@ -8,6 +8,7 @@
 //! | `ORCHARD_ADMIN_ADDR` | `0.0.0.0:9090` | `/healthz`, `/readyz`, `/metrics` |
 //! | `ORCHARD_WORKERS` | number of CPUs | actix worker threads per listener |
 //! | `ORCHARD_SHUTDOWN_TIMEOUT` | `30` | seconds to drain in-flight requests on SIGTERM |
+//! | `ORCHARD_CLIENT_WRITE_TIMEOUT` | `60` | seconds a client may leave response bytes unread (zero window) before its connection is dropped (`TCP_USER_TIMEOUT`) |
 //! | `ORCHARD_LOG_FORMAT` | `text` | `text` or `json` (the filter is `RUST_LOG`, default `info`) |
 //! | `ORCHARD_DATA_DIR` | `./orchard-data` | embedded mode: SQLite file and artifact directory |
 //! | `ORCHARD_DATABASE_URL` | `sqlite://$ORCHARD_DATA_DIR/orchard.db` | `postgres://…` or `sqlite://…` |
@@ -157,6 +158,7 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
+    pub client_write_timeout_secs: u64,
     pub log_format: LogFormat,
     pub data_dir: PathBuf,
 }
@@ -372,6 +374,7 @@ impl ServerConfig {
             admin_addr: env.var_parsed("ORCHARD_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
             workers: env.var_in_range("ORCHARD_WORKERS", default_workers as u64, 1, 512)? as usize,
             shutdown_timeout_secs: env.var_in_range("ORCHARD_SHUTDOWN_TIMEOUT", 30, 0, 3600)?,
+            client_write_timeout_secs: env.var_in_range("ORCHARD_CLIENT_WRITE_TIMEOUT", 60, 1, 86_400)?,
             log_format,
             data_dir: PathBuf::from(env.var_or("ORCHARD_DATA_DIR", "./orchard-data")),
         })

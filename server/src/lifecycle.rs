@@ -78,6 +78,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .configure(routes::configure)
             .default_service(routes::default_service())
     })
+    .on_connect(client_write_timeout(Duration::from_secs(config.server.client_write_timeout_secs)))
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(config.server.shutdown_timeout_secs)
@@ -194,5 +195,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Drops a client connection whose sent bytes stay unacknowledged — a client that
+/// stopped reading (zero window) included — for `timeout`: the kernel's
+/// `TCP_USER_TIMEOUT`, set on every accepted package-traffic socket.
+fn client_write_timeout(timeout: Duration) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
+    move |conn, _ext| {
+        if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+                tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+            }
+        }
     }
 }

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub storage_operations: IntCounterVec,
     pub hash_mismatch: IntCounter,
     pub file_url_refusals: IntCounterVec,
+    pub fill_clients_detached: IntCounter,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
     pub dependency_extractions: IntCounterVec,
@@ -117,6 +118,11 @@ impl Metrics {
                 &["backend", "op", "result"],
             ),
             hash_mismatch: counter(&r, "orchard_hash_mismatch_total", "Artifacts refused because their bytes did not match the declared hash"),
+            fill_clients_detached: counter(
+                &r,
+                "orchard_fill_clients_detached_total",
+                "Leader clients too slow for the upstream fill, continued from storage after the commit",
+            ),
             file_url_refusals: counter_vec(
                 &r,
                 "orchard_file_url_refusals_total",

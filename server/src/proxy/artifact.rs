@@ -7,7 +7,9 @@
 //! (it never receives a complete body), storage keeps nothing and
 //! `orchard_hash_mismatch_total` counts it. Other requests for the same artifact on
 //! this replica wait for the commit and are served from storage. The fill runs in its
-//! own task, so it completes even when the leader's client goes away.
+//! own task at the upstream's speed, so it completes even when the leader's client
+//! goes away, and never waits for it: a client more than `CLIENT_BUFFER_CHUNKS` behind
+//! is detached and continues from storage after the commit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,11 +105,13 @@ where
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
                 };
-                let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+                let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
                 let (len_tx, len_rx) = tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<FillResult>();
                 let (state2, spec2, upstream2, hook) = (state.clone(), spec.clone(), upstream.clone(), on_commit.take());
                 actix_web::rt::spawn(async move {
                     let result = fill(&state2, &spec2, &upstream2, Some((tx, len_tx))).await;
+                    let _ = done_tx.send(result.clone());
                     leader.finish(result.clone());
                     if let (Ok(c), Some(hook)) = (result, hook) {
                         hook(state2, c);
@@ -119,12 +123,11 @@ where
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => return Err(ApiError::Internal),
                 };
-                let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
-                    .inspect(|c| {
-                        if let Ok(b) = c {
-                            metrics().artifact_bytes_served.inc_by(b.len() as u64);
-                        }
-                    });
+                let body = client_feed(rx, done_rx, state.storage.clone()).inspect(|c| {
+                    if let Ok(b) = c {
+                        metrics().artifact_bytes_served.inc_by(b.len() as u64);
+                    }
+                });
                 let mut b = HttpResponse::Ok();
                 b.insert_header((header::CONTENT_TYPE, spec.content_type));
                 if let Some(sha) = &upstream.expected.sha256 {
@@ -145,6 +148,67 @@ where
                 // The leader vanished: try to lead.
             }
         }
+    }
+}
+
+/// Chunks buffered for the leader's client; a client further behind is detached from
+/// the fill (which never waits for it) and continues from storage after the commit.
+const CLIENT_BUFFER_CHUNKS: usize = 64;
+
+enum Feed {
+    Live { rx: mpsc::Receiver<Result<Bytes, std::io::Error>>, done: tokio::sync::oneshot::Receiver<FillResult>, delivered: u64, storage: crate::storage::ArtifactStore },
+    Tail(futures::stream::BoxStream<'static, Result<Bytes, crate::storage::StorageError>>),
+    Done,
+}
+
+/// The leader's response body: the fill's chunks while the client keeps up; when the
+/// fill closes the feed early (the client fell behind, or another replica committed),
+/// the rest comes from storage once the fill committed — verified bytes only.
+fn client_feed(
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    done: tokio::sync::oneshot::Receiver<FillResult>,
+    storage: crate::storage::ArtifactStore,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(Feed::Live { rx, done, delivered: 0, storage }, |feed| async move {
+        match feed {
+            Feed::Live { mut rx, done, delivered, storage } => match rx.recv().await {
+                Some(Ok(b)) => {
+                    let delivered = delivered + b.len() as u64;
+                    Some((Ok(b), Feed::Live { rx, done, delivered, storage }))
+                }
+                Some(Err(e)) => Some((Err(e), Feed::Done)),
+                None => match done.await {
+                    Ok(Ok(c)) if delivered >= c.size => None,
+                    Ok(Ok(c)) => match storage.get(&c.sha256, Some(delivered..c.size)).await {
+                        Ok((_, _, mut tail)) => {
+                            let first = tail.next().await?;
+                            Some((first.map_err(|e| io_error(&e.to_string())), Feed::Tail(tail)))
+                        }
+                        Err(e) => Some((Err(io_error(&e.to_string())), Feed::Done)),
+                    },
+                    Ok(Err(e)) => Some((Err(io_error(&e.to_string())), Feed::Done)),
+                    Err(_) => Some((Err(io_error("the fill ended without a result")), Feed::Done)),
+                },
+            },
+            Feed::Tail(mut tail) => {
+                let item = tail.next().await?;
+                Some((item.map_err(|e| io_error(&e.to_string())), Feed::Tail(tail)))
+            }
+            Feed::Done => None,
+        }
+    })
+}
+
+/// Hands a chunk to the leader's client without waiting: a full buffer detaches it.
+fn offer(client_tx: &mut Option<ClientTx>, item: Result<Bytes, std::io::Error>) {
+    let Some(tx) = client_tx else { return };
+    match tx.try_send(item) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics().fill_clients_detached.inc();
+            *client_tx = None;
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => *client_tx = None, // the client left; the fill goes on
     }
 }
 
@@ -327,9 +391,8 @@ async fn fill(
             if let Some(l) = len_tx {
                 let _ = l.send(Ok(Some(c.size)));
             }
-            if let Some(tx) = client_tx {
-                stream_stored(state, &c, &tx).await;
-            }
+            // the client's feed closes here and continues from storage
+            drop(client_tx);
             return Ok(c);
         }
     };
@@ -383,11 +446,9 @@ async fn fill(
                 if store_tx.send(Ok(chunk.clone())).await.is_err() {
                     break; // storage gave up; its error is collected below
                 }
-                if let Some(tx) = &client_tx {
+                if client_tx.is_some() {
                     if let Some(prev) = held.replace(chunk) {
-                        if tx.send(Ok(prev)).await.is_err() {
-                            client_tx = None; // the client left; the fill goes on
-                        }
+                        offer(&mut client_tx, Ok(prev));
                     }
                 }
             }
@@ -408,14 +469,14 @@ async fn fill(
         (None, Err(e)) => Err(FetchError::Internal(e.to_string())),
         (None, Ok(obj)) => commit(state, spec, upstream, obj.sha256, obj.size).await,
     };
-    if let Some(tx) = client_tx {
+    if client_tx.is_some() {
         let last = match (&result, held) {
             (Ok(_), Some(b)) => Some(Ok(b)),
             (Ok(_), None) => None,
             (Err(e), _) => Some(Err(io_error(&e.to_string()))),
         };
         if let Some(item) = last {
-            let _ = tx.send(item).await;
+            offer(&mut client_tx, item);
         }
     }
     result
@@ -513,24 +574,6 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
             if std::time::Instant::now() > deadline {
                 return LockOutcome::Failed(FetchError::Timeout);
             }
-        }
-    }
-}
-
-/// Streams a committed object into a leader's client channel.
-async fn stream_stored(state: &AppState, c: &Committed, tx: &ClientTx) {
-    match state.storage.get(&c.sha256, None).await {
-        Ok((_, _, mut body)) => {
-            while let Some(chunk) = body.next().await {
-                let item = chunk.map_err(|e| io_error(&e.to_string()));
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        }
-        Err(e) => {
-            let _ = tx.send(Err(io_error(&e.to_string()))).await;
         }
     }
 }
