@@ -106,3 +106,27 @@ def test_the_token_never_appears_in_responses_logs_or_metrics(strict, with_file_
     for o in (strict, with_file_host):
         assert TOKEN.encode() not in http(f"{o.admin}/metrics")[2]
         assert TOKEN not in o.log.read_text()
+
+
+def test_metadata_files_honour_include_and_exclude(tmp, hostile):
+    """`<file>.metadata` is refused like the file itself when the source excludes the
+    project (it used to skip the check)."""
+    path = tmp / "excluding.yaml"
+    path.write_text(f"""- name: evil
+  protocol: pypi
+  url: {hostile.url}/simple/
+  credentials: {{type: bearer, secretEnv: HOSTILE_TOKEN}}
+  exclude: ["local-hidden*"]
+""")
+    o = Orchard(tmp, {"ORCHARD_UPSTREAMS_FILE": str(path), "HOSTILE_TOKEN": TOKEN}).start()
+    try:
+        file = "local_hidden-1.0-py3-none-any.whl"
+        for suffix in ("", ".metadata"):
+            status, _, body = http(f"{o.url}/sources/evil/files/local-hidden/{file}{suffix}")
+            assert status == 404 and b"does not serve" in body, (suffix, status, body)
+        shown = "local_shown-1.0-py3-none-any.whl"
+        http(f"{o.url}/sources/evil/simple/local-shown/")
+        assert http(f"{o.url}/sources/evil/files/local-shown/{shown}.metadata")[0] == 200
+        assert not any("local-hidden" in p or "local_hidden" in p for p, _ in hostile.seen())
+    finally:
+        o.stop()
