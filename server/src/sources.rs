@@ -322,10 +322,13 @@ impl Source {
         &self.spec.name
     }
 
-    /// Whether this source may serve the (normalised) package name.
-    pub fn allows(&self, name: &str) -> bool {
-        let included = self.spec.include.is_empty() || self.spec.include.iter().any(|p| wildcard_match(p, name));
-        included && !self.spec.exclude.iter().any(|p| wildcard_match(p, name))
+    /// Whether this source may serve a package, by the protocol's own pattern rule
+    /// (`matches(pattern)`): included (no include list = everything) and not excluded.
+    /// Each protocol supplies its rule (PyPI: normalised names; Maven: groupId and
+    /// artifactId; npm: the full name).
+    pub fn allows_with(&self, matches: impl Fn(&str) -> bool) -> bool {
+        let included = self.spec.include.is_empty() || self.spec.include.iter().any(|p| matches(p));
+        included && !self.spec.exclude.iter().any(|p| matches(p))
     }
 
     pub fn index_ttl(&self, default: Duration) -> Duration {
@@ -525,8 +528,9 @@ mod tests {
             file_hosts: vec![],
         };
         let s = Source { base: url::Url::parse(&spec.url).unwrap(), spec };
-        assert!(s.allows("acme-tools"));
-        assert!(!s.allows("acme-secret"));
-        assert!(!s.allows("requests"));
+        let allows = |name: &str| s.allows_with(|p| wildcard_match(p, name));
+        assert!(allows("acme-tools"));
+        assert!(!allows("acme-secret"));
+        assert!(!allows("requests"));
     }
 }

@@ -75,6 +75,42 @@ impl MavenPath {
     }
 }
 
+/// Whether one include/exclude pattern covers a coordinate. A pattern with a `:`
+/// matches `groupId:artifactId` (`*` wildcards on each side); one without matches the
+/// groupId, and `P.*` also covers the groupId `P` itself — so the README's `com.acme.*`
+/// covers `com.acme:lib` and `com.acme.tools:cli` alike. A group-level path (no
+/// artifact) is covered by `g:a` patterns only when the artifact side is `*`.
+pub fn pattern_covers(pattern: &str, group: &str, artifact: Option<&str>) -> bool {
+    use crate::sources::wildcard_match;
+    let group_matches = |p: &str| wildcard_match(p, group) || p.strip_suffix(".*").is_some_and(|base| base == group);
+    match pattern.split_once(':') {
+        Some((pg, pa)) => group_matches(pg) && artifact.map_or(pa == "*", |a| wildcard_match(pa, a)),
+        None => group_matches(pattern),
+    }
+}
+
+/// Whether `source` serves a coordinate.
+pub fn source_serves(source: &crate::sources::Source, group: &str, artifact: Option<&str>) -> bool {
+    source.allows_with(|p| pattern_covers(p, group, artifact))
+}
+
+/// Whether `source` serves a metadata directory (`a/b/c`): its segments can be read as
+/// group `a.b` + artifact `c`, or as group `a.b.c` (group-level metadata, e.g. plugin
+/// prefixes), or for a SNAPSHOT version directory as group + artifact + version. Every
+/// reading must be served, so an exclude cannot be side-stepped through metadata.
+pub fn source_serves_dir(source: &crate::sources::Source, dir: &str) -> bool {
+    let parts: Vec<&str> = dir.split('/').collect();
+    let readings: Vec<(String, Option<&str>)> = match parts.as_slice() {
+        [.., artifact, version] if version.ends_with("-SNAPSHOT") && parts.len() >= 3 => {
+            vec![(parts[..parts.len() - 2].join("."), Some(*artifact))]
+        }
+        [only] => vec![(only.to_string(), None)],
+        [.., artifact] => vec![(parts[..parts.len() - 1].join("."), Some(*artifact)), (parts.join("."), None)],
+        [] => vec![],
+    };
+    !readings.is_empty() && readings.iter().all(|(g, a)| source_serves(source, g, *a))
+}
+
 fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 200
@@ -135,6 +171,49 @@ pub fn content_type(file: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn source(include: &[&str], exclude: &[&str]) -> crate::sources::Source {
+        let spec = crate::sources::SourceSpec {
+            name: "s".into(),
+            protocol: crate::sources::Protocol::Maven,
+            url: "https://upstream.example/maven2/".into(),
+            priority: 1,
+            enabled: true,
+            credentials: None,
+            ttl: None,
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            file_hosts: vec![],
+        };
+        crate::sources::Source { base: url::Url::parse(&spec.url).unwrap(), spec }
+    }
+
+    #[test]
+    fn the_readme_patterns_cover_files_and_metadata_alike() {
+        // README: an internal source with include ["com.acme.*"], the public one excluding it
+        let internal = source(&["com.acme.*"], &[]);
+        let public = source(&[], &["com.acme.*"]);
+        for (g, a) in [("com.acme", "lib"), ("com.acme.tools", "cli"), ("com.acme.a.b", "x")] {
+            assert!(source_serves(&internal, g, Some(a)), "{g}:{a}");
+            assert!(!source_serves(&public, g, Some(a)), "{g}:{a}");
+        }
+        for dir in ["com/acme/lib", "com/acme/tools/cli", "com/acme/lib/1.0-SNAPSHOT"] {
+            assert!(source_serves_dir(&internal, dir), "{dir}");
+            assert!(!source_serves_dir(&public, dir), "{dir}");
+        }
+        // `com/acme` may also be the artifact `com:acme`, which the internal source does not include
+        assert!(!source_serves_dir(&public, "com/acme") && !source_serves_dir(&internal, "com/acme"));
+        assert!(!source_serves(&public, "com.acme", None), "group-level metadata of com.acme");
+        assert!(source_serves(&public, "com.acmecorp", Some("lib")) && !source_serves(&internal, "com.acmecorp", Some("lib")));
+        assert!(source_serves(&public, "org.apache", Some("commons")));
+        assert!(source_serves_dir(&public, "org/apache/maven/plugins"));
+        // groupId:artifactId patterns
+        let one = source(&[], &["com.acme:secret", "org.*:internal-*"]);
+        assert!(!source_serves(&one, "com.acme", Some("secret")) && source_serves(&one, "com.acme", Some("public")));
+        assert!(!source_serves(&one, "org.x", Some("internal-api")));
+        assert!(!source_serves_dir(&one, "com/acme/secret") && source_serves_dir(&one, "com/acme/public"));
+        assert!(source_serves_dir(&one, "com/acme"), "group-level metadata is not one artifact");
+    }
 
     fn p(path: &str) -> Result<MavenPath, String> {
         parse(&path.split('/').map(str::to_string).collect::<Vec<_>>())

@@ -97,7 +97,7 @@ fn digest_of(algo: Checksum, data: &[u8]) -> String {
 async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Checksum>) -> Result<HttpResponse, ApiError> {
     let path = format!("{dir}/maven-metadata.xml");
     for source in view.sources(state, Protocol::Maven) {
-        if !source.allows(&dir.replace('/', ".")) {
+        if !coords::source_serves_dir(&source, dir) {
             continue;
         }
         let dreq = metadata_request(state, &source, &path);
@@ -179,9 +179,9 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
     let MavenPath::File { group, artifact, version, file, checksum } = path else { return Err(ApiError::Internal) };
     let name = format!("{group}:{artifact}");
     let candidates: Vec<Arc<Source>> = match view {
-        View::Source(s) if s.allows(&name) => return serve_from(state, req, s.clone(), path).await,
+        View::Source(s) if coords::source_serves(s, group, Some(artifact)) => return serve_from(state, req, s.clone(), path).await,
         View::Source(s) => return Err(ApiError::NotFound(format!("source {:?} does not serve {name}", s.name()))),
-        View::Merged => view.sources(state, Protocol::Maven).into_iter().filter(|s| s.allows(&name)).collect(),
+        View::Merged => view.sources(state, Protocol::Maven).into_iter().filter(|s| coords::source_serves(s, group, Some(artifact))).collect(),
     };
     // The POM decides which source serves a version whenever one has it (so a
     // lower-priority source cannot shadow a version's files: dependency confusion).

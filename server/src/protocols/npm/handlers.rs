@@ -138,7 +138,7 @@ async fn find_package(
     abbreviated: bool,
 ) -> Result<(Arc<Source>, DocumentRequest, Arc<Loaded>, CacheStatus), ApiError> {
     for source in view.sources(state, Protocol::Npm) {
-        if !source.allows(&name.full()) {
+        if !source.allows_with(|p| crate::sources::wildcard_match(p, &name.full())) {
             continue;
         }
         let dreq = packument_request(state, &source, name, abbreviated);
@@ -217,7 +217,7 @@ async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
         View::Source(s) => s.clone(),
         View::Merged => find_package(state, view, name, true).await?.0,
     };
-    if !source.allows(&name.full()) {
+    if !source.allows_with(|p| crate::sources::wildcard_match(p, &name.full())) {
         return Err(ApiError::NotFound(format!("source {:?} does not serve {:?}", source.name(), name.full())));
     }
     let spec = ArtifactSpec {

@@ -143,7 +143,7 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
         let root: RootIndex = serde_json::from_str(&body).map_err(|_| ApiError::Internal)?;
         for p in root.projects {
             let n = normalize(&p);
-            if source.allows(&n) {
+            if super::names::source_serves(&source, &n) {
                 names.entry(n).or_insert(p);
             }
         }
@@ -167,7 +167,7 @@ fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
 async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: &str) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
     for source in view.sources(state, Protocol::Pypi) {
-        if !source.allows(project) {
+        if !super::names::source_serves(&source, project) {
             continue;
         }
         let dreq = project_request(state, &source, project);
@@ -254,7 +254,7 @@ async fn find_file(state: &AppState, source: &Arc<Source>, project: &str, filena
 async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, filename: &str) -> Result<HttpResponse, ApiError> {
     let project = checked_project(project)?;
     let source = pypi_source(state, source)?;
-    if !source.allows(&project) {
+    if !super::names::source_serves(&source, &project) {
         return Err(ApiError::NotFound(format!("source {:?} does not serve {project:?}", source.name())));
     }
     if let Some(dist) = filename.strip_suffix(".metadata") {

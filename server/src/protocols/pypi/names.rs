@@ -1,5 +1,16 @@
 //! PEP 503 project names and distribution file names.
 
+/// Whether `source` serves the (normalised) project: its patterns are normalised the
+/// same way first, so `acme_*` covers `acme-x` and `Acme.*` covers `acme-x`.
+pub fn source_serves(source: &crate::sources::Source, project: &str) -> bool {
+    source.allows_with(|p| crate::sources::wildcard_match(&normalize_pattern(p), project))
+}
+
+/// PEP 503 normalisation of a name pattern, keeping its `*` wildcards.
+pub fn normalize_pattern(pattern: &str) -> String {
+    pattern.split('*').map(normalize).collect::<Vec<_>>().join("*")
+}
+
 /// PEP 503 normalisation: lowercase, runs of `-`, `_`, `.` become one `-`.
 pub fn normalize(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -84,6 +95,29 @@ pub fn content_type(filename: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_normalised_names() {
+        let spec = crate::sources::SourceSpec {
+            name: "s".into(),
+            protocol: crate::sources::Protocol::Pypi,
+            url: "https://upstream.example/simple/".into(),
+            priority: 1,
+            enabled: true,
+            credentials: None,
+            ttl: None,
+            include: vec!["acme_*".into(), "Internal.Tools".into()],
+            exclude: vec!["acme_secret*".into()],
+            file_hosts: vec![],
+        };
+        let s = crate::sources::Source { base: url::Url::parse(&spec.url).unwrap(), spec };
+        assert!(source_serves(&s, &normalize("acme-x")));
+        assert!(source_serves(&s, &normalize("ACME.Y")));
+        assert!(source_serves(&s, &normalize("internal_tools")));
+        assert!(!source_serves(&s, &normalize("acme.secret-store")));
+        assert!(!source_serves(&s, &normalize("requests")));
+        assert_eq!(normalize_pattern("Acme__*.x*"), "acme-*-x*");
+    }
 
     #[test]
     fn normalisation() {
