@@ -217,3 +217,11 @@ def test_bad_paths(orchard, fault, path):
     assert status == 400, (path, status, body[:200])
     assert fault.total() == before
     assert http(f"{orchard.admin}/healthz")[0] == 200
+
+
+def test_every_response_says_nosniff(orchard):
+    """POMs and metadata are XML; no body may be sniffed into something else."""
+    path, _ = a_jar("com/google/guava/guava/*/guava-*.jar")
+    for p in (path, path[:-4] + ".pom", path.rsplit("/", 2)[0] + "/maven-metadata.xml", "/org/acme/lib/1.0/other-1.0.jar"):
+        status, h, _ = http(f"{orchard.url}/maven{p}")
+        assert h.get("x-content-type-options") == "nosniff", (p, status)

@@ -234,7 +234,7 @@ impl HttpClientManager {
         // The connection closed before any response byte: the upstream processed nothing
         // (load shedding, a keep-alive race). A GET is safe to send once more.
         if let Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) = &result {
-            tracing::debug!(upstream.source = source, upstream.url = url, "upstream closed the connection unanswered; retrying once");
+            tracing::debug!(upstream.source = source, upstream.url = %crate::file_url::redact(url), "upstream closed the connection unanswered; retrying once");
             result = request().send().await;
         }
         metrics().upstream_request_duration.with_label_values(&[source]).observe(started.elapsed().as_secs_f64());
@@ -248,7 +248,7 @@ impl HttpClientManager {
             Ok(r) => r.status().as_u16().to_string(),
             Err(e) => {
                 // The URL carries no credentials (sources refuse them; auth is a header).
-                tracing::warn!(upstream.source = source, upstream.url = url, error = %e, "upstream request failed");
+                tracing::warn!(upstream.source = source, upstream.url = %crate::file_url::redact(url), error = %e, "upstream request failed");
                 e.metric_label().to_string()
             }
         };

@@ -74,6 +74,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         App::new()
             .app_data(app_state.clone())
             .wrap(middleware::from_fn(routes::limit_headers))
+            // every body is what it says it is (POMs and metadata are XML a browser could sniff)
+            .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
             .wrap(middleware::from_fn(routes::record_request))
             .configure(routes::configure)
             .default_service(routes::default_service())

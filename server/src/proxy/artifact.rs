@@ -587,7 +587,7 @@ async fn commit(state: &AppState, spec: &ArtifactSpec, upstream: &Upstream, sha2
         source: spec.source.name().to_string(),
         path: spec.path.clone(),
         artifact_sha256: sha256.clone(),
-        upstream_url: upstream.url.clone(),
+        upstream_url: crate::file_url::redact(&upstream.url), // no userinfo or query tokens at rest
         created_at: now_unix(),
     };
     repo.upsert_cached_url(&url).await.map_err(|e| FetchError::Internal(e.to_string()))?;

@@ -29,13 +29,51 @@ fn split_fragment(href: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `sha256=abcd` → ("sha256", "abcd"); anything else → None.
-fn hash_pair(s: &str) -> Option<(String, String)> {
-    let (alg, digest) = s.split_once('=')?;
+/// What a `name=digest` hash field says.
+#[derive(Debug, PartialEq, Eq)]
+enum Hash {
+    Valid(String, String),
+    /// An algorithm Orchard does not know: ignored.
+    Unknown,
+    /// A known algorithm with a digest of the wrong length or not hex: the link is
+    /// dropped (a declared hash that cannot be checked is never served as verified).
+    Invalid,
+}
+
+/// `sha256=<64 hex>` → Valid("sha256", …), lower-cased; lengths checked per algorithm.
+fn hash_field(s: &str) -> Hash {
+    let Some((alg, digest)) = s.split_once('=') else { return Hash::Unknown };
     let alg = alg.trim().to_ascii_lowercase();
     let digest = digest.trim().to_ascii_lowercase();
-    let known = matches!(alg.as_str(), "md5" | "sha1" | "sha224" | "sha256" | "sha384" | "sha512");
-    (known && !digest.is_empty() && digest.bytes().all(|b| b.is_ascii_hexdigit())).then_some((alg, digest))
+    let len = match alg.as_str() {
+        "md5" => 32,
+        "sha1" => 40,
+        "sha224" => 56,
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return Hash::Unknown,
+    };
+    if digest.len() == len && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Hash::Valid(alg, digest)
+    } else {
+        Hash::Invalid
+    }
+}
+
+/// The valid hashes of a set of fields, or None when one is invalid.
+fn hashes_of(fields: impl IntoIterator<Item = String>) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for f in fields {
+        match hash_field(&f) {
+            Hash::Valid(a, d) => {
+                out.insert(a, d);
+            }
+            Hash::Unknown => {}
+            Hash::Invalid => return None,
+        }
+    }
+    Some(out)
 }
 
 fn resolve(base: &url::Url, href: &str) -> Option<String> {
@@ -78,12 +116,14 @@ pub fn parse_project_html(body: &[u8], base: &url::Url, project: &str) -> Result
         let Some(url) = resolve(base, target) else { continue };
         let text = html_escape::decode_html_entities(&tag.inner_text(parser)).trim().to_string();
         let filename = if text.is_empty() { file_name_from_url(&url) } else { text };
-        let hashes: BTreeMap<String, String> = fragment.and_then(hash_pair).into_iter().collect();
+        let Some(hashes) = hashes_of(fragment.map(str::to_string)) else { continue };
         let core_metadata = attr("data-core-metadata").or_else(|| attr("data-dist-info-metadata")).and_then(|v| {
             if v.eq_ignore_ascii_case("false") {
                 None
+            } else if v.eq_ignore_ascii_case("true") {
+                Some(BTreeMap::new())
             } else {
-                Some(hash_pair(&v).into_iter().collect::<BTreeMap<_, _>>())
+                hashes_of([v]) // an invalid metadata hash: no metadata offered
             }
         });
         files.push(FileEntry {
@@ -152,13 +192,11 @@ pub fn parse_project_json(body: &[u8], base: &url::Url, project: &str) -> Result
         .into_iter()
         .filter_map(|f| {
             let url = resolve(base, split_fragment(&f.url).0)?;
-            let hashes = f.hashes.into_iter().filter_map(|(k, v)| hash_pair(&format!("{k}={v}"))).collect();
+            let hashes = hashes_of(f.hashes.into_iter().map(|(k, v)| format!("{k}={v}")))?;
             let core_metadata = match f.core_metadata.or(f.dist_info_metadata) {
                 None | Some(BoolOrHashes::Bool(false)) => None,
                 Some(BoolOrHashes::Bool(true)) => Some(BTreeMap::new()),
-                Some(BoolOrHashes::Hashes(h)) => {
-                    Some(h.into_iter().filter_map(|(k, v)| hash_pair(&format!("{k}={v}"))).collect())
-                }
+                Some(BoolOrHashes::Hashes(h)) => hashes_of(h.into_iter().map(|(k, v)| format!("{k}={v}"))),
             };
             let yanked = match f.yanked {
                 None | Some(BoolOrString::Bool(false)) => None,
@@ -230,8 +268,8 @@ mod tests {
     #[test]
     fn html_page_with_every_attribute() {
         let html = r#"<!DOCTYPE html><html><body>
-<a href="../../packages/demo-1.0.tar.gz#sha256=AABB" data-requires-python="&gt;=3.8,&lt;4">demo-1.0.tar.gz</a><br/>
-<a href="https://files.upstream.example/demo-2.0-py3-none-any.whl#md5=0f0f" data-yanked="broken &amp; bad" data-core-metadata="sha256=ccdd">demo-2.0-py3-none-any.whl</a>
+<a href="../../packages/demo-1.0.tar.gz#sha256=AABBAABBAABBAABBAABBAABBAABBAABBAABBAABBAABBAABBAABBAABBAABBAABB" data-requires-python="&gt;=3.8,&lt;4">demo-1.0.tar.gz</a><br/>
+<a href="https://files.upstream.example/demo-2.0-py3-none-any.whl#md5=0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f" data-yanked="broken &amp; bad" data-core-metadata="sha256=cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc">demo-2.0-py3-none-any.whl</a>
 <a href="/x/demo-3.0-py3-none-any.whl" data-dist-info-metadata="true" data-yanked="">demo-3.0-py3-none-any.whl</a>
 <a href="javascript:alert(1)">evil.whl</a>
 </body></html>"#;
@@ -239,14 +277,14 @@ mod tests {
         assert_eq!(page.files.len(), 3, "non-http links are dropped");
         let f = &page.files[0];
         assert_eq!(f.url, "https://upstream.example/packages/demo-1.0.tar.gz");
-        assert_eq!(f.sha256(), Some("aabb"));
+        assert_eq!(f.sha256(), Some("aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb"));
         assert_eq!(f.requires_python.as_deref(), Some(">=3.8,<4"));
         assert_eq!(f.yanked, None);
         assert_eq!(f.core_metadata, None);
         let f = &page.files[1];
-        assert_eq!(f.hashes.get("md5").map(String::as_str), Some("0f0f"));
+        assert_eq!(f.hashes.get("md5").map(String::as_str), Some("0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"));
         assert_eq!(f.yanked.as_deref(), Some("broken & bad"));
-        assert_eq!(f.core_metadata.as_ref().unwrap().get("sha256").map(String::as_str), Some("ccdd"));
+        assert_eq!(f.core_metadata.as_ref().unwrap().get("sha256").map(String::as_str), Some("cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"));
         let f = &page.files[2];
         assert_eq!(f.url, "https://upstream.example/x/demo-3.0-py3-none-any.whl");
         assert_eq!(f.yanked.as_deref(), Some(""));
@@ -256,8 +294,8 @@ mod tests {
     #[test]
     fn json_page() {
         let json = r#"{"meta":{"api-version":"1.1"},"name":"demo","versions":["1.0","2.0"],"files":[
- {"filename":"demo-1.0.tar.gz","url":"../../packages/demo-1.0.tar.gz","hashes":{"sha256":"aabb"},"requires-python":">=3.8","size":10,"upload-time":"2024-01-01T00:00:00Z"},
- {"filename":"demo-2.0-py3-none-any.whl","url":"https://files.upstream.example/demo-2.0-py3-none-any.whl","hashes":{},"yanked":"reason","core-metadata":{"sha256":"ccdd"}},
+ {"filename":"demo-1.0.tar.gz","url":"../../packages/demo-1.0.tar.gz","hashes":{"sha256":"aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb"},"requires-python":">=3.8","size":10,"upload-time":"2024-01-01T00:00:00Z"},
+ {"filename":"demo-2.0-py3-none-any.whl","url":"https://files.upstream.example/demo-2.0-py3-none-any.whl","hashes":{},"yanked":"reason","core-metadata":{"sha256":"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"}},
  {"filename":"demo-3.0-py3-none-any.whl","url":"https://files.upstream.example/demo-3.0-py3-none-any.whl","hashes":{},"yanked":true,"dist-info-metadata":true}
 ]}"#;
         let page = parse_project_json(json.as_bytes(), &base(), "demo").unwrap();
@@ -269,6 +307,26 @@ mod tests {
         assert_eq!(page.files[2].yanked.as_deref(), Some(""));
         assert_eq!(page.files[2].core_metadata, Some(BTreeMap::new()));
         assert!(parse_project_json(b"{not json", &base(), "demo").is_err());
+    }
+
+    #[test]
+    fn a_link_whose_declared_hash_cannot_be_checked_is_dropped() {
+        let good = "ab".repeat(32);
+        let html = format!(r#"<a href="/p/demo-1.0.tar.gz#sha256=abcd">demo-1.0.tar.gz</a>
+<a href="/p/demo-1.1.tar.gz#sha256={good}x">demo-1.1.tar.gz</a>
+<a href="/p/demo-1.2.tar.gz#sha256={good}">demo-1.2.tar.gz</a>
+<a href="/p/demo-1.3.tar.gz#blake2b=abcd">demo-1.3.tar.gz</a>
+<a href="/p/demo-1.4-py3-none-any.whl#sha256={good}" data-core-metadata="sha256=12">demo-1.4-py3-none-any.whl</a>"#);
+        let page = parse_project_html(html.as_bytes(), &base(), "demo").unwrap();
+        let names: Vec<&str> = page.files.iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(names, ["demo-1.2.tar.gz", "demo-1.3.tar.gz", "demo-1.4-py3-none-any.whl"]);
+        assert!(page.files[1].hashes.is_empty(), "an unknown algorithm is ignored");
+        assert_eq!(page.files[2].core_metadata, None, "metadata with a bad hash is not offered");
+        let json = format!(r#"{{"files":[{{"filename":"a.tar.gz","url":"a.tar.gz","hashes":{{"sha256":"ab"}}}},
+ {{"filename":"b.tar.gz","url":"b.tar.gz","hashes":{{"sha256":"{good}"}}}}]}}"#);
+        let page = parse_project_json(json.as_bytes(), &base(), "demo").unwrap();
+        assert_eq!(page.files.len(), 1);
+        assert_eq!(page.files[0].filename, "b.tar.gz");
     }
 
     #[test]
