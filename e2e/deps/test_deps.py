@@ -246,3 +246,23 @@ def test_admin_sources_and_invalidation(orchard):
     assert http(page)[1].get("x-orchard-cache") == "miss", "the source's pages were dropped"
     assert http(f"{orchard.url}/api/v1/sources/nope/invalidate", method="POST", data=b"", headers=auth)[0] == 404
     assert http(f"{orchard.url}/api/v1/sources/pypi-a/invalidate", method="POST", data=b"")[0] == 401
+
+
+def test_the_dependencies_api_can_require_the_admin_token(tmp, upstreams):
+    """ORCHARD_DEPS_REQUIRE_TOKEN (the chart turns it on): 401 without the token, 403 with
+    a wrong one, answers with it; python_version spellings are one environment."""
+    from conftest import Orchard, sources
+    o = Orchard(tmp, {"ORCHARD_UPSTREAMS_FILE": sources(tmp / "deps-token-sources.yaml", upstreams),
+                      "ORCHARD_ADMIN_TOKEN": TOKEN, "ORCHARD_DEPS_REQUIRE_TOKEN": "true"}).start()
+    try:
+        whl = next(p.name for p in (E2E / "pkgs-a").iterdir() if p.name.startswith("six-1.16.0"))
+        sha = fetch_sha(o, f"/sources/pypi-a/files/six/{whl}")
+        url = f"{o.url}/api/v1/artifacts/{sha}/dependencies"
+        assert http(url)[0] == 401
+        assert http(url, headers={"Authorization": "Bearer wrong"})[0] == 403
+        first, _ = deps(o, sha, token=TOKEN, python_version="3.01")
+        _, headers = deps(o, sha, token=TOKEN, python_version="3.1")
+        assert headers.get("x-orchard-cache") == "hit", "3.01 and 3.1 are one cached environment"
+        assert http(f"{url}?python_version=3.100", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 400
+    finally:
+        o.stop()

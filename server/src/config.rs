@@ -26,6 +26,7 @@
 //! | `ORCHARD_CACHE_MAX_ENTRIES` | `100000` | entry bound of the in-process cache |
 //! | `ORCHARD_CACHE_MAX_BYTES` | `268435456` | byte bound of the in-process cache |
 //! | `ORCHARD_ADMIN_TOKEN` | — | bearer token of the admin API (unset: off) |
+//! | `ORCHARD_DEPS_REQUIRE_TOKEN` | `false` | `GET /api/v1/artifacts/{sha256}/dependencies` needs the admin token too (the chart sets it) |
 //! | `ORCHARD_CREDENTIALS_KEY` / `_FILE` | — | key that opens sealed upstream credentials |
 //! | `ORCHARD_CACHE_TTL_INDEX` | `300` | seconds, PACKAGE_INDEX |
 //! | `ORCHARD_CACHE_TTL_VERSIONS` | `300` | seconds, PACKAGE_VERSIONS |
@@ -150,6 +151,7 @@ pub struct Config {
     pub credentials_key: Option<crate::credentials::CredentialsKey>,
     /// Bearer token of the admin API (`POST /api/v1/ensure`); unset = admin API off.
     pub admin_token: Option<SecretString>,
+    pub deps_require_token: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -302,6 +304,7 @@ impl Config {
             sources_refresh: Duration::from_secs(env.var_in_range("ORCHARD_SOURCES_REFRESH", 30, 1, 86_400)?),
             credentials_key: crate::credentials::CredentialsKey::from_env(env)?,
             admin_token: env.secret("ORCHARD_ADMIN_TOKEN"),
+            deps_require_token: env.var_bool("ORCHARD_DEPS_REQUIRE_TOKEN", false)?,
             server,
         })
     }
@@ -353,6 +356,7 @@ impl Config {
             "sources_refresh_secs": self.sources_refresh.as_secs(),
             "credentials_key": self.credentials_key.as_ref().map(|_| "set"),
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
+            "deps_require_token": self.deps_require_token,
             "storage": storage,
             "http": self.http,
         })

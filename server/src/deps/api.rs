@@ -42,13 +42,29 @@ fn check_sha(raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn check_env(python_version: Option<String>, platform: Option<String>) -> Result<Environment, ApiError> {
-    if let Some(v) = &python_version {
-        let ok = !v.is_empty() && v.len() <= 16 && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        if !ok {
-            return Err(ApiError::BadRequest(format!("python_version {v:?} is not like 3.12")));
-        }
+/// `2.7`, `3.12`, `3.12.1`: major 2 or 3, minor and patch 0–99, written without leading
+/// zeros — so `3.1`, `3.01` and `3.001` are one environment, and the cached answers
+/// (keyed by it) stay bounded.
+fn normalize_python_version(v: &str) -> Option<String> {
+    let parts: Vec<&str> = v.split('.').collect();
+    if !(2..=3).contains(&parts.len()) || v.len() > 16 {
+        return None;
     }
+    let nums: Vec<u32> = parts.iter().map(|p| if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) { None } else { p.parse().ok() }).collect::<Option<_>>()?;
+    if !(2..=3).contains(&nums[0]) || nums[1..].iter().any(|n| *n > 99) {
+        return None;
+    }
+    Some(nums.iter().map(u32::to_string).collect::<Vec<_>>().join("."))
+}
+
+fn check_env(python_version: Option<String>, platform: Option<String>) -> Result<Environment, ApiError> {
+    let python_version = match python_version {
+        Some(v) => Some(
+            normalize_python_version(&v)
+                .ok_or_else(|| ApiError::BadRequest(format!("python_version {v:?} is not like 3.12 (major 2 or 3, minor and patch up to 99)")))?,
+        ),
+        None => None,
+    };
     if let Some(p) = &platform {
         if !matches!(p.as_str(), "linux" | "darwin" | "win32") {
             return Err(ApiError::BadRequest(format!("platform {p:?} is not one of linux, darwin, win32")));
@@ -108,6 +124,9 @@ async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> 
 static RESOLVING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(2));
 
 async fn dependencies(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, query: web::Query<DepsQuery>) -> Result<HttpResponse, ApiError> {
+    if state.config.deps_require_token {
+        authorize(&state, &req)?;
+    }
     let sha256 = check_sha(&path)?;
     let q = query.into_inner();
     if q.refresh == Some(true) {
@@ -213,4 +232,20 @@ fn summary_after(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/artifacts/{sha256}/dependencies", web::get().to(dependencies))
         .route("/api/v1/ensure", web::post().to(ensure_file));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_versions_are_normalised_and_bounded() {
+        for (given, want) in [("3.1", "3.1"), ("3.01", "3.1"), ("3.001", "3.1"), ("3.12", "3.12"), ("3.12.0", "3.12.0"), ("2.7", "2.7")] {
+            assert_eq!(normalize_python_version(given).as_deref(), Some(want), "{given}");
+        }
+        for bad in ["3", "4.0", "1.5", "3.100", "3.12.1.1", "3.x", "", "3..1", "03.9999999999999999999"] {
+            assert_eq!(normalize_python_version(bad), None, "{bad}");
+        }
+        assert!(check_env(Some("3.01".into()), None).unwrap().python_version.as_deref() == Some("3.1"));
+    }
 }
