@@ -17,6 +17,8 @@ every request it gets (the "other host" a hostile index points Orchard at).
         GET /npm/<name>                 a packument whose tarball is on the bystander
                                         (names offhost-*) or on this host (others)
         GET /files/<name>               deterministic bytes; /redirect/<name> → 302
+        GET /m2/org/evil/chain/<N>/chain-<N>.pom
+                                        a POM whose parent is chain N+1: an endless parent chain
         GET /__seen                     JSON: [[path, authorization or null], ...]
     hostile_server.py bystander PORT
         Answers every GET with deterministic bytes and records [path, authorization].
@@ -171,6 +173,12 @@ class Upstream(Base):
                     "tarball": f"{host}/{file}",
                     "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()}}}}
             self.send(200, json.dumps(doc).encode(), "application/json")
+        elif parts[:3] == ["m2", "org", "evil"] and len(parts) == 6 and parts[5].endswith(".pom"):
+            n = int(parts[4])
+            pom = (f'<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+                   f'<parent><groupId>org.evil</groupId><artifactId>chain</artifactId><version>{n + 1}</version></parent>'
+                   f'<artifactId>chain</artifactId><version>{n}</version><packaging>pom</packaging></project>').encode()
+            self.send(200, pom, "application/xml")
         elif parts[0] == "files" and len(parts) == 2:
             name = parts[1]
             self.send(200, metadata(name[: -len(".metadata")]) if name.endswith(".metadata") else content(name))

@@ -47,13 +47,30 @@ impl Local {
             max_document: state.config.max_index_bytes,
         }
     }
+}
+
+/// Marks Orchard's own request for a parent or imported POM: storing it does not start
+/// that POM's own extraction, so one extraction fetches a bounded set of POMs instead of
+/// cascading through an endless parent chain (honoured from loopback peers only).
+pub const PARENT_POM_HEADER: &str = "x-orchard-parent-pom";
+
+impl Local {
+    /// GET a parent or imported POM for an extraction.
+    pub async fn parent_pom(&self, path: &str) -> Result<(u16, Bytes), String> {
+        self.get_document(path, "*/*", Some((PARENT_POM_HEADER, "1"))).await
+    }
 
     /// GET a document (page, packument, POM) into memory.
     pub async fn document(&self, path: &str, accept: &str) -> Result<(u16, Bytes), String> {
-        let mut res = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .insert_header((header::ACCEPT, accept))
+        self.get_document(path, accept, None).await
+    }
+
+    async fn get_document(&self, path: &str, accept: &str, extra: Option<(&str, &str)>) -> Result<(u16, Bytes), String> {
+        let mut req = self.client.get(format!("{}{path}", self.base)).insert_header((header::ACCEPT, accept));
+        if let Some(h) = extra {
+            req = req.insert_header(h);
+        }
+        let mut res = req
             .send()
             .await
             .map_err(|e| format!("GET {path}: {e}"))?;

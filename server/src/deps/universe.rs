@@ -146,7 +146,7 @@ fn normalize_version(v: &str) -> Option<String> {
 impl PomLoader for ServerUniverse {
     fn load<'a>(&'a self, gav: &'a Gav) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
-            let (status, body) = self.local.document(&format!("/maven/{}", gav.pom_path()), "*/*").await?;
+            let (status, body) = self.local.parent_pom(&format!("/maven/{}", gav.pom_path())).await?;
             match status {
                 200 => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
                 404 => Ok(None),

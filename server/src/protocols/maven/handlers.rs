@@ -118,7 +118,7 @@ async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Che
 /// The source that owns a version in the merged view: the first (by priority) that has
 /// the version's POM — fetched once and stored, so the POM request Maven makes next is
 /// a hit — or, for a SNAPSHOT, its version-level metadata. `None` when no source has it.
-async fn version_owner(state: &AppState, candidates: &[Arc<Source>], group: &str, artifact: &str, version: &str) -> Result<Option<Arc<Source>>, ApiError> {
+async fn version_owner(state: &AppState, req: &HttpRequest, candidates: &[Arc<Source>], group: &str, artifact: &str, version: &str) -> Result<Option<Arc<Source>>, ApiError> {
     for source in candidates {
         let found = if is_snapshot(version) {
             document::get(state, &snapshot_presence_request(state, source, group, artifact, version)).await?.0.found()
@@ -126,7 +126,7 @@ async fn version_owner(state: &AppState, candidates: &[Arc<Source>], group: &str
             let file = format!("{artifact}-{version}.pom");
             let main = format!("{}/{artifact}/{version}/{file}", group.replace('.', "/"));
             let spec = ArtifactSpec { protocol: Protocol::Maven, source: source.clone(), path: main.clone(), content_type: content_type(&file) };
-            match artifact::ensure(state, spec, || resolve_upstream(state, source, &main), Some(pom_hook(file.clone()))).await {
+            match artifact::ensure(state, spec, || resolve_upstream(state, source, &main), pom_hook(req, file.clone())).await {
                 Ok(_) => true,
                 Err(ApiError::NotFound(_)) => false,
                 Err(e) => return Err(e),
@@ -139,11 +139,18 @@ async fn version_owner(state: &AppState, candidates: &[Arc<Source>], group: &str
     Ok(None)
 }
 
-/// Dependency extraction once a POM is stored.
-fn pom_hook(file: String) -> artifact::CommitHook {
-    Box::new(move |state: AppState, committed: artifact::Committed| {
+/// Dependency extraction once a POM is stored — except for a parent or imported POM
+/// that an extraction itself asked for (`PARENT_POM_HEADER` from a loopback peer): one
+/// extraction then loads a bounded set of POMs instead of cascading through a chain.
+fn pom_hook(req: &HttpRequest, file: String) -> Option<artifact::CommitHook> {
+    let internal = req.headers().contains_key(crate::deps::local::PARENT_POM_HEADER)
+        && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    if internal {
+        return None;
+    }
+    Some(Box::new(move |state: AppState, committed: artifact::Committed| {
         actix_web::rt::spawn(crate::deps::extract_committed(state, "maven", file, committed.sha256));
-    })
+    }))
 }
 
 /// Where a file's bytes are upstream, with the digest the upstream declares for them.
@@ -187,7 +194,7 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
     // lower-priority source cannot shadow a version's files: dependency confusion).
     let is_pom = checksum.is_none() && !is_snapshot(version) && *file == format!("{artifact}-{version}.pom");
     if !is_pom {
-        if let Some(source) = version_owner(state, &candidates, group, artifact, version).await? {
+        if let Some(source) = version_owner(state, req, &candidates, group, artifact, version).await? {
             return serve_from(state, req, source, path).await;
         }
     }
@@ -220,7 +227,7 @@ async fn serve_from(state: &AppState, req: &HttpRequest, source: Arc<Source>, pa
         content_type: content_type(file),
     };
     let resolve = || resolve_upstream(state, &source, &main);
-    let hook = || file.ends_with(".pom").then(|| pom_hook(file.to_string()));
+    let hook = || if file.ends_with(".pom") { pom_hook(req, file.to_string()) } else { None };
     match checksum {
         None if mutable => match artifact::serve(state, req, main_spec(), resolve, None).await {
             // The upstream failed: the newest earlier copy within ORCHARD_CACHE_STALE_MAX.
