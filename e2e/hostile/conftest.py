@@ -10,7 +10,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from harness import *  # noqa: E402,F401,F403
-from harness import Orchard, Proc, free_port, http, tmp, wait_http  # noqa: E402,F401
+from harness import Orchard, Proc, free_port, http, production_env, tmp, wait_http  # noqa: E402,F401
 
 TOKEN = "hostile-suite-secret-token"
 

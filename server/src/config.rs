@@ -45,6 +45,7 @@
 //! | `ORCHARD_FILL_LOCK_TTL` | `15` | seconds a replica's lock on an artifact fill lasts without renewal (a dead holder is replaced after this) |
 //! | `ORCHARD_CACHE_TTL_NEGATIVE` | `60` | seconds an upstream 404 is remembered |
 //! | `ORCHARD_CACHE_STALE_MAX` | `86400` | seconds an expired index page may still be served when the upstream fails |
+//! | `ORCHARD_TRUSTED_PROXIES` | empty | comma-separated IPs or CIDRs whose `Forwarded` / `X-Forwarded-*` headers are believed; from anyone else they are ignored |
 //! | `ORCHARD_PUBLIC_URL` | unset | `scheme://host[:port]` clients reach Orchard at (absolute links, e.g. npm tarballs); unset = from each request |
 //! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
 //! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
@@ -146,6 +147,7 @@ pub struct Config {
     pub max_index_bytes: usize,
     pub max_header_bytes: usize,
     pub public_url: Option<String>,
+    pub trusted_proxies: Vec<Cidr>,
     pub sources_refresh: Duration,
     /// Opens upstream credentials the operator sealed into `upstream_sources` rows.
     pub credentials_key: Option<crate::credentials::CredentialsKey>,
@@ -301,6 +303,7 @@ impl Config {
             max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)? as usize,
             max_header_bytes: env.var_in_range("ORCHARD_MAX_HEADER_BYTES", 32 << 10, 1024, 1 << 20)? as usize,
             public_url: public_url(env)?,
+            trusted_proxies: trusted_proxies(env)?,
             sources_refresh: Duration::from_secs(env.var_in_range("ORCHARD_SOURCES_REFRESH", 30, 1, 86_400)?),
             credentials_key: crate::credentials::CredentialsKey::from_env(env)?,
             admin_token: env.secret("ORCHARD_ADMIN_TOKEN"),
@@ -353,6 +356,7 @@ impl Config {
             "max_index_bytes": self.max_index_bytes,
             "max_header_bytes": self.max_header_bytes,
             "public_url": self.public_url,
+            "trusted_proxies": self.trusted_proxies.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "sources_refresh_secs": self.sources_refresh.as_secs(),
             "credentials_key": self.credentials_key.as_ref().map(|_| "set"),
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
@@ -434,6 +438,61 @@ fn public_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
         return Err(ConfigError { var: VAR, message: "expected http(s)://host[:port][/prefix]".into() });
     }
     Ok(Some(raw.trim_end_matches('/').to_string()))
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(raw: &str) -> Result<Cidr, String> {
+        let raw = raw.trim();
+        let (addr, prefix) = match raw.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (raw, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("{raw:?} is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{raw:?} has a bad prefix length"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                (u32::from(net) & mask) == (u32::from(ip) & mask)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                (u128::from(net) & mask) == (u128::from(ip) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn trusted_proxies(env: &Env<'_>) -> Result<Vec<Cidr>, ConfigError> {
+    const VAR: &str = "ORCHARD_TRUSTED_PROXIES";
+    let Some(raw) = env.var(VAR) else { return Ok(vec![]) };
+    raw.split(',').filter(|s| !s.trim().is_empty()).map(|s| Cidr::parse(s).map_err(|message| ConfigError { var: VAR, message })).collect()
 }
 
 fn parse_host_port(var: &'static str, raw: &str) -> Result<String, ConfigError> {
@@ -546,6 +605,23 @@ impl HttpConfig {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn trusted_proxy_networks() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()) && !c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.9.9.9".parse().unwrap()), "IPv4-mapped peers");
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()) && !one.contains("127.0.0.2".parse().unwrap()));
+        let v6 = Cidr::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "x", "10.0.0/8", "::1/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(config(&[("ORCHARD_TRUSTED_PROXIES", "10.0.0.0/8,nope")]).unwrap_err().var, "ORCHARD_TRUSTED_PROXIES");
+        assert_eq!(config(&[("ORCHARD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap().trusted_proxies.len(), 2);
+    }
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

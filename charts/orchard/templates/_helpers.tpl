@@ -139,3 +139,13 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The URL in-cluster clients reach the Service at (publicUrl when set): tarball links in npm packuments. */}}
+{{- define "orchard.publicUrl" -}}
+{{- if .Values.server.publicUrl -}}
+{{- .Values.server.publicUrl -}}
+{{- else -}}
+{{- $host := printf "%s.%s.svc" (include "orchard.fullname" .) .Release.Namespace -}}
+{{- ternary (printf "http://%s" $host) (printf "http://%s:%d" $host (int .Values.service.port)) (eq (int .Values.service.port) 80) -}}
+{{- end -}}
+{{- end -}}

@@ -71,21 +71,47 @@ fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
 }
 
 
-/// scheme://host the client should use for tarball links.
+/// scheme://host the client should use for tarball links: `ORCHARD_PUBLIC_URL`, else
+/// the request's `Host` — and `Forwarded` / `X-Forwarded-*` only when the peer is one
+/// of `ORCHARD_TRUSTED_PROXIES` (anyone else could choose the links other clients get).
 fn base_url(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
     if let Some(public) = &state.config.public_url {
         return Ok(public.clone());
     }
-    let info = req.connection_info();
-    let host = info.host();
+    let trusted = req.peer_addr().is_some_and(|p| state.config.trusted_proxies.iter().any(|c| c.contains(p.ip())));
+    let (scheme, host) = if trusted {
+        let info = req.connection_info();
+        (info.scheme().to_string(), info.host().to_string())
+    } else {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        ("http".to_string(), host)
+    };
     let ok_host = !host.is_empty()
         && host.len() <= 255
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    let scheme = info.scheme();
-    if !ok_host || !matches!(scheme, "http" | "https") {
+    if !ok_host || !matches!(scheme.as_str(), "http" | "https") {
         return Err(ApiError::BadRequest("invalid Host header".into()));
     }
-    Ok(format!("{scheme}://{host}"))
+    Ok(format!("{scheme}://{}", host.to_ascii_lowercase()))
+}
+
+/// Rendered packuments are cached for the first `MAX_CACHED_BASES` distinct base URLs
+/// a replica sees; others are rendered per request and not kept, so clients inventing
+/// `Host` values cannot fill the cache.
+const MAX_CACHED_BASES: usize = 16;
+static CACHED_BASES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn base_is_cacheable(base: &str) -> bool {
+    let mut bases = CACHED_BASES.lock().expect("bases lock");
+    if bases.contains(base) {
+        return true;
+    }
+    if bases.len() < MAX_CACHED_BASES {
+        bases.insert(base.to_string());
+        return true;
+    }
+    false
 }
 
 fn wants_abbreviated(req: &HttpRequest) -> bool {
@@ -182,6 +208,7 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
         return Ok(json_response(req, content_type, body, etag, status));
     }
     let stored = document::body(state, &dreq, &doc).await?;
+    let cacheable = base_is_cacheable(&base);
     let rendered = state
         .blocking
         .run(move || packument::split(&stored).map(|(_, body)| packument::render(body, &base)))
@@ -192,7 +219,9 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
             ApiError::Internal
         })?;
     let body = Bytes::from(rendered);
-    state.cache.set_with_ttl(&key, body.clone(), Some(dreq.ttl)).await;
+    if cacheable {
+        state.cache.set_with_ttl(&key, body.clone(), Some(dreq.ttl)).await;
+    }
     Ok(json_response(req, content_type, body, etag, status))
 }
 

@@ -1,0 +1,50 @@
+"""Forwarded headers and Host storms: tarball links follow `Forwarded` /
+`X-Forwarded-*` only from ORCHARD_TRUSTED_PROXIES, and clients inventing Host values
+cannot grow the cache (rendered packuments are kept for 16 distinct bases a replica)."""
+import json
+import subprocess
+
+from conftest import Orchard, http, production_env
+from test_ssrf import sources
+
+
+def tarball(o, headers):
+    status, _, body = http(f"{o.url}/npm/plain-pkg", headers=headers)
+    assert status == 200, body[:300]
+    return json.loads(body)["versions"]["1.0.0"]["dist"]["tarball"]
+
+
+def test_forwarded_headers_only_from_trusted_proxies(tmp, hostile, bystander):
+    env = sources(tmp, "fwd", hostile, bystander)
+    o = Orchard(tmp, env).start()
+    try:
+        link = tarball(o, {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https",
+                           "Forwarded": "host=evil.example;proto=https"})
+        assert link.startswith(f"http://127.0.0.1:{o.port}/"), link
+    finally:
+        o.stop()
+    o = Orchard(tmp, dict(env, ORCHARD_TRUSTED_PROXIES="127.0.0.0/8")).start()
+    try:
+        link = tarball(o, {"X-Forwarded-Host": "orchard.example", "X-Forwarded-Proto": "https"})
+        assert link.startswith("https://orchard.example/"), link
+    finally:
+        o.stop()
+
+
+def test_a_host_storm_does_not_grow_the_cache(tmp, hostile, bystander):
+    env = dict(sources(tmp, "storm", hostile, bystander), **production_env("e2e-hostile-storm"))
+    o = Orchard(tmp, env).start()
+    try:
+        for i in range(60):
+            link = tarball(o, {"Host": f"h{i}.example"})
+            assert link.startswith(f"http://h{i}.example/"), link
+        node = env["ORCHARD_REDIS_CLUSTER_NODES"].split(",")[0]
+        host, port = node.rsplit(":", 1)
+        out = subprocess.run(["redis-cli", "-h", host, "-p", port, "--cluster", "call", node, "KEYS",
+                              f"{env['ORCHARD_CACHE_NAMESPACE']}*rendered/evilnpm/plain-pkg*"],
+                             capture_output=True, text=True, check=True).stdout
+        keys = {l.split(": ", 1)[1] for l in out.splitlines() if ": " in l and "rendered" in l}
+        keys |= {l.strip() for l in out.splitlines() if l.strip().startswith(env["ORCHARD_CACHE_NAMESPACE"])}
+        assert 1 <= len(keys) <= 16, (len(keys), out[:500])
+    finally:
+        o.stop()
