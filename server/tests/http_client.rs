@@ -74,12 +74,14 @@ async fn per_upstream_pools_have_their_own_auth_and_timeouts() {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_millis(300),
             auth: Some(UpstreamAuth::Bearer("s3cr3t-token".to_string().into())),
+            origin: orchard_server::http_client::origin_of(&base),
         },
     );
     http.register(
         "basic",
         PoolSettings {
             auth: Some(UpstreamAuth::Basic { username: "u".into(), password: "p".to_string().into() }),
+            origin: orchard_server::http_client::origin_of(&base),
             ..http.default_settings()
         },
     );
@@ -89,6 +91,10 @@ async fn per_upstream_pools_have_their_own_auth_and_timeouts() {
     assert_eq!(body(&mut r).await, "Basic dTpw");
     let mut r = http.get(None, &format!("{base}/auth"), &[]).await.unwrap();
     assert_eq!(body(&mut r).await, "none", "the default pool sends no credentials");
+    // The same pool, another origin (localhost is not 127.0.0.1): no credentials.
+    let elsewhere = base.replace("127.0.0.1", "localhost");
+    let mut r = http.get(Some("private"), &format!("{elsewhere}/auth"), &[]).await.unwrap();
+    assert_eq!(body(&mut r).await, "none", "credentials go to the source's own origin only");
 
     // The private pool's 300 ms read timeout fires; the default pool (30 s) waits.
     assert!(matches!(http.get(Some("private"), &format!("{base}/slow"), &[]).await, Err(UpstreamError::Timeout)));

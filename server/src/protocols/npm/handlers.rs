@@ -227,16 +227,34 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
 
 async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, wanted: &str) -> Result<HttpResponse, ApiError> {
     let base = base_url(state, req)?;
-    let (_, dreq, doc, status) = find_package(state, view, name, false).await?;
-    let stored = document::body(state, &dreq, &doc).await?;
-    let wanted_owned = wanted.to_string();
-    let manifest = state
-        .blocking
-        .run(move || packument::split(&stored).and_then(|(_, body)| packument::version(body, &wanted_owned, &base)))
-        .await
-        .map_err(|_| ApiError::Internal)?
-        .map_err(|_| ApiError::Internal)?
-        .ok_or_else(|| ApiError::NotFound(format!("{}@{wanted} not found", name.full())))?;
+    let (source, dreq, doc, status) = find_package(state, view, name, false).await?;
+    // Rendered once per packument digest, version and base, then served from the cache.
+    let base_tag = hex::encode(&Sha256::digest(base.as_bytes())[..4]);
+    let key = state.cache.key(
+        Category::PackageVersions,
+        "npm",
+        &format!("rendered-version/{}/{}/{}/{wanted}/{base_tag}", source.name(), name.full(), doc.digest()),
+    );
+    let manifest = match state.cache.get(&key).await {
+        Some(body) => body,
+        None => {
+            let stored = document::body(state, &dreq, &doc).await?;
+            let cacheable = base_is_cacheable(&base);
+            let wanted_owned = wanted.to_string();
+            let manifest = state
+                .blocking
+                .run(move || packument::split(&stored).and_then(|(_, body)| packument::version(body, &wanted_owned, &base)))
+                .await
+                .map_err(|_| ApiError::Internal)?
+                .map_err(|_| ApiError::Internal)?
+                .ok_or_else(|| ApiError::NotFound(format!("{}@{wanted} not found", name.full())))?;
+            let body = Bytes::from(manifest);
+            if cacheable {
+                state.cache.set_with_ttl(&key, body.clone(), Some(dreq.ttl)).await;
+            }
+            body
+        }
+    };
     let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(manifest);
     Ok(response::tag(res, status))
 }

@@ -141,7 +141,7 @@ mod tests {
         FileEntry {
             filename: "demo-1.0-py3-none-any.whl".into(),
             url: "https://upstream.example/demo-1.0-py3-none-any.whl".into(),
-            hashes: [("sha256".to_string(), "aabb".to_string())].into(),
+            hashes: [("sha256".to_string(), "aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb".to_string())].into(),
             requires_python: Some(">=3.8,<4\"".into()),
             yanked: Some("bad <release>".into()),
             core_metadata: None,
@@ -153,12 +153,12 @@ mod tests {
     #[test]
     fn html_escapes_and_keeps_fragments() {
         let e = entry();
-        let links = [Link { file: &e, href: "../../files/demo/demo-1.0-py3-none-any.whl".into(), metadata: Some([("sha256".to_string(), "ccdd".to_string())].into()) }];
+        let links = [Link { file: &e, href: "../../files/demo/demo-1.0-py3-none-any.whl".into(), metadata: Some([("sha256".to_string(), "ccddccddccddccddccddccddccddccddccddccddccddccddccddccddccddccdd".to_string())].into()) }];
         let html = project_html("demo", &links);
-        assert!(html.contains(r#"href="../../files/demo/demo-1.0-py3-none-any.whl#sha256=aabb""#), "{html}");
+        assert!(html.contains(r#"href="../../files/demo/demo-1.0-py3-none-any.whl#sha256=aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb""#), "{html}");
         assert!(html.contains(r#"data-requires-python="&gt;=3.8,&lt;4&quot;""#), "{html}");
         assert!(html.contains(r#"data-yanked="bad &lt;release&gt;""#), "{html}");
-        assert!(html.contains(r#"data-core-metadata="sha256=ccdd""#), "{html}");
+        assert!(html.contains(r#"data-core-metadata="sha256=ccddccddccddccddccddccddccddccddccddccddccddccddccddccddccddccdd""#), "{html}");
         assert!(!html.contains("upstream.example"), "no upstream URL leaks into the page");
         // Round trip through the parser.
         let base = url::Url::parse("http://orchard.local/pypi/simple/demo/").unwrap();
