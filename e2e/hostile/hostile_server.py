@@ -15,7 +15,8 @@ every request it gets (the "other host" a hostile index points Orchard at).
             offmeta-*    link a file on this host whose PEP 658 metadata is declared;
                          the page's file URL is on the bystander
         GET /npm/<name>                 a packument whose tarball is on the bystander
-                                        (names offhost-*) or on this host (others)
+                                        (names offhost-*) or on this host (others);
+                                        huge-packument: 4000 versions, about 16 MB
         GET /files/<name>               deterministic bytes; /redirect/<name> → 302
         GET /m2/org/evil/chain/<N>/chain-<N>.pom
                                         a POM whose parent is chain N+1: an endless parent chain
@@ -73,6 +74,23 @@ def zip_bomb(name):
                 f.write(chunk)
         z.writestr(zipfile.ZipInfo(f"{dist}/WHEEL", date_time=(2024, 1, 1, 0, 0, 0)), "Wheel-Version: 1.0\n")
     return buf.getvalue()
+
+
+def huge_packument(here):
+    key = "huge-packument:" + here
+    if key not in BOMBS:
+        filler = "x" * 3800
+        versions = {}
+        for i in range(4000):
+            v = f"1.0.{i}"
+            file = f"huge-packument-{v}.tgz"
+            versions[v] = {"name": "huge-packument", "version": v, "description": filler,
+                           "dependencies": {"dep-a": "^1.0.0", "dep-b": "~2.3.4"},
+                           "dist": {"tarball": f"{here}/files/{file}",
+                                    "integrity": "sha512-" + base64.b64encode(hashlib.sha512(content(file)).digest()).decode()}}
+        doc = {"name": "huge-packument", "dist-tags": {"latest": "1.0.3999"}, "versions": versions}
+        BOMBS[key] = json.dumps(doc).encode()
+    return BOMBS[key]
 
 
 def content(name):
@@ -163,6 +181,8 @@ class Upstream(Base):
                 href, attrs = f"{here}/files/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
             page = f'<!DOCTYPE html><html><body><a href="{href}"{attrs}>{file}</a></body></html>'.encode()
             self.send(200, page, "text/html")
+        elif parts == ["npm", "huge-packument"]:
+            self.send(200, huge_packument(here), "application/json")
         elif parts[0] == "npm" and len(parts) == 2:
             name = parts[1]
             file = f"{name}-1.0.0.tgz"

@@ -225,38 +225,72 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
     Ok(json_response(req, content_type, body, etag, status))
 }
 
+/// One render of all versions at a time per packument digest and base, per replica.
+static VERSION_RENDERS: std::sync::LazyLock<crate::proxy::singleflight::SingleFlight<Result<(), String>>> =
+    std::sync::LazyLock::new(Default::default);
+
 async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, wanted: &str) -> Result<HttpResponse, ApiError> {
     let base = base_url(state, req)?;
     let (source, dreq, doc, status) = find_package(state, view, name, false).await?;
-    // Rendered once per packument digest, version and base, then served from the cache.
+    // Each version's manifest is rendered once per packument digest and base — all of
+    // them in one skim of the stored document, by one request while the others wait —
+    // and then served from the cache.
     let base_tag = hex::encode(&Sha256::digest(base.as_bytes())[..4]);
-    let key = state.cache.key(
-        Category::PackageVersions,
-        "npm",
-        &format!("rendered-version/{}/{}/{}/{wanted}/{base_tag}", source.name(), name.full(), doc.digest()),
-    );
-    let manifest = match state.cache.get(&key).await {
-        Some(body) => body,
-        None => {
-            let stored = document::body(state, &dreq, &doc).await?;
-            let cacheable = base_is_cacheable(&base);
-            let wanted_owned = wanted.to_string();
-            let manifest = state
-                .blocking
-                .run(move || packument::split(&stored).and_then(|(_, body)| packument::version(body, &wanted_owned, &base)))
-                .await
-                .map_err(|_| ApiError::Internal)?
-                .map_err(|_| ApiError::Internal)?
-                .ok_or_else(|| ApiError::NotFound(format!("{}@{wanted} not found", name.full())))?;
-            let body = Bytes::from(manifest);
-            if cacheable {
-                state.cache.set_with_ttl(&key, body.clone(), Some(dreq.ttl)).await;
+    let prefix = format!("rendered-version/{}/{}/{}/{base_tag}", source.name(), name.full(), doc.digest());
+    let key = |v: &str| state.cache.key(Category::PackageVersions, "npm", &format!("{prefix}/{v}"));
+    let respond = |body: Bytes| Ok(response::tag(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body), status));
+    if let Some(body) = state.cache.get(&key(wanted)).await {
+        return respond(body);
+    }
+    // `@all` marks a finished render: a version missing after it is evicted or unknown.
+    if base_is_cacheable(&base) && state.cache.get(&key("@all")).await.is_none() {
+        loop {
+            match VERSION_RENDERS.join(&prefix) {
+                crate::proxy::singleflight::Role::Leader(leader) => {
+                    let stored = document::body(state, &dreq, &doc).await?;
+                    let b = base.clone();
+                    let rendered = state.blocking.run(move || packument::all_versions(split_body(&stored)?, &b)).await;
+                    let result = match rendered {
+                        Ok(Ok(all)) => {
+                            for (v, manifest) in all {
+                                state.cache.set_with_ttl(&key(&v), Bytes::from(manifest), Some(dreq.ttl)).await;
+                            }
+                            state.cache.set_with_ttl(&key("@all"), Bytes::from_static(b"1"), Some(dreq.ttl)).await;
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    leader.finish(result);
+                    break;
+                }
+                crate::proxy::singleflight::Role::Follower(rx) => {
+                    if crate::proxy::singleflight::wait(rx).await.is_some() {
+                        break;
+                    }
+                }
             }
-            body
         }
-    };
-    let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(manifest);
-    Ok(response::tag(res, status))
+        if let Some(body) = state.cache.get(&key(wanted)).await {
+            return respond(body);
+        }
+    }
+    // Not cacheable, evicted, or not a version of this package: one skim for this one.
+    let stored = document::body(state, &dreq, &doc).await?;
+    let wanted_owned = wanted.to_string();
+    let manifest = state
+        .blocking
+        .run(move || packument::version(split_body(&stored)?, &wanted_owned, &base))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|_| ApiError::Internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("{}@{wanted} not found", name.full())))?;
+    respond(Bytes::from(manifest))
+}
+
+/// The packument JSON of a stored packument (after its tarball header line).
+fn split_body(stored: &str) -> Result<&str, String> {
+    stored.split_once('\n').map(|(_, body)| body).ok_or_else(|| "stored packument without header".to_string())
 }
 
 async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, file: &str) -> Result<HttpResponse, ApiError> {

@@ -134,6 +134,21 @@ pub fn version(stored_body: &str, wanted: &str, base: &str) -> Result<Option<Str
     Ok(doc.versions.get(resolved.as_str()).map(|m| render(m.get(), base)))
 }
 
+/// Every version's manifest and every dist-tag's, rendered, in one skim of the stored
+/// packument: `(version or tag, manifest)`.
+pub fn all_versions(stored_body: &str, base: &str) -> Result<Vec<(String, String)>, String> {
+    let doc: Skim<'_> = serde_json::from_str(stored_body).map_err(|e| e.to_string())?;
+    let mut out: Vec<(String, String)> = doc.versions.iter().map(|(v, m)| (v.to_string(), render(m.get(), base))).collect();
+    for (tag, v) in &doc.dist_tags {
+        if let Some(m) = v.as_str().and_then(|v| doc.versions.get(v)) {
+            if !doc.versions.contains_key(tag.as_str()) {
+                out.push((tag.clone(), render(m.get(), base)));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +173,10 @@ mod tests {
         assert_eq!(v["version"], "1.1.0");
         assert_eq!(v["dist"]["tarball"], "http://b/sources/up/@acme/tool/-/tool-1.1.0.tgz");
         assert!(version(body, "9.9.9", "http://b").unwrap().is_none());
+        let all: BTreeMap<String, String> = all_versions(body, "http://b").unwrap().into_iter().collect();
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["1.0.0", "1.1.0", "2.0.0", "latest"]);
+        assert_eq!(all["latest"], all["1.1.0"]);
+        assert_eq!(all["1.1.0"], version(body, "1.1.0", "http://b").unwrap().unwrap());
         let e = tarballs["tool-1.1.0.tgz"].expected();
         assert_eq!(e.sha512.as_deref().map(str::len), Some(128));
     }
