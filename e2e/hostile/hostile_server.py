@@ -4,6 +4,7 @@ every request it gets (the "other host" a hostile index points Orchard at).
     hostile_server.py upstream PORT BYSTANDER_PORT TOKEN
         Requires "Authorization: Bearer TOKEN" on every request (a private registry) and
         records the Authorization header of each. Serves:
+        GET /simple/                    a root index of 400,000 projects (about 17 MB)
         GET /simple/<project>/          a PEP 503 page. Projects named
             offhost-*    link their file to the bystander (with a sha256)
             offhost-nohash-*  the same without a hash
@@ -162,7 +163,12 @@ class Upstream(Base):
         parts = self.path.strip("/").split("/")
         here = f"http://127.0.0.1:{self.server.server_port}"
         there = f"http://127.0.0.1:{self.bystander}"
-        if parts[0] == "simple" and len(parts) == 2:
+        if parts == ["simple"]:
+            if "root" not in BOMBS:
+                links = "".join(f'<a href="/simple/project-{i:06d}/">project-{i:06d}</a>\n' for i in range(400_000))
+                BOMBS["root"] = f"<!DOCTYPE html><html><body>\n{links}</body></html>".encode()
+            self.send(200, BOMBS["root"], "text/html")
+        elif parts[0] == "simple" and len(parts) == 2:
             project = parts[1]
             file = f"{project.replace('-', '_')}-1.0" + (".tar.gz" if project == "bomb-tar" else "-py3-none-any.whl")
             digest = hashlib.sha256(content(file)).hexdigest()

@@ -45,3 +45,40 @@ def test_parallel_version_requests_on_a_huge_packument(tmp, hostile, bystander):
         assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"
     finally:
         o.stop()
+
+
+def test_a_huge_root_index_does_not_stall_other_requests(tmp, hostile, bystander):
+    """The merged root of a 400,000-project index is built off the worker threads, once
+    per representation, and cached (`orchard_page_renders_total`): a small request sent
+    while four root requests are in flight is answered before them."""
+    import threading
+    import time
+    o = Orchard(tmp, sources(tmp, "bigroot", hostile, bystander)).start()
+    try:
+        assert http(f"{o.url}/pypi/simple/local-warm/")[0] == 200
+        done = {}
+
+        def fetch(name, url):
+            status, _, body = http(url, timeout=300)
+            done[name] = (time.monotonic(), status, len(body))
+
+        roots = [threading.Thread(target=fetch, args=(f"root{i}", f"{o.url}/pypi/simple/")) for i in range(4)]
+        for t in roots:
+            t.start()
+        time.sleep(0.3)
+        small = threading.Thread(target=fetch, args=("small", f"{o.url}/pypi/simple/local-warm/"))
+        small.start()
+        for t in roots + [small]:
+            t.join()
+        assert all(done[f"root{i}"][1] == 200 and done[f"root{i}"][2] > 10_000_000 for i in range(4)), done
+        assert done["small"][1] == 200
+        assert done["small"][0] < max(done[f"root{i}"][0] for i in range(4)), "the small request waited for the roots"
+        for _ in range(3):
+            assert http(f"{o.url}/pypi/simple/", timeout=120)[0] == 200
+        renders = sum(v for (n, labels), v in o.metrics().items()
+                      if n == "orchard_page_renders_total" and ("page", "root") in labels)
+        assert renders == 1, f"the root was built {renders} times for 7 requests"
+        status, h, body = http(f"{o.url}/pypi/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        assert status == 200 and len(json.loads(body)["projects"]) == 400_000
+    finally:
+        o.stop()

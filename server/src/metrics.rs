@@ -25,6 +25,7 @@ pub struct Metrics {
     pub hash_mismatch: IntCounter,
     pub file_url_refusals: IntCounterVec,
     pub fill_clients_detached: IntCounter,
+    pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
     pub dependency_extractions: IntCounterVec,
@@ -118,6 +119,12 @@ impl Metrics {
                 &["backend", "op", "result"],
             ),
             hash_mismatch: counter(&r, "orchard_hash_mismatch_total", "Artifacts refused because their bytes did not match the declared hash"),
+            page_renders: counter_vec(
+                &r,
+                "orchard_page_renders_total",
+                "Merged pages built from their sources' documents (then cached), by protocol and page",
+                &["protocol", "page"],
+            ),
             fill_clients_detached: counter(
                 &r,
                 "orchard_fill_clients_detached_total",

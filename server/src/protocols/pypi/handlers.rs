@@ -128,10 +128,19 @@ fn checked_project(raw: &str) -> Result<String, ApiError> {
     Ok(normalize(raw))
 }
 
+/// One render of a merged root at a time per key, per replica.
+static ROOT_RENDERS: std::sync::LazyLock<crate::proxy::singleflight::SingleFlight<Result<(), String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The root index: each source's page is a cached document; the merged, filtered and
+/// rendered page is cached too, keyed by the sources' document digests and patterns,
+/// and built on the blocking pool by one request while the others wait (a root can list
+/// hundreds of thousands of projects).
 async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut worst = CacheStatus::Hit;
+    let mut parts = Vec::new();
+    let mut identity = Sha256::new();
     for source in view.sources(state, Protocol::Pypi) {
         let dreq = root_request(state, &source);
         let (doc, status) = document::get(state, &dreq).await?;
@@ -139,19 +148,65 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
         if !doc.found() {
             continue;
         }
-        let body = document::body(state, &dreq, &doc).await?;
-        let root: RootIndex = serde_json::from_str(&body).map_err(|_| ApiError::Internal)?;
-        for p in root.projects {
-            let n = normalize(&p);
-            if super::names::source_serves(&source, &n) {
-                names.entry(n).or_insert(p);
+        identity.update(format!("{}\0{}\0{:?}\0{:?}\0", source.name(), doc.digest(), source.spec.include, source.spec.exclude));
+        parts.push((source, dreq, doc));
+    }
+    let id = hex::encode(&identity.finalize()[..12]);
+    let key = state.cache.key(Category::PackageIndex, "pypi", &format!("rendered-root/{id}/{}", repr.cache_suffix()));
+    let etag = format!("W/\"root-{id}-{}\"", repr.cache_suffix());
+    if let Some(body) = state.cache.get(&key).await {
+        return Ok(page_response(req, repr, body, etag, worst));
+    }
+    let ttl = parts.iter().map(|(_, d, _)| d.ttl).min().unwrap_or(state.config.cache.ttl_index);
+    loop {
+        match ROOT_RENDERS.join(&key) {
+            crate::proxy::singleflight::Role::Leader(leader) => {
+                let mut inputs = Vec::new();
+                for (source, dreq, doc) in &parts {
+                    inputs.push((source.clone(), document::body(state, dreq, doc).await?));
+                }
+                let json = repr.is_json();
+                let rendered = state
+                    .blocking
+                    .run(move || -> Result<Bytes, String> {
+                        crate::metrics::metrics().page_renders.with_label_values(&["pypi", "root"]).inc();
+                        let mut names: BTreeMap<String, String> = BTreeMap::new();
+                        for (source, body) in inputs {
+                            let root: RootIndex = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                            for p in root.projects {
+                                let n = normalize(&p);
+                                if super::names::source_serves(&source, &n) {
+                                    names.entry(n).or_insert(p);
+                                }
+                            }
+                        }
+                        let projects: Vec<String> = names.into_values().collect();
+                        Ok(if json { render::root_json(&projects).into() } else { render::root_html(&projects).into() })
+                    })
+                    .await;
+                let body = match rendered {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        leader.finish(Err(e.clone()));
+                        tracing::error!(error = %e, "stored root index unreadable");
+                        return Err(ApiError::Internal);
+                    }
+                    Err(_) => return Err(ApiError::Internal),
+                };
+                state.cache.set_with_ttl(&key, body.clone(), Some(ttl)).await;
+                leader.finish(Ok(()));
+                return Ok(page_response(req, repr, body, etag, worst));
+            }
+            crate::proxy::singleflight::Role::Follower(rx) => {
+                if let Some(Ok(())) = crate::proxy::singleflight::wait(rx).await {
+                    if let Some(body) = state.cache.get(&key).await {
+                        return Ok(page_response(req, repr, body, etag, worst));
+                    }
+                }
+                // the leader failed or its copy was evicted: render ourselves
             }
         }
     }
-    let projects: Vec<String> = names.into_values().collect();
-    let body: Bytes = if repr.is_json() { render::root_json(&projects).into() } else { render::root_html(&projects).into() };
-    let etag = format!("W/\"{}-{}\"", hex::encode(&Sha256::digest(&body)[..8]), repr.cache_suffix());
-    Ok(page_response(req, repr, body, etag, worst))
 }
 
 fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
