@@ -17,7 +17,7 @@ every request it gets (the "other host" a hostile index points Orchard at).
                          the page's file URL is on the bystander
         GET /npm/<name>                 a packument whose tarball is on the bystander
                                         (names offhost-*) or on this host (others);
-                                        huge-packument: 4000 versions, about 16 MB
+                                        huge-packument: 4000 versions, about 13.5 MB
         GET /files/<name>               deterministic bytes; /redirect/<name> → 302
         GET /m2/org/evil/chain/<N>/chain-<N>.pom
                                         a POM whose parent is chain N+1: an endless parent chain
@@ -80,13 +80,17 @@ def zip_bomb(name):
 def huge_packument(here):
     key = "huge-packument:" + here
     if key not in BOMBS:
-        filler = "x" * 3800
         versions = {}
         for i in range(4000):
             v = f"1.0.{i}"
             file = f"huge-packument-{v}.tgz"
-            versions[v] = {"name": "huge-packument", "version": v, "description": filler,
-                           "dependencies": {"dep-a": "^1.0.0", "dep-b": "~2.3.4"},
+            # shaped like real registry metadata: many small fields and nested objects
+            versions[v] = {"name": "huge-packument", "version": v, "description": "a package " * 8,
+                           "keywords": [f"keyword-{j}" for j in range(60)],
+                           "maintainers": [{"name": f"m{j}", "email": f"m{j}@upstream.example"} for j in range(8)],
+                           "scripts": {f"s{j}": f"node s{j}.js" for j in range(10)},
+                           "dependencies": {f"dep-{j}": f"^{j}.0.0" for j in range(80)},
+                           "engines": {"node": ">=18"}, "_hasShrinkwrap": False,
                            "dist": {"tarball": f"{here}/files/{file}",
                                     "integrity": "sha512-" + base64.b64encode(hashlib.sha512(content(file)).digest()).decode()}}
         doc = {"name": "huge-packument", "dist-tags": {"latest": "1.0.3999"}, "versions": versions}

@@ -1,4 +1,5 @@
-"""A 16 MB packument (4000 versions): per-version requests skim the stored document
+"""A 13.5 MB packument (4000 versions shaped like registry metadata): the fetch rewrites
+tarball links from borrowed raw JSON (no tree), and per-version requests skim the stored document
 instead of building a tree of it, and their answers are cached, so eight at once add
 less than GROWTH_BOUND_MB to the peak (measured +66 MB; before: +410 MB here, ~1.2 GB in
 the review's heavier load). The fetch itself still takes ~19× the document (issue 15 item 5, open)."""
@@ -11,6 +12,9 @@ from conftest import Orchard, http
 from test_ssrf import sources
 
 RSS_BOUND_MB = 512
+# fetching (parse, rewrite, store, render) a large document: measured 5.4× the document
+# (11.8× before the raw-JSON rewrite); the issue's target is 5×, not met yet
+FETCH_FACTOR = 6
 # what the version requests may add to the peak the packument fetch itself reached: one
 # skim at a time, and the 4000 rendered manifests (16 MB) the cache then holds
 GROWTH_BOUND_MB = 96
@@ -24,9 +28,14 @@ def vm_hwm_mb(orchard):
 def test_parallel_version_requests_on_a_huge_packument(tmp, hostile, bystander):
     o = Orchard(tmp, sources(tmp, "bigdoc", hostile, bystander)).start()
     try:
+        before_fetch = vm_hwm_mb(o)
         status, _, body = http(f"{o.url}/npm/huge-packument", timeout=120)
-        assert status == 200 and len(body) > 15_000_000
+        assert status == 200 and len(body) > 12_000_000
         after_fetch = vm_hwm_mb(o)
+        size_mb = len(body) / (1 << 20)
+        print(f"13.5 MB packument fetch: peak RSS {before_fetch:.0f} → {after_fetch:.0f} MB "
+              f"({(after_fetch - before_fetch) / size_mb:.1f}× the document)")
+        assert after_fetch - before_fetch <= FETCH_FACTOR * size_mb, f"the fetch took more than {FETCH_FACTOR}× the document"
         versions = [f"1.0.{i}" for i in range(0, 4000, 250)]
         for _ in range(3):
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -39,7 +48,7 @@ def test_parallel_version_requests_on_a_huge_packument(tmp, hostile, bystander):
         assert status == 200 and json.loads(body)["version"] == "1.0.3999"
         assert http(f"{o.url}/npm/huge-packument/9.9.9")[0] == 404
         peak = vm_hwm_mb(o)
-        print(f"16 MB packument: peak RSS {after_fetch:.0f} MB after the fetch, {peak:.0f} MB after 3 × 16 version "
+        print(f"13.5 MB packument: peak RSS {after_fetch:.0f} MB after the fetch, {peak:.0f} MB after 3 × 16 version "
               f"requests 8 at a time (bounds: +{GROWTH_BOUND_MB} MB, {RSS_BOUND_MB} MB)")
         assert peak - after_fetch < GROWTH_BOUND_MB, f"version requests raised the peak from {after_fetch:.0f} to {peak:.0f} MB"
         assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"

@@ -147,6 +147,15 @@ pub async fn body(state: &AppState, req: &DocumentRequest, loaded: &Loaded) -> R
     }
 }
 
+/// A document body as bytes without copying it.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 async fn store_head(state: &AppState, key: &str, head: &DocHead, ttl: Duration) {
     if let Ok(bytes) = serde_json::to_vec(head) {
         state.cache.set_with_ttl(key, bytes.into(), Some(ttl)).await;
@@ -225,7 +234,9 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
             let digest = hex::encode(&Sha256::digest(parsed.as_bytes())[..8]);
             let head = DocHead { found: true, etag, last_modified, fetched_at_ms: now_ms(), digest };
             let body: Arc<str> = Arc::from(parsed);
-            state.cache.set_with_ttl(&body_key(key, &head.digest), bytes::Bytes::from(body.to_string()), Some(found_ttl)).await;
+            // the cache shares the same allocation (an in-process cache keeps it without a copy)
+            let shared = bytes::Bytes::from_owner(SharedText(body.clone()));
+            state.cache.set_with_ttl(&body_key(key, &head.digest), shared, Some(found_ttl)).await;
             store_head(state, key, &head, found_ttl).await;
             Ok((Arc::new(Loaded { head, fetched_body: Some(body), key: key.to_string() }), CacheStatus::Miss))
         }

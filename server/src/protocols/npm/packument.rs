@@ -60,41 +60,122 @@ fn last_segment(url: &str) -> Option<String> {
     Some(url::form_urlencoded::parse(format!("x={}", seg.replace('+', "%2B")).as_bytes()).next()?.1.into_owned())
 }
 
+type RawMap<'a> = BTreeMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>;
+
+/// `{"k":v,…}` from already-serialised values (keys escaped here).
+fn write_object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>, capacity: usize) -> String {
+    let mut out = String::with_capacity(capacity);
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).unwrap_or_else(|_| "\"\"".into()));
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
 /// Parses an upstream packument for `name` and rewrites every `dist.tarball` to
 /// `{BASE}{prefix}/{name}/-/{file}`. Returns the stored form.
+///
+/// No tree of the document is built: the top level, `versions`, each manifest and its
+/// `dist` are read as maps of borrowed raw JSON, and the output is written from those
+/// slices — the work takes about the document's size again, not a multiple of it.
 pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, String> {
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
-    let obj = doc.as_object_mut().ok_or("upstream packument is not a JSON object")?;
-    match obj.get("name").and_then(|n| n.as_str()) {
+    let text = std::str::from_utf8(body).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            "upstream packument is not a JSON object".into()
+        } else {
+            "upstream packument is not JSON".into()
+        });
+    }
+    let top: RawMap<'_> = serde_json::from_str(text).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
+    match top.get("name").and_then(|n| serde_json::from_str::<String>(n.get()).ok()) {
         Some(n) if n == name.full() => {}
         Some(other) => return Err(format!("upstream answered for {other:?} instead of {:?}", name.full())),
         None => return Err("upstream packument has no name".into()),
     }
     let mut tarballs = BTreeMap::new();
-    if let Some(versions) = obj.get_mut("versions").and_then(|v| v.as_object_mut()) {
-        for (version, meta) in versions.iter_mut() {
-            let Some(dist) = meta.get_mut("dist").and_then(|d| d.as_object_mut()) else { continue };
-            let Some(url) = dist.get("tarball").and_then(|t| t.as_str()).map(str::to_string) else { continue };
-            let Some(file) = last_segment(&url).filter(|f| is_valid_tarball(f)) else {
-                dist.remove("tarball"); // never advertise what cannot be served
-                continue;
-            };
-            tarballs.insert(
-                file.clone(),
-                TarballRef {
-                    url,
-                    version: version.clone(),
-                    integrity: dist.get("integrity").and_then(|v| v.as_str()).map(str::to_string),
-                    shasum: dist.get("shasum").and_then(|v| v.as_str()).map(str::to_string),
-                },
-            );
-            dist.insert("tarball".into(), format!("{BASE}{prefix}/{}/-/{file}", name.full()).into());
+    let mut rewritten: Option<Vec<(String, String)>> = None;
+    if let Some(raw) = top.get("versions") {
+        if let Ok(versions) = serde_json::from_str::<RawMap<'_>>(raw.get()) {
+            let mut out: Vec<(String, String)> = Vec::with_capacity(versions.len());
+            for (version, manifest_raw) in &versions {
+                let keep = || manifest_raw.get().to_string();
+                let Ok(manifest) = serde_json::from_str::<RawMap<'_>>(manifest_raw.get()) else {
+                    out.push((version.to_string(), keep()));
+                    continue;
+                };
+                let dist = manifest.get("dist").and_then(|d| serde_json::from_str::<RawMap<'_>>(d.get()).ok());
+                let Some(dist) = dist else {
+                    out.push((version.to_string(), keep()));
+                    continue;
+                };
+                let Some(url) = dist.get("tarball").and_then(|t| serde_json::from_str::<String>(t.get()).ok()) else {
+                    out.push((version.to_string(), keep()));
+                    continue;
+                };
+                let string_of = |key: &str| dist.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+                let new_tarball = match last_segment(&url).filter(|f| is_valid_tarball(f)) {
+                    Some(file) => {
+                        tarballs.insert(
+                            file.clone(),
+                            TarballRef { url, version: version.to_string(), integrity: string_of("integrity"), shasum: string_of("shasum") },
+                        );
+                        Some(serde_json::to_string(&format!("{BASE}{prefix}/{}/-/{file}", name.full())).map_err(|e| e.to_string())?)
+                    }
+                    None => None, // never advertise what cannot be served
+                };
+                let dist_json = write_object(
+                    dist.iter()
+                        .filter(|(k, _)| k.as_ref() != "tarball")
+                        .map(|(k, v)| (k.as_ref(), v.get()))
+                        .chain(new_tarball.as_deref().map(|t| ("tarball", t))),
+                    256,
+                );
+                let manifest_json = write_object(
+                    manifest.iter().map(|(k, v)| (k.as_ref(), if k.as_ref() == "dist" { dist_json.as_str() } else { v.get() })),
+                    manifest_raw.get().len() + 64,
+                );
+                out.push((version.to_string(), manifest_json));
+            }
+            rewritten = Some(out);
         }
     }
+    // One buffer for the stored form: the tarball header line, then the document.
     let head = serde_json::to_string(&tarballs).map_err(|e| e.to_string())?;
-    let body = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
-    Ok(format!("{head}\n{body}"))
+    let mut stored = String::with_capacity(head.len() + text.len() + text.len() / 8 + 1024);
+    stored.push_str(&head);
+    stored.push('\n');
+    stored.push('{');
+    for (i, (k, v)) in top.iter().enumerate() {
+        if i > 0 {
+            stored.push(',');
+        }
+        stored.push_str(&serde_json::to_string(k.as_ref()).map_err(|e| e.to_string())?);
+        stored.push(':');
+        match (&rewritten, k.as_ref()) {
+            (Some(versions), "versions") => {
+                stored.push('{');
+                for (j, (ver, manifest)) in versions.iter().enumerate() {
+                    if j > 0 {
+                        stored.push(',');
+                    }
+                    stored.push_str(&serde_json::to_string(ver).map_err(|e| e.to_string())?);
+                    stored.push(':');
+                    stored.push_str(manifest);
+                }
+                stored.push('}');
+            }
+            _ => stored.push_str(v.get()),
+        }
+    }
+    stored.push('}');
+    Ok(stored)
 }
 
 /// The parts of a stored packument.
