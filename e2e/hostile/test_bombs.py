@@ -1,7 +1,7 @@
 """Archive bombs: an sdist whose tar carries a 1 GiB GNU long-name header (1 MB on the
 wire) and a wheel whose METADATA inflates to 1 GiB. The artifact is still served with
 its bytes verified; dependency and metadata extraction refuse it with a logged reason;
-Orchard's peak memory stays under RSS_BOUND (it reached 2.2 GB before the bounds);
+Orchard's peak memory stays under RSS_BOUND (the review measured 2.2 GB before the bounds);
 other requests keep being served."""
 import hashlib
 import re
