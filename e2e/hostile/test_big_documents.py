@@ -1,8 +1,8 @@
 """A 13.5 MB packument (4000 versions shaped like registry metadata): the fetch rewrites
 tarball links from borrowed raw JSON (no tree), and per-version requests skim the stored document
 instead of building a tree of it, and their answers are cached, so eight at once add
-less than GROWTH_BOUND_MB to the peak (measured +66 MB; before: +410 MB here, ~1.2 GB in
-the review's heavier load). The fetch itself still takes ~19× the document (issue 15 item 5, open)."""
+less than GROWTH_BOUND_MB to the peak (measured +1 MB with shared document bodies; before:
++410 MB here, ~1.2 GB in the review's heavier load). The fetch itself still takes ~19× the document (issue 15 item 5, open)."""
 import concurrent.futures
 import json
 import re

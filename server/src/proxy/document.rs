@@ -44,7 +44,7 @@ impl DocHead {
 #[derive(Debug)]
 pub struct Loaded {
     pub head: DocHead,
-    fetched_body: Option<Arc<str>>,
+    fetched_body: Option<Text>,
     key: String,
 }
 
@@ -123,14 +123,12 @@ async fn coalesced_fetch(state: &AppState, req: &DocumentRequest, key: String, p
 
 /// The body of a found document: the one just fetched, else from the cache; when the
 /// cache lost it, the document is fetched again.
-pub async fn body(state: &AppState, req: &DocumentRequest, loaded: &Loaded) -> Result<Arc<str>, FetchError> {
+pub async fn body(state: &AppState, req: &DocumentRequest, loaded: &Loaded) -> Result<Text, FetchError> {
     if let Some(b) = &loaded.fetched_body {
         return Ok(b.clone());
     }
-    if let Some(raw) = state.cache.get(&body_key(&loaded.key, &loaded.head.digest)).await {
-        if let Ok(text) = std::str::from_utf8(&raw) {
-            return Ok(Arc::from(text));
-        }
+    if let Some(text) = state.cache.get(&body_key(&loaded.key, &loaded.head.digest)).await.and_then(Text::from_utf8) {
+        return Ok(text);
     }
     let (fresh, _) = coalesced_fetch(state, req, loaded.key.clone(), None).await?;
     if !fresh.head.found {
@@ -142,17 +140,44 @@ pub async fn body(state: &AppState, req: &DocumentRequest, loaded: &Loaded) -> R
             .cache
             .get(&body_key(&fresh.key, &fresh.head.digest))
             .await
-            .and_then(|raw| std::str::from_utf8(&raw).ok().map(Arc::from))
+            .and_then(Text::from_utf8)
             .ok_or_else(|| FetchError::Internal("document body unavailable".into())),
     }
 }
 
-/// A document body as bytes without copying it.
-struct SharedText(Arc<str>);
+/// A parsed document body: UTF-8 text in shared bytes, so the cache and every request
+/// hold one copy of it (a packument can be tens of MB).
+#[derive(Clone)]
+pub struct Text(bytes::Bytes);
 
-impl AsRef<[u8]> for SharedText {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+impl Text {
+    pub fn from_string(s: String) -> Text {
+        Text(bytes::Bytes::from(s))
+    }
+
+    /// Checked once here; `Deref` relies on it.
+    pub fn from_utf8(b: bytes::Bytes) -> Option<Text> {
+        std::str::from_utf8(&b).ok()?;
+        Some(Text(b))
+    }
+
+    pub fn bytes(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Text({} bytes)", self.0.len())
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // SAFETY: every constructor checks (or starts from) valid UTF-8, and the bytes
+        // are immutable.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
@@ -233,10 +258,9 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
             };
             let digest = hex::encode(&Sha256::digest(parsed.as_bytes())[..8]);
             let head = DocHead { found: true, etag, last_modified, fetched_at_ms: now_ms(), digest };
-            let body: Arc<str> = Arc::from(parsed);
-            // the cache shares the same allocation (an in-process cache keeps it without a copy)
-            let shared = bytes::Bytes::from_owner(SharedText(body.clone()));
-            state.cache.set_with_ttl(&body_key(key, &head.digest), shared, Some(found_ttl)).await;
+            let body = Text::from_string(parsed);
+            // the cache shares the same bytes (an in-process cache keeps them without a copy)
+            state.cache.set_with_ttl(&body_key(key, &head.digest), body.bytes(), Some(found_ttl)).await;
             store_head(state, key, &head, found_ttl).await;
             Ok((Arc::new(Loaded { head, fetched_body: Some(body), key: key.to_string() }), CacheStatus::Miss))
         }
