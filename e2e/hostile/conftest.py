@@ -2,6 +2,7 @@
 requires a bearer token and whose index points elsewhere, and a bystander listener that
 records whatever reaches it. The shared harness is e2e/harness.py."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from harness import *  # noqa: E402,F401,F403
 from harness import Orchard, Proc, free_port, http, production_env, tmp, wait_http  # noqa: E402,F401
 
 TOKEN = "hostile-suite-secret-token"
+
+
+def vm_hwm_mb(orchard):
+    """Peak resident memory of an Orchard process so far (VmHWM), in MiB."""
+    status = Path(f"/proc/{orchard.proc.p.pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
 class Listener:

@@ -39,6 +39,13 @@ lock = threading.Lock()
 BOMBS = {}
 
 
+def cached(key, make):
+    """A generated body, made once."""
+    if key not in BOMBS:
+        BOMBS[key] = make()
+    return BOMBS[key]
+
+
 def tar_bomb():
     """A .tar.gz whose first header is a GNU long name of 1 GiB."""
     import zlib
@@ -78,39 +85,39 @@ def zip_bomb(name):
 
 
 def huge_packument(here):
-    key = "huge-packument:" + here
-    if key not in BOMBS:
-        versions = {}
-        for i in range(4000):
-            v = f"1.0.{i}"
-            file = f"huge-packument-{v}.tgz"
-            # shaped like real registry metadata: many small fields and nested objects
-            versions[v] = {"name": "huge-packument", "version": v, "description": "a package " * 8,
-                           "keywords": [f"keyword-{j}" for j in range(60)],
-                           "maintainers": [{"name": f"m{j}", "email": f"m{j}@upstream.example"} for j in range(8)],
-                           "scripts": {f"s{j}": f"node s{j}.js" for j in range(10)},
-                           "dependencies": {f"dep-{j}": f"^{j}.0.0" for j in range(80)},
-                           "engines": {"node": ">=18"}, "_hasShrinkwrap": False,
-                           "dist": {"tarball": f"{here}/files/{file}",
-                                    "integrity": "sha512-" + base64.b64encode(hashlib.sha512(content(file)).digest()).decode()}}
-        doc = {"name": "huge-packument", "dist-tags": {"latest": "1.0.3999"}, "versions": versions}
-        BOMBS[key] = json.dumps(doc).encode()
-    return BOMBS[key]
+    return cached("huge-packument:" + here, lambda: make_huge_packument(here))
+
+
+def make_huge_packument(here):
+    versions = {}
+    for i in range(4000):
+        v = f"1.0.{i}"
+        file = f"huge-packument-{v}.tgz"
+        # shaped like real registry metadata: many small fields and nested objects
+        versions[v] = {"name": "huge-packument", "version": v, "description": "a package " * 8,
+                       "keywords": [f"keyword-{j}" for j in range(60)],
+                       "maintainers": [{"name": f"m{j}", "email": f"m{j}@upstream.example"} for j in range(8)],
+                       "scripts": {f"s{j}": f"node s{j}.js" for j in range(10)},
+                       "dependencies": {f"dep-{j}": f"^{j}.0.0" for j in range(80)},
+                       "engines": {"node": ">=18"}, "_hasShrinkwrap": False,
+                       "dist": {"tarball": f"{here}/files/{file}",
+                                "integrity": "sha512-" + base64.b64encode(hashlib.sha512(content(file)).digest()).decode()}}
+    doc = {"name": "huge-packument", "dist-tags": {"latest": "1.0.3999"}, "versions": versions}
+    return json.dumps(doc).encode()
+
+
+def root_index():
+    links = "".join(f'<a href="/simple/project-{i:06d}/">project-{i:06d}</a>\n' for i in range(400_000))
+    return f"<!DOCTYPE html><html><body>\n{links}</body></html>".encode()
 
 
 def content(name):
     if name.startswith("bomb_tar"):
-        if name not in BOMBS:
-            BOMBS[name] = tar_bomb()
-        return BOMBS[name]
+        return cached(name, tar_bomb)
     if name.startswith("bomb_zip"):
-        if name not in BOMBS:
-            BOMBS[name] = zip_bomb(name)
-        return BOMBS[name]
+        return cached(name, lambda: zip_bomb(name))
     if name.startswith("huge_"):
-        if name not in BOMBS:
-            BOMBS[name] = hashlib.sha256(name.encode()).digest() * (2 << 20)  # 64 MiB
-        return BOMBS[name]
+        return cached(name, lambda: hashlib.sha256(name.encode()).digest() * (2 << 20))  # 64 MiB
     return hashlib.sha256(name.encode()).digest() * 1000  # 32 kB, deterministic
 
 
@@ -129,6 +136,15 @@ class Base(BaseHTTPRequestHandler):
         with lock:
             seen.append([self.path, self.headers.get("Authorization")])
 
+    def seen_or_record(self):
+        """Answers GET /__seen (True), or records this request (False)."""
+        if self.path == "/__seen":
+            with lock:
+                self.send(200, json.dumps(seen).encode(), "application/json")
+            return True
+        self.record()
+        return False
+
     def send(self, status, body, ctype="application/octet-stream", extra=()):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -142,11 +158,8 @@ class Base(BaseHTTPRequestHandler):
 
 class Bystander(Base):
     def do_GET(self):
-        if self.path == "/__seen":
-            with lock:
-                self.send(200, json.dumps(seen).encode(), "application/json")
+        if self.seen_or_record():
             return
-        self.record()
         name = self.path.rsplit("/", 1)[-1]
         self.send(200, content(name))
 
@@ -156,11 +169,8 @@ class Upstream(Base):
     token = None
 
     def do_GET(self):
-        if self.path == "/__seen":
-            with lock:
-                self.send(200, json.dumps(seen).encode(), "application/json")
+        if self.seen_or_record():
             return
-        self.record()
         if self.headers.get("Authorization") != f"Bearer {self.token}":
             self.send(401, b"unauthorized", "text/plain", [("WWW-Authenticate", "Bearer")])
             return
@@ -168,10 +178,7 @@ class Upstream(Base):
         here = f"http://127.0.0.1:{self.server.server_port}"
         there = f"http://127.0.0.1:{self.bystander}"
         if parts == ["simple"]:
-            if "root" not in BOMBS:
-                links = "".join(f'<a href="/simple/project-{i:06d}/">project-{i:06d}</a>\n' for i in range(400_000))
-                BOMBS["root"] = f"<!DOCTYPE html><html><body>\n{links}</body></html>".encode()
-            self.send(200, BOMBS["root"], "text/html")
+            self.send(200, cached("root", root_index), "text/html")
         elif parts[0] == "simple" and len(parts) == 2:
             project = parts[1]
             file = f"{project.replace('-', '_')}-1.0" + (".tar.gz" if project == "bomb-tar" else "-py3-none-any.whl")

@@ -4,12 +4,11 @@ its bytes verified; dependency and metadata extraction refuse it with a logged r
 Orchard's peak memory stays under RSS_BOUND (the review measured 2.2 GB before the bounds);
 other requests keep being served."""
 import hashlib
-import re
 import sys
 import time
 from pathlib import Path
 
-from conftest import Orchard, http
+from conftest import Orchard, http, vm_hwm_mb
 from test_ssrf import sources
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -17,10 +16,6 @@ import hostile_server  # noqa: E402
 
 RSS_BOUND_MB = 256
 
-
-def vm_hwm_mb(orchard):
-    status = Path(f"/proc/{orchard.proc.p.pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
 def test_archive_bombs_are_served_but_not_extracted(tmp, hostile, bystander):

@@ -7,13 +7,13 @@ import pytest
 from conftest import TOKEN, Orchard, http
 
 
-def sources(tmp, name, hostile, bystander, file_hosts=()):
+def sources(tmp, name, hostile, bystander, file_hosts=(), pypi_extra=""):
     hosts = f"\n  fileHosts: [{', '.join(repr(h) for h in file_hosts)}]" if file_hosts else ""
     path = tmp / f"{name}.yaml"
     path.write_text(f"""- name: evil
   protocol: pypi
   url: {hostile.url}/simple/
-  credentials: {{type: bearer, secretEnv: HOSTILE_TOKEN}}{hosts}
+  credentials: {{type: bearer, secretEnv: HOSTILE_TOKEN}}{hosts}{pypi_extra}
 - name: evilnpm
   protocol: npm
   url: {hostile.url}/npm/
@@ -111,14 +111,7 @@ def test_the_token_never_appears_in_responses_logs_or_metrics(strict, with_file_
 def test_metadata_files_honour_include_and_exclude(tmp, hostile):
     """`<file>.metadata` is refused like the file itself when the source excludes the
     project (it used to skip the check)."""
-    path = tmp / "excluding.yaml"
-    path.write_text(f"""- name: evil
-  protocol: pypi
-  url: {hostile.url}/simple/
-  credentials: {{type: bearer, secretEnv: HOSTILE_TOKEN}}
-  exclude: ["local-hidden*"]
-""")
-    o = Orchard(tmp, {"ORCHARD_UPSTREAMS_FILE": str(path), "HOSTILE_TOKEN": TOKEN}).start()
+    o = Orchard(tmp, sources(tmp, "excluding", hostile, None, pypi_extra='\n  exclude: ["local-hidden*"]')).start()
     try:
         file = "local_hidden-1.0-py3-none-any.whl"
         for suffix in ("", ".metadata"):

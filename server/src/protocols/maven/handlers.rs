@@ -124,7 +124,14 @@ async fn version_owner(state: &AppState, req: &HttpRequest, candidates: &[Arc<So
             document::get(state, &snapshot_presence_request(state, source, group, artifact, version)).await?.0.found()
         } else {
             let file = format!("{artifact}-{version}.pom");
-            let main = format!("{}/{artifact}/{version}/{file}", group.replace('.', "/"));
+            let pom = MavenPath::File {
+                group: group.to_string(),
+                artifact: artifact.to_string(),
+                version: version.to_string(),
+                file: file.clone(),
+                checksum: None,
+            };
+            let main = pom.main_path();
             let spec = ArtifactSpec { protocol: Protocol::Maven, source: source.clone(), path: main.clone(), content_type: content_type(&file) };
             match artifact::ensure(state, spec, || resolve_upstream(state, source, &main), pom_hook(req, file.clone())).await {
                 Ok(_) => true,

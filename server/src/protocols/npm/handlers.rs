@@ -102,6 +102,11 @@ const MAX_CACHED_BASES: usize = 16;
 static CACHED_BASES: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
     std::sync::LazyLock::new(Default::default);
 
+/// A short tag of a base URL for cache keys and ETags.
+fn base_tag(base: &str) -> String {
+    hex::encode(&Sha256::digest(base.as_bytes())[..4])
+}
+
 fn base_is_cacheable(base: &str) -> bool {
     let mut bases = CACHED_BASES.lock().expect("bases lock");
     if bases.contains(base) {
@@ -195,7 +200,7 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
     let abbreviated = wants_abbreviated(req);
     let base = base_url(state, req)?;
     let (source, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
-    let base_tag = hex::encode(&Sha256::digest(base.as_bytes())[..4]);
+    let base_tag = base_tag(&base);
     let repr = if abbreviated { "abbreviated" } else { "full" };
     let key = state.cache.key(
         Category::PackageVersions,
@@ -235,7 +240,7 @@ async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
     // Each version's manifest is rendered once per packument digest and base — all of
     // them in one skim of the stored document, by one request while the others wait —
     // and then served from the cache.
-    let base_tag = hex::encode(&Sha256::digest(base.as_bytes())[..4]);
+    let base_tag = base_tag(&base);
     let prefix = format!("rendered-version/{}/{}/{}/{base_tag}", source.name(), name.full(), doc.digest());
     let key = |v: &str| state.cache.key(Category::PackageVersions, "npm", &format!("{prefix}/{v}"));
     let respond = |body: Bytes| Ok(response::tag(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body), status));
