@@ -23,8 +23,16 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
     printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSourceSpec {
@@ -73,7 +81,13 @@ fn default_enabled() -> bool {
 /// `host` or `host:port` (IPv6 in brackets).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct FileHost(#[schemars(length(min = 1, max = 261), regex(pattern = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$"))] pub String);
+pub struct FileHost(
+    #[schemars(
+        length(min = 1, max = 261),
+        regex(pattern = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+    )]
+    pub String,
+);
 
 /// A name pattern such as `acme-*` or `com.acme:*`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

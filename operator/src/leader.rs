@@ -29,16 +29,29 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
-        LeaderElector { api, name: name.into(), identity: identity.into(), duration, observed: std::sync::Mutex::new(None) }
+        LeaderElector {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+            observed: std::sync::Mutex::new(None),
+        }
     }
 
     /// Whether the holder failed to renew for a whole lease duration, as seen from here.
     fn expired_locally(&self, lease: &Lease, now: Instant) -> bool {
         let version = lease.metadata.resource_version.clone().unwrap_or_default();
-        let secs = lease.spec.as_ref().and_then(|s| s.lease_duration_seconds).unwrap_or(15).max(1) as u64;
+        let secs = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_duration_seconds)
+            .unwrap_or(15)
+            .max(1) as u64;
         let mut observed = self.observed.lock().unwrap();
         match observed.as_ref() {
-            Some((v, since)) if *v == version => now.duration_since(*since) > Duration::from_secs(secs),
+            Some((v, since)) if *v == version => {
+                now.duration_since(*since) > Duration::from_secs(secs)
+            }
             _ => {
                 *observed = Some((version, now));
                 false
@@ -65,7 +78,10 @@ impl LeaderElector {
         let secs = self.duration.as_secs() as i32;
         let Some(current) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(secs),
@@ -97,7 +113,11 @@ impl LeaderElector {
         s.lease_duration_seconds = Some(secs);
         s.renew_time = Some(MicroTime(now));
         next.spec = Some(s);
-        match self.api.replace(&self.name, &PostParams::default(), &next).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
@@ -111,7 +131,9 @@ impl LeaderElector {
             match self.attempt().await {
                 Ok(true) => return,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "leader election: cannot read or write the Lease"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: cannot read or write the Lease")
+                }
             }
             tokio::time::sleep(retry).await;
         }
@@ -146,15 +168,23 @@ impl LeaderElector {
 
     /// Gives the Lease up (only if still ours) so a follower takes over at once.
     pub async fn release(&self) {
-        let Ok(Some(mut current)) = self.api.get_opt(&self.name).await else { return };
-        let Some(spec) = current.spec.as_mut() else { return };
+        let Ok(Some(mut current)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = current.spec.as_mut() else {
+            return;
+        };
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return;
         }
         spec.holder_identity = None;
         spec.renew_time = None;
         spec.acquire_time = None;
-        if let Err(e) = self.api.replace(&self.name, &PostParams::default(), &current).await {
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &current)
+            .await
+        {
             tracing::warn!(error = %e, "leader election: could not release the Lease");
         }
     }
@@ -166,21 +196,40 @@ mod tests {
 
     fn lease(rv: &str) -> Lease {
         Lease {
-            metadata: ObjectMeta { resource_version: Some(rv.into()), ..Default::default() },
-            spec: Some(LeaseSpec { holder_identity: Some("other".into()), lease_duration_seconds: Some(10), ..Default::default() }),
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("other".into()),
+                lease_duration_seconds: Some(10),
+                ..Default::default()
+            }),
         }
     }
 
     #[tokio::test]
     async fn expiry_is_judged_on_the_local_clock_from_the_last_observed_change() {
-        let (service, _handle) = tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
         let api = Api::namespaced(kube::Client::new(service, "ns"), "ns");
         let e = LeaderElector::new(api, "l", "me", Duration::from_secs(10));
         let t0 = Instant::now();
-        assert!(!e.expired_locally(&lease("1"), t0), "first sight starts the clock");
+        assert!(
+            !e.expired_locally(&lease("1"), t0),
+            "first sight starts the clock"
+        );
         assert!(!e.expired_locally(&lease("1"), t0 + Duration::from_secs(9)));
-        assert!(e.expired_locally(&lease("1"), t0 + Duration::from_secs(11)), "no renewal seen for a whole duration");
-        assert!(!e.expired_locally(&lease("2"), t0 + Duration::from_secs(12)), "a renewal restarts the clock");
+        assert!(
+            e.expired_locally(&lease("1"), t0 + Duration::from_secs(11)),
+            "no renewal seen for a whole duration"
+        );
+        assert!(
+            !e.expired_locally(&lease("2"), t0 + Duration::from_secs(12)),
+            "a renewal restarts the clock"
+        );
         assert!(!e.expired_locally(&lease("2"), t0 + Duration::from_secs(21)));
         assert!(e.expired_locally(&lease("2"), t0 + Duration::from_secs(23)));
     }

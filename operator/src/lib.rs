@@ -52,14 +52,21 @@ mod tests {
             "manifests/crd.yaml is stale: run `make crds` (cargo run -p orchard-operator --bin crdgen > manifests/crd.yaml)"
         );
         let chart = include_str!("../../charts/orchard/files/crd.yaml");
-        assert!(chart == crd_yaml(), "charts/orchard/files/crd.yaml is stale: run `make crds`");
+        assert!(
+            chart == crd_yaml(),
+            "charts/orchard/files/crd.yaml is stale: run `make crds`"
+        );
     }
 
     #[test]
     fn specs_round_trip_with_defaults() {
         let spec: crd::UpstreamSourceSpec =
-            serde_json::from_str(r#"{"protocol":"npm","url":"https://upstream.example/npm/"}"#).unwrap();
+            serde_json::from_str(r#"{"protocol":"npm","url":"https://upstream.example/npm/"}"#)
+                .unwrap();
         assert_eq!((spec.priority, spec.enabled), (100, true));
-        assert!(serde_json::from_str::<crd::UpstreamSourceSpec>(r#"{"protocol":"cargo","url":"https://x/"}"#).is_err());
+        assert!(serde_json::from_str::<crd::UpstreamSourceSpec>(
+            r#"{"protocol":"cargo","url":"https://x/"}"#
+        )
+        .is_err());
     }
 }

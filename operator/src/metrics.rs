@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone)]
@@ -32,18 +34,29 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reconciles = IntCounterVec::new(
-            Opts::new("orchard_operator_reconciles_total", "UpstreamSource reconciles by result"),
+            Opts::new(
+                "orchard_operator_reconciles_total",
+                "UpstreamSource reconciles by result",
+            ),
             &["result"],
         )
         .unwrap();
         let failures = IntCounterVec::new(
-            Opts::new("orchard_operator_reconcile_failures_total", "Failed reconciles by reason"),
+            Opts::new(
+                "orchard_operator_reconcile_failures_total",
+                "Failed reconciles by reason",
+            ),
             &["reason"],
         )
         .unwrap();
         let duration = Histogram::with_opts(
-            HistogramOpts::new("orchard_operator_reconcile_duration_seconds", "Time one reconcile takes")
-                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "orchard_operator_reconcile_duration_seconds",
+                "Time one reconcile takes",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
         )
         .unwrap();
         let invalidation_lag = Histogram::with_opts(
@@ -54,18 +67,33 @@ impl Metrics {
             .buckets(vec![0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
         )
         .unwrap();
-        let leader = IntGauge::new("orchard_operator_leader", "1 while this operator holds the leader Lease").unwrap();
+        let leader = IntGauge::new(
+            "orchard_operator_leader",
+            "1 while this operator holds the leader Lease",
+        )
+        .unwrap();
         registry.register(Box::new(reconciles.clone())).unwrap();
         registry.register(Box::new(failures.clone())).unwrap();
         registry.register(Box::new(duration.clone())).unwrap();
-        registry.register(Box::new(invalidation_lag.clone())).unwrap();
+        registry
+            .register(Box::new(invalidation_lag.clone()))
+            .unwrap();
         registry.register(Box::new(leader.clone())).unwrap();
-        Metrics { registry, reconciles, failures, duration, invalidation_lag, leader }
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            invalidation_lag,
+            leader,
+        }
     }
 
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
         String::from_utf8(out).expect("utf-8 metrics")
     }
 }

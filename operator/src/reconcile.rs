@@ -99,7 +99,10 @@ pub struct Context {
 }
 
 /// The controller's reconcile function.
-pub async fn reconcile(obj: Arc<UpstreamSource>, ctx: Arc<Context>) -> Result<Action, FinalizerError> {
+pub async fn reconcile(
+    obj: Arc<UpstreamSource>,
+    ctx: Arc<Context>,
+) -> Result<Action, FinalizerError> {
     let started = Instant::now();
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<UpstreamSource> = Api::namespaced(ctx.client.clone(), &ns);
@@ -110,7 +113,9 @@ pub async fn reconcile(obj: Arc<UpstreamSource>, ctx: Arc<Context>) -> Result<Ac
         }
     })
     .await;
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     let key = object_key(&obj);
     match &result {
         Ok(_) => {
@@ -119,7 +124,10 @@ pub async fn reconcile(obj: Arc<UpstreamSource>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(e) => {
             ctx.metrics.reconciles.with_label_values(&["error"]).inc();
-            ctx.metrics.failures.with_label_values(&[failure_reason(e)]).inc();
+            ctx.metrics
+                .failures
+                .with_label_values(&[failure_reason(e)])
+                .inc();
             tracing::warn!(source = %key, reason = failure_reason(e), error = %e, "reconcile failed");
         }
     }
@@ -146,7 +154,8 @@ async fn apply(obj: &UpstreamSource, ctx: &Context) -> Result<Action, Error> {
     match sync(obj, ctx).await {
         Ok(outcome) => {
             let generation = obj.metadata.generation;
-            let ready_now = ready_condition(obj).is_some_and(|c| c.status == "True" && c.observed_generation == generation);
+            let ready_now = ready_condition(obj)
+                .is_some_and(|c| c.status == "True" && c.observed_generation == generation);
             if let Some(g) = outcome.published {
                 let message = format!(
                     "source {:?} written to the database; replicas told to reload (cache generation {g})",
@@ -163,7 +172,10 @@ async fn apply(obj: &UpstreamSource, ctx: &Context) -> Result<Action, Error> {
         Err(e) => {
             let message = e.to_string();
             let unchanged = ready_condition(obj).is_some_and(|c| {
-                c.status == "False" && c.reason == e.reason() && c.message == message && c.observed_generation == obj.metadata.generation
+                c.status == "False"
+                    && c.reason == e.reason()
+                    && c.message == message
+                    && c.observed_generation == obj.metadata.generation
             });
             if !unchanged {
                 if let Err(se) = write_status(obj, ctx, "False", e.reason(), &message).await {
@@ -187,42 +199,72 @@ async fn sync(obj: &UpstreamSource, ctx: &Context) -> Result<SyncOutcome, Error>
     let name = obj.name_any();
     let ns = obj.namespace().unwrap_or_default();
     let owner = format!("{ns}/{name}");
-    let rows = ctx.repo.list_sources().await.map_err(|e| Error::Database(e.to_string()))?;
+    let rows = ctx
+        .repo
+        .list_sources()
+        .await
+        .map_err(|e| Error::Database(e.to_string()))?;
     let existing = rows.into_iter().find(|r| r.name == name);
     if let Some(row) = &existing {
         if let Some(other) = SourceSpec::row_owner(row).filter(|o| *o != owner) {
             return Err(Error::NameConflict { name, owner: other });
         }
     }
-    let (credentials, secret_changed_at) = credentials(obj, ctx, &name, &ns, existing.as_ref()).await?;
+    let (credentials, secret_changed_at) =
+        credentials(obj, ctx, &name, &ns, existing.as_ref()).await?;
     let spec = desired_spec(obj, credentials);
     spec.validate().map_err(Error::InvalidSpec)?;
     let desired = spec.to_owned_row(Some(&owner));
     let changed = existing.as_ref().is_none_or(|row| !same_row(row, &desired));
-    let confirmed = ready_condition(obj).is_some_and(|c| c.status == "True" && c.observed_generation == obj.metadata.generation);
+    let confirmed = ready_condition(obj)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == obj.metadata.generation);
     if changed {
         // The owner check above is advisory (it names the owner); this one is atomic.
-        let written = ctx.repo.upsert_source_owned(&desired, &owner).await.map_err(|e| Error::Database(e.to_string()))?;
+        let written = ctx
+            .repo
+            .upsert_source_owned(&desired, &owner)
+            .await
+            .map_err(|e| Error::Database(e.to_string()))?;
         if !written {
-            return Err(Error::NameConflict { name, owner: "another UpstreamSource (written concurrently)".into() });
+            return Err(Error::NameConflict {
+                name,
+                owner: "another UpstreamSource (written concurrently)".into(),
+            });
         }
     }
     if !changed && confirmed {
         return Ok(SyncOutcome { published: None });
     }
-    let generation = ctx.cache.bump_generation(&name).await.ok_or(Error::Invalidation)?;
-    let changed_at = [spec_changed_at(obj), secret_changed_at].into_iter().flatten().max();
+    let generation = ctx
+        .cache
+        .bump_generation(&name)
+        .await
+        .ok_or(Error::Invalidation)?;
+    let changed_at = [spec_changed_at(obj), secret_changed_at]
+        .into_iter()
+        .flatten()
+        .max();
     observe_lag(ctx, changed_at);
     tracing::info!(source = %owner, generation, changed, "source synced and invalidation published");
-    Ok(SyncOutcome { published: Some(generation) })
+    Ok(SyncOutcome {
+        published: Some(generation),
+    })
 }
 
 async fn cleanup(obj: &UpstreamSource, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let owner = format!("{}/{}", obj.namespace().unwrap_or_default(), name);
     // Only a row without an owner or owned by this resource (one statement).
-    if ctx.repo.delete_source_owned(&name, &owner).await.map_err(|e| Error::Database(e.to_string()))? {
-        ctx.cache.bump_generation(&name).await.ok_or(Error::Invalidation)?;
+    if ctx
+        .repo
+        .delete_source_owned(&name, &owner)
+        .await
+        .map_err(|e| Error::Database(e.to_string()))?
+    {
+        ctx.cache
+            .bump_generation(&name)
+            .await
+            .ok_or(Error::Invalidation)?;
         observe_lag(ctx, obj.metadata.deletion_timestamp.as_ref().map(|t| t.0));
         tracing::info!(source = %owner, "source removed and invalidation published");
         let message = format!("source {name:?} removed from the database; replicas told to reload");
@@ -245,7 +287,10 @@ pub fn desired_spec(obj: &UpstreamSource, credentials: Option<CredentialsSpec>) 
         priority: s.priority,
         enabled: s.enabled,
         credentials,
-        ttl: s.ttl.as_ref().map(|t| sources::TtlOverrides { index_seconds: t.index_seconds, versions_seconds: t.versions_seconds }),
+        ttl: s.ttl.as_ref().map(|t| sources::TtlOverrides {
+            index_seconds: t.index_seconds,
+            versions_seconds: t.versions_seconds,
+        }),
         include: s.include.iter().map(|p| p.0.clone()).collect(),
         exclude: s.exclude.iter().map(|p| p.0.clone()).collect(),
         file_hosts: s.file_hosts.iter().map(|h| h.0.clone()).collect(),
@@ -262,16 +307,28 @@ async fn credentials(
     ns: &str,
     existing: Option<&UpstreamSourceRow>,
 ) -> Result<(Option<CredentialsSpec>, Option<Timestamp>), Error> {
-    let Some(r) = &obj.spec.credentials_secret_ref else { return Ok((None, None)) };
+    let Some(r) = &obj.spec.credentials_secret_ref else {
+        return Ok((None, None));
+    };
     let key = ctx.key.as_ref().ok_or(Error::NoCredentialsKey)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets.get_opt(&r.name).await?.ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
+    let secret = secrets
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| Error::SecretNotFound(r.name.clone()))?;
     if secret.labels().get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") {
         return Err(Error::SecretNotLabelled(r.name.clone()));
     }
     let value = |k: &str| -> Result<String, Error> {
-        let missing = || Error::SecretKeyMissing { secret: r.name.clone(), key: k.to_string() };
-        let bytes = secret.data.as_ref().and_then(|d| d.get(k)).ok_or_else(missing)?;
+        let missing = || Error::SecretKeyMissing {
+            secret: r.name.clone(),
+            key: k.to_string(),
+        };
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .ok_or_else(missing)?;
         let text = String::from_utf8(bytes.0.clone()).map_err(|_| missing())?;
         let text = text.trim_end_matches(['\r', '\n']).to_string();
         if text.is_empty() {
@@ -280,10 +337,17 @@ async fn credentials(
         Ok(text)
     };
     let (kind, username) = match r.kind {
-        CredentialsType::Basic => (CredentialsKind::Basic, Some(value(r.username_key.as_deref().unwrap_or("username"))?)),
+        CredentialsType::Basic => (
+            CredentialsKind::Basic,
+            Some(value(r.username_key.as_deref().unwrap_or("username"))?),
+        ),
         CredentialsType::Bearer => (CredentialsKind::Bearer, None),
     };
-    let default_key = if r.kind == CredentialsType::Basic { "password" } else { "token" };
+    let default_key = if r.kind == CredentialsType::Basic {
+        "password"
+    } else {
+        "token"
+    };
     let secret_value = SecretString::from(value(r.secret_key.as_deref().unwrap_or(default_key))?);
     let previous = existing
         .and_then(|row| SourceSpec::from_row(row).ok())
@@ -297,16 +361,42 @@ async fn credentials(
         });
     let sealed = previous.unwrap_or_else(|| key.seal(name, username.as_deref(), &secret_value));
     let changed_at = latest_change(&secret.metadata, |_| true);
-    Ok((Some(CredentialsSpec { kind, username: None, secret_env: None, sealed: Some(sealed) }), changed_at))
+    Ok((
+        Some(CredentialsSpec {
+            kind,
+            username: None,
+            secret_env: None,
+            sealed: Some(sealed),
+        }),
+        changed_at,
+    ))
 }
 
 /// Rows are equal when everything but `updated_at` is.
 fn same_row(a: &UpstreamSourceRow, b: &UpstreamSourceRow) -> bool {
-    (&a.name, &a.protocol, &a.url, a.priority, a.enabled, &a.settings) == (&b.name, &b.protocol, &b.url, b.priority, b.enabled, &b.settings)
+    (
+        &a.name,
+        &a.protocol,
+        &a.url,
+        a.priority,
+        a.enabled,
+        &a.settings,
+    ) == (
+        &b.name,
+        &b.protocol,
+        &b.url,
+        b.priority,
+        b.enabled,
+        &b.settings,
+    )
 }
 
 fn ready_condition(obj: &UpstreamSource) -> Option<&Condition> {
-    obj.status.as_ref()?.conditions.iter().find(|c| c.kind == "Ready")
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Ready")
 }
 
 /// When the spec last changed: the newest managed-fields entry that owns spec fields
@@ -338,10 +428,19 @@ fn observe_lag(ctx: &Context, changed_at: Option<Timestamp>) {
 
 /// Writes the `Ready` condition with server-side apply (field manager
 /// `orchard-operator`); the transition time moves only when the status value changes.
-async fn write_status(obj: &UpstreamSource, ctx: &Context, status: &str, reason: &str, message: &str) -> Result<(), Error> {
+async fn write_status(
+    obj: &UpstreamSource,
+    ctx: &Context,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
     let now = Timestamp::now().to_string();
     let previous = ready_condition(obj);
-    let transition = previous.filter(|c| c.status == status).map(|c| c.last_transition_time.clone()).unwrap_or_else(|| now.clone());
+    let transition = previous
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
     let generation = obj.metadata.generation;
     let condition = Condition {
         kind: "Ready".into(),
@@ -351,20 +450,47 @@ async fn write_status(obj: &UpstreamSource, ctx: &Context, status: &str, reason:
         last_transition_time: transition,
         observed_generation: generation,
     };
-    let last_sync_time = if status == "True" { Some(now) } else { obj.status.as_ref().and_then(|s| s.last_sync_time.clone()) };
-    let status = UpstreamSourceStatus { conditions: vec![condition], observed_generation: generation, last_sync_time };
+    let last_sync_time = if status == "True" {
+        Some(now)
+    } else {
+        obj.status.as_ref().and_then(|s| s.last_sync_time.clone())
+    };
+    let status = UpstreamSourceStatus {
+        conditions: vec![condition],
+        observed_generation: generation,
+        last_sync_time,
+    };
     let patch = serde_json::json!({
         "apiVersion": UpstreamSource::api_version(&()),
         "kind": UpstreamSource::kind(&()),
         "status": status,
     });
-    let api: Api<UpstreamSource> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let api: Api<UpstreamSource> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn publish_event(obj: &UpstreamSource, ctx: &Context, type_: EventType, reason: &str, action: &str, note: &str) {
-    let event = Event { type_, reason: reason.into(), note: Some(note.into()), action: action.into(), secondary: None };
+async fn publish_event(
+    obj: &UpstreamSource,
+    ctx: &Context,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish an Event");
     }

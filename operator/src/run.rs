@@ -60,15 +60,27 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         &config.identity,
         config.lease_duration,
     );
-    tracing::info!(namespace, identity = elector.identity(), lease = config.lease_name, "waiting for leadership");
+    tracing::info!(
+        namespace,
+        identity = elector.identity(),
+        lease = config.lease_name,
+        "waiting for leadership"
+    );
     tokio::select! {
         _ = elector.acquire() => {},
         _ = shutdown_signal() => return Ok(()),
     }
     metrics.leader.set(1);
-    tracing::info!(namespace, identity = elector.identity(), "leading: reconciling UpstreamSources");
+    tracing::info!(
+        namespace,
+        identity = elector.identity(),
+        "leading: reconciling UpstreamSources"
+    );
 
-    let reporter = Reporter { controller: "orchard-operator".into(), instance: Some(config.identity.clone()) };
+    let reporter = Reporter {
+        controller: "orchard-operator".into(),
+        instance: Some(config.identity.clone()),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         repo,
@@ -84,16 +96,26 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let controller = Controller::new(sources, watcher::Config::default());
     let store = controller.store();
     let controller = controller
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
-            let name = secret.name_any();
-            let ns = secret.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == ns && s.spec.credentials_secret_ref.as_ref().is_some_and(|r| r.name == name))
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let name = secret.name_any();
+                let ns = secret.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.namespace() == ns
+                            && s.spec
+                                .credentials_secret_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == name)
+                    })
+                    .map(|s| ObjectRef::from_obj(&*s))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
 
@@ -132,7 +154,8 @@ async fn connect_database(config: &OperatorConfig) -> Arc<dyn db::ArtifactReposi
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

@@ -76,11 +76,15 @@ pub struct Env<'a> {
 
 impl<'a> Env<'a> {
     pub fn process() -> Env<'static> {
-        Env { lookup: Box::new(|k| std::env::var(k).ok()) }
+        Env {
+            lookup: Box::new(|k| std::env::var(k).ok()),
+        }
     }
 
     pub fn from_fn(f: impl Fn(&str) -> Option<String> + 'a) -> Self {
-        Env { lookup: Box::new(f) }
+        Env {
+            lookup: Box::new(f),
+        }
     }
 
     /// The value, or `None` when unset or empty.
@@ -93,8 +97,10 @@ impl<'a> Env<'a> {
     }
 
     pub fn required_var(&self, name: &'static str, why: &str) -> Result<String, ConfigError> {
-        self.var(name)
-            .ok_or_else(|| ConfigError { var: name, message: format!("is required {why}") })
+        self.var(name).ok_or_else(|| ConfigError {
+            var: name,
+            message: format!("is required {why}"),
+        })
     }
 
     pub fn var_parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
@@ -112,10 +118,19 @@ impl<'a> Env<'a> {
     }
 
     /// A whole number within `min..=max`.
-    pub fn var_in_range(&self, name: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    pub fn var_in_range(
+        &self,
+        name: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let v: u64 = self.var_parsed(name, default)?;
         if v < min || v > max {
-            return Err(ConfigError { var: name, message: format!("{v} is out of range {min}..={max}") });
+            return Err(ConfigError {
+                var: name,
+                message: format!("{v} is out of range {min}..={max}"),
+            });
         }
         Ok(v)
     }
@@ -126,7 +141,10 @@ impl<'a> Env<'a> {
             Some(v) => match v.as_str() {
                 "1" | "true" | "yes" | "on" => Ok(true),
                 "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(ConfigError { var: name, message: format!("{v:?} is not a boolean (true/false)") }),
+                _ => Err(ConfigError {
+                    var: name,
+                    message: format!("{v:?} is not a boolean (true/false)"),
+                }),
             },
         }
     }
@@ -300,11 +318,22 @@ impl Config {
             storage: StorageConfig::from_env(env, &server.data_dir)?,
             http: HttpConfig::from_env(env)?,
             sources: crate::sources::static_sources(env)?,
-            max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)? as usize,
-            max_header_bytes: env.var_in_range("ORCHARD_MAX_HEADER_BYTES", 32 << 10, 1024, 1 << 20)? as usize,
+            max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)?
+                as usize,
+            max_header_bytes: env.var_in_range(
+                "ORCHARD_MAX_HEADER_BYTES",
+                32 << 10,
+                1024,
+                1 << 20,
+            )? as usize,
             public_url: public_url(env)?,
             trusted_proxies: trusted_proxies(env)?,
-            sources_refresh: Duration::from_secs(env.var_in_range("ORCHARD_SOURCES_REFRESH", 30, 1, 86_400)?),
+            sources_refresh: Duration::from_secs(env.var_in_range(
+                "ORCHARD_SOURCES_REFRESH",
+                30,
+                1,
+                86_400,
+            )?),
             credentials_key: crate::credentials::CredentialsKey::from_env(env)?,
             admin_token: env.secret("ORCHARD_ADMIN_TOKEN"),
             deps_require_token: env.var_bool("ORCHARD_DEPS_REQUIRE_TOKEN", false)?,
@@ -315,9 +344,15 @@ impl Config {
     /// The effective configuration as one JSON object, secrets redacted.
     pub fn redacted_summary(&self) -> serde_json::Value {
         let cache_backend = match &self.cache.backend {
-            CacheBackendConfig::InProcess => serde_json::json!({"kind": "in-process", "max_entries": self.cache.max_entries, "max_bytes": self.cache.max_bytes}),
-            CacheBackendConfig::Redis { host, port, db } => serde_json::json!({"kind": "redis", "host": host, "port": port, "db": db}),
-            CacheBackendConfig::RedisCluster { nodes } => serde_json::json!({"kind": "redis-cluster", "nodes": nodes}),
+            CacheBackendConfig::InProcess => {
+                serde_json::json!({"kind": "in-process", "max_entries": self.cache.max_entries, "max_bytes": self.cache.max_bytes})
+            }
+            CacheBackendConfig::Redis { host, port, db } => {
+                serde_json::json!({"kind": "redis", "host": host, "port": port, "db": db})
+            }
+            CacheBackendConfig::RedisCluster { nodes } => {
+                serde_json::json!({"kind": "redis-cluster", "nodes": nodes})
+            }
         };
         let storage = match &self.storage {
             StorageConfig::Local { root } => serde_json::json!({"kind": "local", "root": root}),
@@ -369,20 +404,34 @@ impl Config {
 
 impl ServerConfig {
     fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
-        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let default_workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let log_format = match env.var_or("ORCHARD_LOG_FORMAT", "text").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                return Err(ConfigError { var: "ORCHARD_LOG_FORMAT", message: format!("{other:?} is not one of text, json") })
+                return Err(ConfigError {
+                    var: "ORCHARD_LOG_FORMAT",
+                    message: format!("{other:?} is not one of text, json"),
+                })
             }
         };
         Ok(ServerConfig {
-            listen_addr: env.var_parsed("ORCHARD_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            admin_addr: env.var_parsed("ORCHARD_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
+            listen_addr: env.var_parsed(
+                "ORCHARD_LISTEN_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 8080)),
+            )?,
+            admin_addr: env
+                .var_parsed("ORCHARD_ADMIN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)))?,
             workers: env.var_in_range("ORCHARD_WORKERS", default_workers as u64, 1, 512)? as usize,
             shutdown_timeout_secs: env.var_in_range("ORCHARD_SHUTDOWN_TIMEOUT", 30, 0, 3600)?,
-            client_write_timeout_secs: env.var_in_range("ORCHARD_CLIENT_WRITE_TIMEOUT", 60, 1, 86_400)?,
+            client_write_timeout_secs: env.var_in_range(
+                "ORCHARD_CLIENT_WRITE_TIMEOUT",
+                60,
+                1,
+                86_400,
+            )?,
             log_format,
             data_dir: PathBuf::from(env.var_or("ORCHARD_DATA_DIR", "./orchard-data")),
         })
@@ -392,39 +441,54 @@ impl ServerConfig {
 impl DatabaseConfig {
     pub fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         const VAR: &str = "ORCHARD_DATABASE_URL";
-        let url = match env.var(VAR) {
-            None => DatabaseUrl::Sqlite(data_dir.join("orchard.db")),
-            Some(raw) => {
-                let scheme = raw.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-                match scheme.as_deref() {
-                    Some("postgres") | Some("postgresql") => {
-                        url::Url::parse(&raw).map_err(|e| ConfigError { var: VAR, message: format!("not a valid URL: {e}") })?;
-                        DatabaseUrl::Postgres(SecretString::from(raw))
-                    }
-                    Some("sqlite") => {
-                        let path = &raw["sqlite://".len()..];
-                        if path.is_empty() {
-                            return Err(ConfigError { var: VAR, message: "sqlite:// needs a file path".into() });
+        let url =
+            match env.var(VAR) {
+                None => DatabaseUrl::Sqlite(data_dir.join("orchard.db")),
+                Some(raw) => {
+                    let scheme = raw.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+                    match scheme.as_deref() {
+                        Some("postgres") | Some("postgresql") => {
+                            url::Url::parse(&raw).map_err(|e| ConfigError {
+                                var: VAR,
+                                message: format!("not a valid URL: {e}"),
+                            })?;
+                            DatabaseUrl::Postgres(SecretString::from(raw))
                         }
-                        DatabaseUrl::Sqlite(PathBuf::from(path))
-                    }
-                    Some(other) => {
-                        return Err(ConfigError {
+                        Some("sqlite") => {
+                            let path = &raw["sqlite://".len()..];
+                            if path.is_empty() {
+                                return Err(ConfigError {
+                                    var: VAR,
+                                    message: "sqlite:// needs a file path".into(),
+                                });
+                            }
+                            DatabaseUrl::Sqlite(PathBuf::from(path))
+                        }
+                        Some(other) => return Err(ConfigError {
                             var: VAR,
-                            message: format!("unknown URL scheme {other:?} (expected postgres:// or sqlite://)"),
-                        })
-                    }
-                    None => {
-                        return Err(ConfigError { var: VAR, message: "expected postgres://… or sqlite://…".into() })
+                            message: format!(
+                                "unknown URL scheme {other:?} (expected postgres:// or sqlite://)"
+                            ),
+                        }),
+                        None => {
+                            return Err(ConfigError {
+                                var: VAR,
+                                message: "expected postgres://… or sqlite://…".into(),
+                            })
+                        }
                     }
                 }
-            }
-        };
+            };
         Ok(DatabaseConfig {
             url,
             pool_size: env.var_in_range("ORCHARD_DATABASE_POOL_SIZE", 20, 1, 10_000)? as u32,
             max_overflow: env.var_in_range("ORCHARD_DATABASE_MAX_OVERFLOW", 30, 0, 10_000)? as u32,
-            pool_timeout: Duration::from_secs(env.var_in_range("ORCHARD_DATABASE_POOL_TIMEOUT", 30, 1, 3600)?),
+            pool_timeout: Duration::from_secs(env.var_in_range(
+                "ORCHARD_DATABASE_POOL_TIMEOUT",
+                30,
+                1,
+                3600,
+            )?),
             pre_ping: env.var_bool("ORCHARD_DATABASE_POOL_PRE_PING", false)?,
         })
     }
@@ -432,10 +496,18 @@ impl DatabaseConfig {
 
 fn public_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
     const VAR: &str = "ORCHARD_PUBLIC_URL";
-    let Some(raw) = env.var(VAR) else { return Ok(None) };
-    let u = url::Url::parse(&raw).map_err(|e| ConfigError { var: VAR, message: format!("not a valid URL: {e}") })?;
+    let Some(raw) = env.var(VAR) else {
+        return Ok(None);
+    };
+    let u = url::Url::parse(&raw).map_err(|e| ConfigError {
+        var: VAR,
+        message: format!("not a valid URL: {e}"),
+    })?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() || u.query().is_some() {
-        return Err(ConfigError { var: VAR, message: "expected http(s)://host[:port][/prefix]".into() });
+        return Err(ConfigError {
+            var: VAR,
+            message: "expected http(s)://host[:port][/prefix]".into(),
+        });
     }
     Ok(Some(raw.trim_end_matches('/').to_string()))
 }
@@ -454,10 +526,16 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (raw, None),
         };
-        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("{raw:?} is not an IP address or CIDR"))?;
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{raw:?} is not an IP address or CIDR"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{raw:?} has a bad prefix length"))?,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{raw:?} has a bad prefix length"))?,
             None => max,
         };
         Ok(Cidr { addr, prefix })
@@ -471,11 +549,19 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 (u32::from(net) & mask) == (u32::from(ip) & mask)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 (u128::from(net) & mask) == (u128::from(ip) & mask)
             }
             _ => false,
@@ -491,20 +577,30 @@ impl std::fmt::Display for Cidr {
 
 fn trusted_proxies(env: &Env<'_>) -> Result<Vec<Cidr>, ConfigError> {
     const VAR: &str = "ORCHARD_TRUSTED_PROXIES";
-    let Some(raw) = env.var(VAR) else { return Ok(vec![]) };
-    raw.split(',').filter(|s| !s.trim().is_empty()).map(|s| Cidr::parse(s).map_err(|message| ConfigError { var: VAR, message })).collect()
+    let Some(raw) = env.var(VAR) else {
+        return Ok(vec![]);
+    };
+    raw.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Cidr::parse(s).map_err(|message| ConfigError { var: VAR, message }))
+        .collect()
 }
 
 fn parse_host_port(var: &'static str, raw: &str) -> Result<String, ConfigError> {
-    let (host, port) = raw
-        .trim()
-        .rsplit_once(':')
-        .ok_or_else(|| ConfigError { var, message: format!("{raw:?} is not host:port") })?;
+    let (host, port) = raw.trim().rsplit_once(':').ok_or_else(|| ConfigError {
+        var,
+        message: format!("{raw:?} is not host:port"),
+    })?;
     if host.is_empty() {
-        return Err(ConfigError { var, message: format!("{raw:?} has an empty host") });
+        return Err(ConfigError {
+            var,
+            message: format!("{raw:?} has an empty host"),
+        });
     }
-    port.parse::<u16>()
-        .map_err(|_| ConfigError { var, message: format!("{raw:?} has a bad port") })?;
+    port.parse::<u16>().map_err(|_| ConfigError {
+        var,
+        message: format!("{raw:?} has a bad port"),
+    })?;
     Ok(format!("{host}:{port}"))
 }
 
@@ -517,7 +613,10 @@ impl CacheConfig {
                 .map(|n| parse_host_port("ORCHARD_REDIS_CLUSTER_NODES", n))
                 .collect::<Result<Vec<_>, _>>()?;
             if nodes.is_empty() {
-                return Err(ConfigError { var: "ORCHARD_REDIS_CLUSTER_NODES", message: "lists no node".into() });
+                return Err(ConfigError {
+                    var: "ORCHARD_REDIS_CLUSTER_NODES",
+                    message: "lists no node".into(),
+                });
             }
             CacheBackendConfig::RedisCluster { nodes }
         } else if let Some(host) = env.var("ORCHARD_REDIS_HOST") {
@@ -531,21 +630,64 @@ impl CacheConfig {
         };
         let namespace = env.var_or("ORCHARD_CACHE_NAMESPACE", "orchard");
         if namespace.contains(|c: char| c.is_whitespace() || c == ':') {
-            return Err(ConfigError { var: "ORCHARD_CACHE_NAMESPACE", message: "must not contain ':' or spaces".into() });
+            return Err(ConfigError {
+                var: "ORCHARD_CACHE_NAMESPACE",
+                message: "must not contain ':' or spaces".into(),
+            });
         }
         Ok(CacheConfig {
             backend,
             password: env.secret("ORCHARD_REDIS_PASSWORD"),
-            timeout: Duration::from_millis(env.var_in_range("ORCHARD_REDIS_TIMEOUT_MS", 250, 1, 60_000)?),
+            timeout: Duration::from_millis(env.var_in_range(
+                "ORCHARD_REDIS_TIMEOUT_MS",
+                250,
+                1,
+                60_000,
+            )?),
             namespace,
-            max_entries: env.var_in_range("ORCHARD_CACHE_MAX_ENTRIES", 100_000, 1, u32::MAX as u64)?,
+            max_entries: env.var_in_range(
+                "ORCHARD_CACHE_MAX_ENTRIES",
+                100_000,
+                1,
+                u32::MAX as u64,
+            )?,
             max_bytes: env.var_in_range("ORCHARD_CACHE_MAX_BYTES", 256 << 20, 1 << 20, 1 << 40)?,
-            ttl_index: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_INDEX", 300, 1, 31_536_000)?),
-            ttl_versions: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_VERSIONS", 300, 1, 31_536_000)?),
-            ttl_upstream: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_UPSTREAM", 3600, 1, 31_536_000)?),
-            ttl_negative: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_TTL_NEGATIVE", 60, 1, 86_400)?),
-            stale_max: Duration::from_secs(env.var_in_range("ORCHARD_CACHE_STALE_MAX", 86_400, 0, 31_536_000)?),
-            fill_lock_ttl: Duration::from_secs(env.var_in_range("ORCHARD_FILL_LOCK_TTL", 15, 1, 600)?),
+            ttl_index: Duration::from_secs(env.var_in_range(
+                "ORCHARD_CACHE_TTL_INDEX",
+                300,
+                1,
+                31_536_000,
+            )?),
+            ttl_versions: Duration::from_secs(env.var_in_range(
+                "ORCHARD_CACHE_TTL_VERSIONS",
+                300,
+                1,
+                31_536_000,
+            )?),
+            ttl_upstream: Duration::from_secs(env.var_in_range(
+                "ORCHARD_CACHE_TTL_UPSTREAM",
+                3600,
+                1,
+                31_536_000,
+            )?),
+            ttl_negative: Duration::from_secs(env.var_in_range(
+                "ORCHARD_CACHE_TTL_NEGATIVE",
+                60,
+                1,
+                86_400,
+            )?),
+            stale_max: Duration::from_secs(env.var_in_range(
+                "ORCHARD_CACHE_STALE_MAX",
+                86_400,
+                0,
+                31_536_000,
+            )?),
+            fill_lock_ttl: Duration::from_secs(env.var_in_range(
+                "ORCHARD_FILL_LOCK_TTL",
+                15,
+                1,
+                600,
+            )?),
         })
     }
 }
@@ -553,29 +695,47 @@ impl CacheConfig {
 impl StorageConfig {
     fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         let Some(endpoint) = env.var("ORCHARD_S3_ENDPOINT") else {
-            return Ok(StorageConfig::Local { root: data_dir.join("artifacts") });
+            return Ok(StorageConfig::Local {
+                root: data_dir.join("artifacts"),
+            });
         };
         match url::Url::parse(&endpoint) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             Ok(u) => {
                 return Err(ConfigError {
                     var: "ORCHARD_S3_ENDPOINT",
-                    message: format!("unknown URL scheme {:?} (expected http:// or https://)", u.scheme()),
+                    message: format!(
+                        "unknown URL scheme {:?} (expected http:// or https://)",
+                        u.scheme()
+                    ),
                 })
             }
-            Err(e) => return Err(ConfigError { var: "ORCHARD_S3_ENDPOINT", message: format!("not a valid URL: {e}") }),
+            Err(e) => {
+                return Err(ConfigError {
+                    var: "ORCHARD_S3_ENDPOINT",
+                    message: format!("not a valid URL: {e}"),
+                })
+            }
         }
         let why = "when ORCHARD_S3_ENDPOINT is set";
-        let prefix = env.var_or("ORCHARD_S3_PREFIX", "").trim_matches('/').to_string();
+        let prefix = env
+            .var_or("ORCHARD_S3_PREFIX", "")
+            .trim_matches('/')
+            .to_string();
         if prefix.split('/').any(|seg| seg == ".." || seg == ".") {
-            return Err(ConfigError { var: "ORCHARD_S3_PREFIX", message: "must not contain . or .. segments".into() });
+            return Err(ConfigError {
+                var: "ORCHARD_S3_PREFIX",
+                message: "must not contain . or .. segments".into(),
+            });
         }
         Ok(StorageConfig::S3(S3Config {
             endpoint,
             bucket: env.required_var("ORCHARD_S3_BUCKET", why)?,
             region: env.var_or("ORCHARD_S3_REGION", "us-east-1"),
             access_key_id: env.required_var("ORCHARD_S3_ACCESS_KEY_ID", why)?,
-            secret_access_key: SecretString::from(env.required_var("ORCHARD_S3_SECRET_ACCESS_KEY", why)?),
+            secret_access_key: SecretString::from(
+                env.required_var("ORCHARD_S3_SECRET_ACCESS_KEY", why)?,
+            ),
             prefix,
         }))
     }
@@ -583,8 +743,10 @@ impl StorageConfig {
 
 impl HttpConfig {
     fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
-        let max_connections = env.var_in_range("ORCHARD_HTTP_MAX_CONNECTIONS", 100, 1, 100_000)? as usize;
-        let keepalive_connections = env.var_in_range("ORCHARD_HTTP_KEEPALIVE_CONNECTIONS", 20, 0, 100_000)? as usize;
+        let max_connections =
+            env.var_in_range("ORCHARD_HTTP_MAX_CONNECTIONS", 100, 1, 100_000)? as usize;
+        let keepalive_connections =
+            env.var_in_range("ORCHARD_HTTP_KEEPALIVE_CONNECTIONS", 20, 0, 100_000)? as usize;
         if keepalive_connections > max_connections {
             return Err(ConfigError {
                 var: "ORCHARD_HTTP_KEEPALIVE_CONNECTIONS",
@@ -609,22 +771,48 @@ mod tests {
     #[test]
     fn trusted_proxy_networks() {
         let c = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(c.contains("10.1.2.3".parse().unwrap()) && !c.contains("11.0.0.1".parse().unwrap()));
-        assert!(c.contains("::ffff:10.9.9.9".parse().unwrap()), "IPv4-mapped peers");
+        assert!(
+            c.contains("10.1.2.3".parse().unwrap()) && !c.contains("11.0.0.1".parse().unwrap())
+        );
+        assert!(
+            c.contains("::ffff:10.9.9.9".parse().unwrap()),
+            "IPv4-mapped peers"
+        );
         let one = Cidr::parse("127.0.0.1").unwrap();
-        assert!(one.contains("127.0.0.1".parse().unwrap()) && !one.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            one.contains("127.0.0.1".parse().unwrap())
+                && !one.contains("127.0.0.2".parse().unwrap())
+        );
         let v6 = Cidr::parse("fd00::/8").unwrap();
-        assert!(v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap())
+        );
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "x", "10.0.0/8", "::1/129"] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(config(&[("ORCHARD_TRUSTED_PROXIES", "10.0.0.0/8,nope")]).unwrap_err().var, "ORCHARD_TRUSTED_PROXIES");
-        assert_eq!(config(&[("ORCHARD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]).unwrap().trusted_proxies.len(), 2);
+        assert_eq!(
+            config(&[("ORCHARD_TRUSTED_PROXIES", "10.0.0.0/8,nope")])
+                .unwrap_err()
+                .var,
+            "ORCHARD_TRUSTED_PROXIES"
+        );
+        assert_eq!(
+            config(&[("ORCHARD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")])
+                .unwrap()
+                .trusted_proxies
+                .len(),
+            2
+        );
     }
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_env(&Env::from_fn(move |k| map.get(k).cloned()))
     }
 
@@ -633,9 +821,13 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.server.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.server.admin_addr.to_string(), "0.0.0.0:9090");
-        assert!(matches!(c.database.url, DatabaseUrl::Sqlite(ref p) if p.ends_with("orchard-data/orchard.db")));
+        assert!(
+            matches!(c.database.url, DatabaseUrl::Sqlite(ref p) if p.ends_with("orchard-data/orchard.db"))
+        );
         assert!(matches!(c.cache.backend, CacheBackendConfig::InProcess));
-        assert!(matches!(c.storage, StorageConfig::Local { ref root } if root.ends_with("orchard-data/artifacts")));
+        assert!(
+            matches!(c.storage, StorageConfig::Local { ref root } if root.ends_with("orchard-data/artifacts"))
+        );
         assert_eq!(c.http.max_connections, 100);
         assert_eq!(c.http.keepalive_connections, 20);
         assert_eq!(c.http.connect_timeout_secs, 30);
@@ -653,7 +845,11 @@ mod tests {
     fn bad_number_names_the_variable() {
         let e = config(&[("ORCHARD_HTTP_MAX_CONNECTIONS", "abc")]).unwrap_err();
         assert_eq!(e.var, "ORCHARD_HTTP_MAX_CONNECTIONS");
-        assert!(e.to_string().starts_with("ORCHARD_HTTP_MAX_CONNECTIONS: cannot parse \"abc\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("ORCHARD_HTTP_MAX_CONNECTIONS: cannot parse \"abc\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -661,20 +857,50 @@ mod tests {
         let e = config(&[("ORCHARD_DATABASE_URL", "mysql://u:p@h/db")]).unwrap_err();
         assert_eq!(e.var, "ORCHARD_DATABASE_URL");
         assert!(e.message.contains("unknown URL scheme \"mysql\""), "{e}");
-        assert!(!e.to_string().contains(":p@"), "the message must not echo the password: {e}");
+        assert!(
+            !e.to_string().contains(":p@"),
+            "the message must not echo the password: {e}"
+        );
     }
 
     #[test]
     fn out_of_range_and_bad_bool_and_bad_addr() {
-        assert_eq!(config(&[("ORCHARD_HTTP_WORKER_THREADS", "0")]).unwrap_err().var, "ORCHARD_HTTP_WORKER_THREADS");
-        assert_eq!(config(&[("ORCHARD_DATABASE_POOL_PRE_PING", "maybe")]).unwrap_err().var, "ORCHARD_DATABASE_POOL_PRE_PING");
-        assert_eq!(config(&[("ORCHARD_LISTEN_ADDR", "localhost")]).unwrap_err().var, "ORCHARD_LISTEN_ADDR");
         assert_eq!(
-            config(&[("ORCHARD_HTTP_KEEPALIVE_CONNECTIONS", "200")]).unwrap_err().var,
+            config(&[("ORCHARD_HTTP_WORKER_THREADS", "0")])
+                .unwrap_err()
+                .var,
+            "ORCHARD_HTTP_WORKER_THREADS"
+        );
+        assert_eq!(
+            config(&[("ORCHARD_DATABASE_POOL_PRE_PING", "maybe")])
+                .unwrap_err()
+                .var,
+            "ORCHARD_DATABASE_POOL_PRE_PING"
+        );
+        assert_eq!(
+            config(&[("ORCHARD_LISTEN_ADDR", "localhost")])
+                .unwrap_err()
+                .var,
+            "ORCHARD_LISTEN_ADDR"
+        );
+        assert_eq!(
+            config(&[("ORCHARD_HTTP_KEEPALIVE_CONNECTIONS", "200")])
+                .unwrap_err()
+                .var,
             "ORCHARD_HTTP_KEEPALIVE_CONNECTIONS"
         );
-        assert_eq!(config(&[("ORCHARD_REDIS_CLUSTER_NODES", "a:1,b")]).unwrap_err().var, "ORCHARD_REDIS_CLUSTER_NODES");
-        assert_eq!(config(&[("ORCHARD_S3_ENDPOINT", "ftp://x")]).unwrap_err().var, "ORCHARD_S3_ENDPOINT");
+        assert_eq!(
+            config(&[("ORCHARD_REDIS_CLUSTER_NODES", "a:1,b")])
+                .unwrap_err()
+                .var,
+            "ORCHARD_REDIS_CLUSTER_NODES"
+        );
+        assert_eq!(
+            config(&[("ORCHARD_S3_ENDPOINT", "ftp://x")])
+                .unwrap_err()
+                .var,
+            "ORCHARD_S3_ENDPOINT"
+        );
     }
 
     #[test]
@@ -686,7 +912,10 @@ mod tests {
     #[test]
     fn production_backends_and_redaction() {
         let c = config(&[
-            ("ORCHARD_DATABASE_URL", "postgres://orchard:hunter2@db:5432/orchard?password=hunter2"),
+            (
+                "ORCHARD_DATABASE_URL",
+                "postgres://orchard:hunter2@db:5432/orchard?password=hunter2",
+            ),
             ("ORCHARD_REDIS_CLUSTER_NODES", "r1:7001, r2:7002"),
             ("ORCHARD_REDIS_HOST", "ignored"),
             ("ORCHARD_REDIS_PASSWORD", "redispw"),
@@ -696,13 +925,21 @@ mod tests {
             ("ORCHARD_S3_SECRET_ACCESS_KEY", "s3secret"),
         ])
         .unwrap();
-        assert!(matches!(c.cache.backend, CacheBackendConfig::RedisCluster { ref nodes } if nodes == &["r1:7001", "r2:7002"]));
+        assert!(
+            matches!(c.cache.backend, CacheBackendConfig::RedisCluster { ref nodes } if nodes == &["r1:7001", "r2:7002"])
+        );
         let text = c.redacted_summary().to_string();
         for secret in ["hunter2", "redispw", "s3secret", "AKIAEXAMPLE"] {
             assert!(!text.contains(secret), "{secret} leaked into {text}");
         }
-        assert!(text.contains("postgres://orchard:***@db:5432/orchard"), "{text}");
-        assert!(!format!("{c:?}").contains("hunter2"), "Debug must not print the database password");
+        assert!(
+            text.contains("postgres://orchard:***@db:5432/orchard"),
+            "{text}"
+        );
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "Debug must not print the database password"
+        );
         assert!(!format!("{c:?}").contains("s3secret"));
     }
 }

@@ -102,7 +102,9 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound => ApiError::NotFound("artifact not found".into()),
-            StorageError::BadDigest(d) => ApiError::BadRequest(format!("not a sha256 digest: {d:?}")),
+            StorageError::BadDigest(d) => {
+                ApiError::BadRequest(format!("not a sha256 digest: {d:?}"))
+            }
             StorageError::HashMismatch { .. } => ApiError::BadGateway(e.to_string()),
             other => {
                 tracing::error!(error = %other, "storage error");
@@ -116,7 +118,9 @@ impl From<UpstreamError> for ApiError {
     fn from(e: UpstreamError) -> Self {
         match e {
             UpstreamError::Timeout => ApiError::GatewayTimeout,
-            UpstreamError::Connect(_) => ApiError::BadGateway("cannot reach the upstream registry".into()),
+            UpstreamError::Connect(_) => {
+                ApiError::BadGateway("cannot reach the upstream registry".into())
+            }
             UpstreamError::Request(_) => ApiError::BadGateway("the upstream request failed".into()),
         }
     }

@@ -36,8 +36,17 @@ fn component<E: std::fmt::Display>(
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
     };
-    metrics().component_up.with_label_values(&[name]).set(i64::from(error.is_none()));
-    Component { status: if error.is_none() { "up" } else { "down" }, backend, required, error, pool: None }
+    metrics()
+        .component_up
+        .with_label_values(&[name])
+        .set(i64::from(error.is_none()));
+    Component {
+        status: if error.is_none() { "up" } else { "down" },
+        backend,
+        required,
+        error,
+        pool: None,
+    }
 }
 
 pub async fn healthz() -> HttpResponse {
@@ -50,30 +59,52 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         async {
             match state.db() {
                 Some(repo) => {
-                    let mut c = component("database", repo.kind(), true, tokio::time::timeout(CHECK_TIMEOUT, repo.ping()).await);
+                    let mut c = component(
+                        "database",
+                        repo.kind(),
+                        true,
+                        tokio::time::timeout(CHECK_TIMEOUT, repo.ping()).await,
+                    );
                     c.pool = Some(serde_json::to_value(repo.pool_state()).unwrap_or_default());
                     c
                 }
                 None => {
-                    metrics().component_up.with_label_values(&["database"]).set(0);
+                    metrics()
+                        .component_up
+                        .with_label_values(&["database"])
+                        .set(0);
                     Component {
                         status: "down",
                         backend: db_backend,
                         required: true,
-                        error: Some("connecting (start-up retries until the database answers)".into()),
+                        error: Some(
+                            "connecting (start-up retries until the database answers)".into(),
+                        ),
                         pool: None,
                     }
                 }
             }
         },
         async {
-            component("cache", state.cache.backend_kind(), false, tokio::time::timeout(CHECK_TIMEOUT, state.cache.ping()).await)
+            component(
+                "cache",
+                state.cache.backend_kind(),
+                false,
+                tokio::time::timeout(CHECK_TIMEOUT, state.cache.ping()).await,
+            )
         },
         async {
-            component("storage", state.storage.kind(), true, tokio::time::timeout(CHECK_TIMEOUT, state.storage.ping()).await)
+            component(
+                "storage",
+                state.storage.kind(),
+                true,
+                tokio::time::timeout(CHECK_TIMEOUT, state.storage.ping()).await,
+            )
         },
     );
-    let ready = [&database, &cache, &storage].iter().all(|c| !c.required || c.status == "up");
+    let ready = [&database, &cache, &storage]
+        .iter()
+        .all(|c| !c.required || c.status == "up");
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "components": {
@@ -95,11 +126,19 @@ pub async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     let m = metrics();
     if let Some(repo) = state.db() {
         let p = repo.pool_state();
-        m.db_pool_connections.with_label_values(&["idle"]).set(p.idle as i64);
-        m.db_pool_connections.with_label_values(&["in_use"]).set((p.connections - p.idle) as i64);
-        m.db_pool_connections.with_label_values(&["max"]).set(p.max as i64);
+        m.db_pool_connections
+            .with_label_values(&["idle"])
+            .set(p.idle as i64);
+        m.db_pool_connections
+            .with_label_values(&["in_use"])
+            .set((p.connections - p.idle) as i64);
+        m.db_pool_connections
+            .with_label_values(&["max"])
+            .set(p.max as i64);
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(m.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(m.render())
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

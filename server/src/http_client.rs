@@ -27,7 +27,10 @@ const DEFAULT_POOL: &str = "";
 
 #[derive(Clone)]
 pub enum UpstreamAuth {
-    Basic { username: String, password: SecretString },
+    Basic {
+        username: String,
+        password: SecretString,
+    },
     Bearer(SecretString),
 }
 
@@ -56,7 +59,8 @@ impl UpstreamAuth {
         match self {
             UpstreamAuth::Basic { username, password } => format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose_secret()))
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose_secret()))
             ),
             UpstreamAuth::Bearer(token) => format!("Bearer {}", token.expose_secret()),
         }
@@ -65,7 +69,9 @@ impl UpstreamAuth {
 
 /// `scheme://host:port` of a URL (default ports made explicit by `url`'s rules).
 pub fn origin_of(url: &str) -> Option<String> {
-    url::Url::parse(url).ok().map(|u| u.origin().ascii_serialization())
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +125,20 @@ impl HttpClientManager {
     pub fn new(config: &HttpConfig, workers: usize) -> Self {
         let per_worker_limit = config.max_connections.div_ceil(workers.max(1));
         metrics().http_client_max.set(config.max_connections as i64);
-        let default = PoolSettings { connect_timeout: config.connect_timeout(), read_timeout: config.read_timeout(), auth: None, origin: None };
+        let default = PoolSettings {
+            connect_timeout: config.connect_timeout(),
+            read_timeout: config.read_timeout(),
+            auth: None,
+            origin: None,
+        };
         let mut pools = HashMap::new();
-        pools.insert(DEFAULT_POOL.to_string(), Registered { settings: default, version: 0 });
+        pools.insert(
+            DEFAULT_POOL.to_string(),
+            Registered {
+                settings: default,
+                version: 0,
+            },
+        );
         HttpClientManager {
             config: config.clone(),
             per_worker_limit,
@@ -133,13 +150,21 @@ impl HttpClientManager {
 
     /// Default settings for an upstream pool (from `ORCHARD_HTTP_*`).
     pub fn default_settings(&self) -> PoolSettings {
-        PoolSettings { connect_timeout: self.config.connect_timeout(), read_timeout: self.config.read_timeout(), auth: None, origin: None }
+        PoolSettings {
+            connect_timeout: self.config.connect_timeout(),
+            read_timeout: self.config.read_timeout(),
+            auth: None,
+            origin: None,
+        }
     }
 
     /// Adds or replaces an upstream's pool; workers rebuild their client on next use.
     pub fn register(&self, name: &str, settings: PoolSettings) {
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
-        self.pools.write().expect("pool lock poisoned").insert(name.to_string(), Registered { settings, version });
+        self.pools
+            .write()
+            .expect("pool lock poisoned")
+            .insert(name.to_string(), Registered { settings, version });
     }
 
     pub fn remove(&self, name: &str) {
@@ -174,7 +199,10 @@ impl HttpClientManager {
 
     fn settings(&self, name: &str) -> (PoolSettings, u64) {
         let pools = self.pools.read().expect("pool lock poisoned");
-        let r = pools.get(name).or_else(|| pools.get(DEFAULT_POOL)).expect("default pool exists");
+        let r = pools
+            .get(name)
+            .or_else(|| pools.get(DEFAULT_POOL))
+            .expect("default pool exists");
         (r.settings.clone(), r.version)
     }
 
@@ -183,7 +211,8 @@ impl HttpClientManager {
     fn authorization(&self, pool: Option<&str>, url: &str) -> Option<String> {
         let (settings, _) = self.settings(pool.unwrap_or(DEFAULT_POOL));
         let auth = settings.auth?;
-        (settings.origin.is_some() && settings.origin == origin_of(url)).then(|| auth.header_value())
+        (settings.origin.is_some() && settings.origin == origin_of(url))
+            .then(|| auth.header_value())
     }
 
     fn build(&self, settings: &PoolSettings) -> awc::Client {
@@ -233,14 +262,21 @@ impl HttpClientManager {
         let mut result = request().send().await;
         // The connection closed before any response byte: the upstream processed nothing
         // (load shedding, a keep-alive race). A GET is safe to send once more.
-        if let Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) = &result {
+        if let Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) =
+            &result
+        {
             tracing::debug!(upstream.source = source, upstream.url = %crate::file_url::redact(url), "upstream closed the connection unanswered; retrying once");
             result = request().send().await;
         }
-        metrics().upstream_request_duration.with_label_values(&[source]).observe(started.elapsed().as_secs_f64());
+        metrics()
+            .upstream_request_duration
+            .with_label_values(&[source])
+            .observe(started.elapsed().as_secs_f64());
         let result = result.map_err(|e| match e {
             awc::error::SendRequestError::Timeout => UpstreamError::Timeout,
-            awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => UpstreamError::Timeout,
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
+                UpstreamError::Timeout
+            }
             awc::error::SendRequestError::Connect(c) => UpstreamError::Connect(c.to_string()),
             other => UpstreamError::Request(other.to_string()),
         });
@@ -252,7 +288,10 @@ impl HttpClientManager {
                 e.metric_label().to_string()
             }
         };
-        metrics().upstream_requests.with_label_values(&[source, &status]).inc();
+        metrics()
+            .upstream_requests
+            .with_label_values(&[source, &status])
+            .inc();
         result
     }
 }

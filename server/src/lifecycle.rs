@@ -38,13 +38,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config.clone(), cache, storage, http, blocking.clone());
 
     let admin_state = web::Data::new(state.clone());
-    let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(health::configure))
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .bind(config.server.admin_addr)
-        .with_context(|| format!("cannot listen on ORCHARD_ADMIN_ADDR {}", config.server.admin_addr))?
-        .run();
+    let admin = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .configure(health::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(config.server.admin_addr)
+    .with_context(|| {
+        format!(
+            "cannot listen on ORCHARD_ADMIN_ADDR {}",
+            config.server.admin_addr
+        )
+    })?
+    .run();
     let admin_handle = admin.handle();
     let admin_task = tokio::spawn(admin);
     tracing::info!(addr = %config.server.admin_addr, "admin listener up: /healthz /readyz /metrics");
@@ -60,11 +69,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let rows = repo.list_sources().await.context("loading upstream sources")?;
-    for problem in state.sources.install(&config.sources, &rows, &state.http, config.credentials_key.as_ref()) {
+    let rows = repo
+        .list_sources()
+        .await
+        .context("loading upstream sources")?;
+    for problem in state.sources.install(
+        &config.sources,
+        &rows,
+        &state.http,
+        config.credentials_key.as_ref(),
+    ) {
         tracing::error!(problem = %problem, "upstream source left out");
     }
-    let names: Vec<String> = state.sources.all().iter().map(|s| format!("{}:{}", s.spec.protocol.as_str(), s.name())).collect();
+    let names: Vec<String> = state
+        .sources
+        .all()
+        .iter()
+        .map(|s| format!("{}:{}", s.spec.protocol.as_str(), s.name()))
+        .collect();
     tracing::info!(sources = ?names, "upstream sources loaded");
     state.set_db(repo);
     let watcher = tokio::spawn(watch_sources(state.clone()));
@@ -80,19 +102,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .configure(routes::configure)
             .default_service(routes::default_service())
     })
-    .on_connect(client_write_timeout(Duration::from_secs(config.server.client_write_timeout_secs)))
+    .on_connect(client_write_timeout(Duration::from_secs(
+        config.server.client_write_timeout_secs,
+    )))
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(config.server.shutdown_timeout_secs)
     .bind(config.server.listen_addr)
-    .with_context(|| format!("cannot listen on ORCHARD_LISTEN_ADDR {}", config.server.listen_addr))?
+    .with_context(|| {
+        format!(
+            "cannot listen on ORCHARD_LISTEN_ADDR {}",
+            config.server.listen_addr
+        )
+    })?
     .run();
     let package_handle = package.handle();
     let package_task = tokio::spawn(package);
     tracing::info!(addr = %config.server.listen_addr, "orchard is serving");
 
     shutdown.await;
-    tracing::info!(drain_secs = config.server.shutdown_timeout_secs, "shutting down: draining in-flight requests");
+    tracing::info!(
+        drain_secs = config.server.shutdown_timeout_secs,
+        "shutting down: draining in-flight requests"
+    );
     package_handle.stop(true).await;
     admin_handle.stop(true).await;
     let _ = package_task.await;
@@ -138,12 +170,23 @@ async fn reload_sources(state: &AppState, reason: &str) {
     let Some(repo) = state.db() else { return };
     match repo.list_sources().await {
         Ok(rows) => {
-            for problem in state.sources.install(&state.config.sources, &rows, &state.http, state.config.credentials_key.as_ref()) {
+            for problem in state.sources.install(
+                &state.config.sources,
+                &rows,
+                &state.http,
+                state.config.credentials_key.as_ref(),
+            ) {
                 tracing::error!(problem = %problem, "upstream source left out");
             }
-            tracing::info!(reason, sources = state.sources.all().len(), "upstream sources reloaded");
+            tracing::info!(
+                reason,
+                sources = state.sources.all().len(),
+                "upstream sources reloaded"
+            );
         }
-        Err(e) => tracing::warn!(error = %e, "reloading upstream sources failed; keeping the current list"),
+        Err(e) => {
+            tracing::warn!(error = %e, "reloading upstream sources failed; keeping the current list")
+        }
     }
 }
 
@@ -182,13 +225,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -203,7 +247,9 @@ async fn shutdown_signal() {
 /// Drops a client connection whose sent bytes stay unacknowledged — a client that
 /// stopped reading (zero window) included — for `timeout`: the kernel's
 /// `TCP_USER_TIMEOUT`, set on every accepted package-traffic socket.
-fn client_write_timeout(timeout: Duration) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
+fn client_write_timeout(
+    timeout: Duration,
+) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
     move |conn, _ext| {
         if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
             if let Err(e) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {

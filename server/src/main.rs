@@ -60,7 +60,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -68,20 +71,31 @@ fn init_logging(format: LogFormat) {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    if let Command::Ensure { file, server, token, python_version, platform } = cli.command {
-        return ExitCode::from(orchard_server::deps::cli::run(orchard_server::deps::cli::EnsureArgs {
-            file,
-            server,
-            token,
-            python_version,
-            platform,
-        }));
+    if let Command::Ensure {
+        file,
+        server,
+        token,
+        python_version,
+        platform,
+    } = cli.command
+    {
+        return ExitCode::from(orchard_server::deps::cli::run(
+            orchard_server::deps::cli::EnsureArgs {
+                file,
+                server,
+                token,
+                python_version,
+                platform,
+            },
+        ));
     }
     let config = match load_config() {
         Ok(c) => c,
@@ -89,13 +103,17 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig => {
-            println!("{}", serde_json::to_string_pretty(&config.redacted_summary()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config.redacted_summary()).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Command::Migrate => {
             init_logging(config.server.log_format);
             let result = runtime().map_err(anyhow::Error::from).and_then(|rt| {
-                rt.block_on(orchard_server::db::run_migrations(&config.database.url)).map_err(anyhow::Error::from)
+                rt.block_on(orchard_server::db::run_migrations(&config.database.url))
+                    .map_err(anyhow::Error::from)
             });
             match result {
                 Ok(applied) => {
@@ -110,7 +128,9 @@ fn main() -> ExitCode {
         }
         Command::Serve => {
             init_logging(config.server.log_format);
-            let result = runtime().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(orchard_server::lifecycle::serve(config)));
+            let result = runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(orchard_server::lifecycle::serve(config)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

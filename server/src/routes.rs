@@ -36,11 +36,15 @@ const PROTOCOLS: [&str; 3] = ["pypi", "npm", "maven"];
 
 fn protocol_of(path: &str) -> &'static str {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    PROTOCOLS.iter().find(|p| **p == first).copied().unwrap_or(match first {
-        "sources" => "source",
-        "api" => "api",
-        _ => "other",
-    })
+    PROTOCOLS
+        .iter()
+        .find(|p| **p == first)
+        .copied()
+        .unwrap_or(match first {
+            "sources" => "source",
+            "api" => "api",
+            _ => "other",
+        })
 }
 
 /// Counts `orchard_http_requests_total{protocol,route,status,cache}` and times
@@ -53,12 +57,24 @@ pub async fn record_request(
     let started = Instant::now();
     let protocol = protocol_of(req.path());
     let res = next.call(req).await?;
-    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
-    let cache = res.response().extensions().get::<CacheStatus>().copied().unwrap_or(CacheStatus::Bypass);
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let cache = res
+        .response()
+        .extensions()
+        .get::<CacheStatus>()
+        .copied()
+        .unwrap_or(CacheStatus::Bypass);
     let status = res.status().as_u16().to_string();
     let m = metrics();
-    m.http_requests.with_label_values(&[protocol, &route, &status, cache.as_str()]).inc();
-    m.http_request_duration.with_label_values(&[protocol, &route]).observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[protocol, &route, &status, cache.as_str()])
+        .inc();
+    m.http_request_duration
+        .with_label_values(&[protocol, &route])
+        .observe(started.elapsed().as_secs_f64());
     Ok(res)
 }
 
@@ -72,7 +88,11 @@ pub async fn limit_headers(
         .app_data::<web::Data<crate::state::AppState>>()
         .map(|s| s.config.max_header_bytes)
         .unwrap_or(usize::MAX);
-    let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     if size > limit {
         let res = actix_web::ResponseError::error_response(&ApiError::HeadersTooLarge(limit));
         return Ok(req.into_response(res).map_into_right_body());
@@ -107,8 +127,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// called `simple`).
 pub fn source_protocol(protocol: crate::sources::Protocol) -> impl actix_web::guard::Guard {
     actix_web::guard::fn_guard(move |ctx| {
-        let Some(name) = ctx.head().uri.path().split('/').nth(2) else { return false };
-        let Some(state) = ctx.app_data::<web::Data<crate::state::AppState>>() else { return false };
+        let Some(name) = ctx.head().uri.path().split('/').nth(2) else {
+            return false;
+        };
+        let Some(state) = ctx.app_data::<web::Data<crate::state::AppState>>() else {
+            return false;
+        };
         state.sources.get(protocol, name).is_some()
     })
 }

@@ -150,24 +150,35 @@ impl SourceSpec {
         let n = &self.name;
         let ok_name = !n.is_empty()
             && n.len() <= 63
-            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !n.starts_with('-')
             && !n.ends_with('-');
         if !ok_name {
-            return Err(format!("source name {n:?} must be 1-63 characters of a-z, 0-9 and '-'"));
+            return Err(format!(
+                "source name {n:?} must be 1-63 characters of a-z, 0-9 and '-'"
+            ));
         }
-        let url = url::Url::parse(&self.url).map_err(|e| format!("source {n}: url {:?} is not a URL: {e}", self.url))?;
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| format!("source {n}: url {:?} is not a URL: {e}", self.url))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!("source {n}: url must be http:// or https:// with a host"));
+            return Err(format!(
+                "source {n}: url must be http:// or https:// with a host"
+            ));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("source {n}: url must not carry credentials; use `credentials`"));
+            return Err(format!(
+                "source {n}: url must not carry credentials; use `credentials`"
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!("source {n}: url must not have a query or fragment"));
         }
         if !(0..=10_000).contains(&self.priority) {
-            return Err(format!("source {n}: priority {} is out of range 0..=10000", self.priority));
+            return Err(format!(
+                "source {n}: priority {} is out of range 0..=10000",
+                self.priority
+            ));
         }
         if let Some(c) = &self.credentials {
             match (&c.secret_env, &c.sealed) {
@@ -177,7 +188,11 @@ impl SourceSpec {
                     }
                 }
                 (None, Some(_)) => {}
-                _ => return Err(format!("source {n}: credentials need exactly one of secretEnv and sealed")),
+                _ => {
+                    return Err(format!(
+                        "source {n}: credentials need exactly one of secretEnv and sealed"
+                    ))
+                }
             }
         }
         for p in self.include.iter().chain(&self.exclude) {
@@ -186,7 +201,8 @@ impl SourceSpec {
             }
         }
         for h in &self.file_hosts {
-            crate::file_url::parse_file_host(h).map_err(|e| format!("source {n}: fileHosts: {e}"))?;
+            crate::file_url::parse_file_host(h)
+                .map_err(|e| format!("source {n}: fileHosts: {e}"))?;
         }
         Ok(())
     }
@@ -218,13 +234,16 @@ impl SourceSpec {
 
     /// The `owner` recorded in a row, if any.
     pub fn row_owner(row: &UpstreamSourceRow) -> Option<String> {
-        serde_json::from_str::<StoredSettings>(&row.settings).ok().and_then(|s| s.owner)
+        serde_json::from_str::<StoredSettings>(&row.settings)
+            .ok()
+            .and_then(|s| s.owner)
     }
 
     pub fn from_row(row: &UpstreamSourceRow) -> Result<SourceSpec, String> {
-        let protocol = Protocol::parse(&row.protocol).ok_or_else(|| format!("source {}: unknown protocol {:?}", row.name, row.protocol))?;
-        let settings: StoredSettings =
-            serde_json::from_str(&row.settings).map_err(|e| format!("source {}: bad settings: {e}", row.name))?;
+        let protocol = Protocol::parse(&row.protocol)
+            .ok_or_else(|| format!("source {}: unknown protocol {:?}", row.name, row.protocol))?;
+        let settings: StoredSettings = serde_json::from_str(&row.settings)
+            .map_err(|e| format!("source {}: bad settings: {e}", row.name))?;
         let spec = SourceSpec {
             name: row.name.clone(),
             protocol,
@@ -247,12 +266,17 @@ pub fn static_sources(env: &Env<'_>) -> Result<Vec<SourceSpec>, ConfigError> {
     const FILE: &str = "ORCHARD_UPSTREAMS_FILE";
     let mut specs: Vec<SourceSpec> = Vec::new();
     if let Some(path) = env.var(FILE) {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError { var: FILE, message: format!("cannot read {path}: {e}") })?;
-        specs = serde_norway::from_str(&text)
-            .map_err(|e| ConfigError { var: FILE, message: format!("{path} is not a list of sources: {e}") })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            var: FILE,
+            message: format!("cannot read {path}: {e}"),
+        })?;
+        specs = serde_norway::from_str(&text).map_err(|e| ConfigError {
+            var: FILE,
+            message: format!("{path} is not a list of sources: {e}"),
+        })?;
         for s in &specs {
-            s.validate().map_err(|message| ConfigError { var: FILE, message })?;
+            s.validate()
+                .map_err(|message| ConfigError { var: FILE, message })?;
         }
     }
     for (var, protocol) in [
@@ -273,14 +297,18 @@ pub fn static_sources(env: &Env<'_>) -> Result<Vec<SourceSpec>, ConfigError> {
                 exclude: vec![],
                 file_hosts: vec![],
             };
-            spec.validate().map_err(|message| ConfigError { var, message })?;
+            spec.validate()
+                .map_err(|message| ConfigError { var, message })?;
             specs.push(spec);
         }
     }
     let mut seen = std::collections::HashSet::new();
     for s in &specs {
         if !seen.insert(s.name.clone()) {
-            return Err(ConfigError { var: FILE, message: format!("source name {:?} is defined twice", s.name) });
+            return Err(ConfigError {
+                var: FILE,
+                message: format!("source name {:?} is defined twice", s.name),
+            });
         }
     }
     Ok(specs)
@@ -332,7 +360,12 @@ impl Source {
     }
 
     pub fn index_ttl(&self, default: Duration) -> Duration {
-        self.spec.ttl.as_ref().and_then(|t| t.index_seconds).map(Duration::from_secs).unwrap_or(default)
+        self.spec
+            .ttl
+            .as_ref()
+            .and_then(|t| t.index_seconds)
+            .map(Duration::from_secs)
+            .unwrap_or(default)
     }
 
     /// `relative` joined to the base; `relative` must already be made of validated,
@@ -342,25 +375,47 @@ impl Source {
     }
 }
 
-fn resolve_auth(spec: &SourceSpec, key: Option<&CredentialsKey>) -> Result<Option<UpstreamAuth>, String> {
-    let Some(c) = &spec.credentials else { return Ok(None) };
+fn resolve_auth(
+    spec: &SourceSpec,
+    key: Option<&CredentialsKey>,
+) -> Result<Option<UpstreamAuth>, String> {
+    let Some(c) = &spec.credentials else {
+        return Ok(None);
+    };
     let (username, secret) = match (&c.secret_env, &c.sealed) {
         (Some(var), _) => {
-            let secret =
-                std::env::var(var).map_err(|_| format!("source {}: credentials variable {var} is not set", spec.name))?;
+            let secret = std::env::var(var).map_err(|_| {
+                format!(
+                    "source {}: credentials variable {var} is not set",
+                    spec.name
+                )
+            })?;
             (c.username.clone(), SecretString::from(secret))
         }
         (None, Some(sealed)) => {
             let key = key.ok_or_else(|| {
-                format!("source {}: its credentials are sealed but ORCHARD_CREDENTIALS_KEY is not set", spec.name)
+                format!(
+                    "source {}: its credentials are sealed but ORCHARD_CREDENTIALS_KEY is not set",
+                    spec.name
+                )
             })?;
-            let opened = key.open(&spec.name, sealed).map_err(|e| format!("source {}: {e}", spec.name))?;
+            let opened = key
+                .open(&spec.name, sealed)
+                .map_err(|e| format!("source {}: {e}", spec.name))?;
             (opened.username, opened.secret)
         }
-        (None, None) => return Err(format!("source {}: credentials without secretEnv or sealed", spec.name)),
+        (None, None) => {
+            return Err(format!(
+                "source {}: credentials without secretEnv or sealed",
+                spec.name
+            ))
+        }
     };
     Ok(Some(match c.kind {
-        CredentialsKind::Basic => UpstreamAuth::Basic { username: username.unwrap_or_default(), password: secret },
+        CredentialsKind::Basic => UpstreamAuth::Basic {
+            username: username.unwrap_or_default(),
+            password: secret,
+        },
         CredentialsKind::Bearer => UpstreamAuth::Bearer(secret),
     }))
 }
@@ -410,7 +465,11 @@ impl SourceRegistry {
             match resolve_auth(&spec, key) {
                 Ok(auth) => http.register(
                     &spec.name,
-                    PoolSettings { auth, origin: Some(base.origin().ascii_serialization()), ..http.default_settings() },
+                    PoolSettings {
+                        auth,
+                        origin: Some(base.origin().ascii_serialization()),
+                        ..http.default_settings()
+                    },
                 ),
                 Err(e) => {
                     problems.push(e);
@@ -419,7 +478,12 @@ impl SourceRegistry {
             }
             sources.push(Arc::new(Source { spec, base }));
         }
-        sources.sort_by(|a, b| a.spec.priority.cmp(&b.spec.priority).then_with(|| a.spec.name.cmp(&b.spec.name)));
+        sources.sort_by(|a, b| {
+            a.spec
+                .priority
+                .cmp(&b.spec.priority)
+                .then_with(|| a.spec.name.cmp(&b.spec.name))
+        });
         *self.sources.write().expect("source lock poisoned") = Arc::new(sources);
         problems
     }
@@ -430,12 +494,19 @@ impl SourceRegistry {
 
     /// Enabled sources of a protocol, highest priority (lowest number) first.
     pub fn for_protocol(&self, protocol: Protocol) -> Vec<Arc<Source>> {
-        self.all().iter().filter(|s| s.spec.enabled && s.spec.protocol == protocol).cloned().collect()
+        self.all()
+            .iter()
+            .filter(|s| s.spec.enabled && s.spec.protocol == protocol)
+            .cloned()
+            .collect()
     }
 
     /// An enabled source by name and protocol.
     pub fn get(&self, protocol: Protocol, name: &str) -> Option<Arc<Source>> {
-        self.all().iter().find(|s| s.spec.enabled && s.spec.protocol == protocol && s.spec.name == name).cloned()
+        self.all()
+            .iter()
+            .find(|s| s.spec.enabled && s.spec.protocol == protocol && s.spec.name == name)
+            .cloned()
     }
 }
 
@@ -465,29 +536,47 @@ mod tests {
         )
         .unwrap();
         let p = path.to_string_lossy().to_string();
-        let specs = static_sources(&Env::from_fn(move |k| (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone()))).unwrap();
+        let specs = static_sources(&Env::from_fn(move |k| {
+            (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone())
+        }))
+        .unwrap();
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].priority, 10);
         assert_eq!(specs[1].priority, 100);
         assert_eq!(SourceSpec::from_row(&specs[0].to_row()).unwrap(), specs[0]);
 
-        std::fs::write(&path, "- name: Bad_Name\n  protocol: pypi\n  url: https://upstream.example/\n").unwrap();
+        std::fs::write(
+            &path,
+            "- name: Bad_Name\n  protocol: pypi\n  url: https://upstream.example/\n",
+        )
+        .unwrap();
         let p = path.to_string_lossy().to_string();
-        let e = static_sources(&Env::from_fn(move |k| (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone()))).unwrap_err();
+        let e = static_sources(&Env::from_fn(move |k| {
+            (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone())
+        }))
+        .unwrap_err();
         assert_eq!(e.var, "ORCHARD_UPSTREAMS_FILE");
         assert!(e.message.contains("Bad_Name"), "{e}");
 
-        let e = static_sources(&Env::from_fn(|k| (k == "ORCHARD_UPSTREAM_PYPI").then(|| "ftp://x/".to_string()))).unwrap_err();
+        let e = static_sources(&Env::from_fn(|k| {
+            (k == "ORCHARD_UPSTREAM_PYPI").then(|| "ftp://x/".to_string())
+        }))
+        .unwrap_err();
         assert_eq!(e.var, "ORCHARD_UPSTREAM_PYPI");
-        let e = static_sources(&Env::from_fn(|k| (k == "ORCHARD_UPSTREAM_PYPI").then(|| "https://u:p@upstream.example/".to_string())))
-            .unwrap_err();
+        let e = static_sources(&Env::from_fn(|k| {
+            (k == "ORCHARD_UPSTREAM_PYPI").then(|| "https://u:p@upstream.example/".to_string())
+        }))
+        .unwrap_err();
         assert!(e.message.contains("credentials"), "{e}");
     }
 
     #[test]
     fn sealed_credentials_need_the_key_and_the_right_source() {
         use base64::Engine;
-        let key = CredentialsKey::from_base64(&base64::engine::general_purpose::STANDARD.encode([3u8; 32])).unwrap();
+        let key = CredentialsKey::from_base64(
+            &base64::engine::general_purpose::STANDARD.encode([3u8; 32]),
+        )
+        .unwrap();
         let sealed = key.seal("internal", None, &SecretString::from("tok"));
         let mut spec = SourceSpec {
             name: "internal".into(),
@@ -495,7 +584,12 @@ mod tests {
             url: "https://upstream.example/npm/".into(),
             priority: 1,
             enabled: true,
-            credentials: Some(CredentialsSpec { kind: CredentialsKind::Bearer, username: None, secret_env: None, sealed: Some(sealed) }),
+            credentials: Some(CredentialsSpec {
+                kind: CredentialsKind::Bearer,
+                username: None,
+                secret_env: None,
+                sealed: Some(sealed),
+            }),
             ttl: None,
             include: vec![],
             exclude: vec![],
@@ -504,7 +598,10 @@ mod tests {
         let row = spec.to_owned_row(Some("ns/internal"));
         assert_eq!(SourceSpec::row_owner(&row).as_deref(), Some("ns/internal"));
         assert_eq!(SourceSpec::from_row(&row).unwrap(), spec);
-        assert!(matches!(resolve_auth(&spec, Some(&key)), Ok(Some(UpstreamAuth::Bearer(_)))));
+        assert!(matches!(
+            resolve_auth(&spec, Some(&key)),
+            Ok(Some(UpstreamAuth::Bearer(_)))
+        ));
         let e = resolve_auth(&spec, None).unwrap_err();
         assert!(e.contains("ORCHARD_CREDENTIALS_KEY"), "{e}");
         spec.name = "renamed".into();
@@ -527,7 +624,10 @@ mod tests {
             exclude: vec!["acme-secret".into()],
             file_hosts: vec![],
         };
-        let s = Source { base: url::Url::parse(&spec.url).unwrap(), spec };
+        let s = Source {
+            base: url::Url::parse(&spec.url).unwrap(),
+            spec,
+        };
         let allows = |name: &str| s.allows_with(|p| wildcard_match(p, name));
         assert!(allows("acme-tools"));
         assert!(!allows("acme-secret"));

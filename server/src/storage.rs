@@ -34,7 +34,11 @@ pub enum StorageError {
     #[error("artifact not found")]
     NotFound,
     #[error("hash mismatch: expected {algorithm} {expected}, got {actual}")]
-    HashMismatch { algorithm: &'static str, expected: String, actual: String },
+    HashMismatch {
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
     #[error("not a sha256 hex digest: {0:?}")]
     BadDigest(String),
     #[error("requested range not satisfiable")]
@@ -70,7 +74,10 @@ pub struct Expected {
 
 impl Expected {
     pub fn sha256(hex: impl Into<String>) -> Self {
-        Expected { sha256: Some(hex.into()), ..Default::default() }
+        Expected {
+            sha256: Some(hex.into()),
+            ..Default::default()
+        }
     }
 
     fn validate(&self) -> Result<(), StorageError> {
@@ -86,15 +93,18 @@ impl Expected {
 }
 
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ArtifactStore {
     pub fn from_config(config: &StorageConfig) -> Result<Self, StorageError> {
         match config {
             StorageConfig::Local { root } => {
-                std::fs::create_dir_all(root)
-                    .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
+                std::fs::create_dir_all(root).map_err(|e| {
+                    StorageError::Config(format!("cannot create {}: {e}", root.display()))
+                })?;
                 let fs = LocalFileSystem::new_with_prefix(root)?;
                 Ok(Self::new(Arc::new(fs), "local"))
             }
@@ -142,12 +152,19 @@ impl ArtifactStore {
             Err(StorageError::HashMismatch { .. }) => "hash_mismatch",
             Err(_) => "error",
         };
-        metrics().storage_operations.with_label_values(&[self.kind, op, result]).inc();
+        metrics()
+            .storage_operations
+            .with_label_values(&[self.kind, op, result])
+            .inc();
     }
 
     /// Streams `body` into storage. Bytes that do not match every `expected` digest are
     /// refused (`HashMismatch`, counted in `orchard_hash_mismatch_total`) and nothing is kept.
-    pub async fn put_stream<S, E>(&self, body: S, expected: &Expected) -> Result<StoredObject, StorageError>
+    pub async fn put_stream<S, E>(
+        &self,
+        body: S,
+        expected: &Expected,
+    ) -> Result<StoredObject, StorageError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -161,7 +178,11 @@ impl ArtifactStore {
         r
     }
 
-    async fn put_stream_inner<S, E>(&self, body: S, expected: &Expected) -> Result<StoredObject, StorageError>
+    async fn put_stream_inner<S, E>(
+        &self,
+        body: S,
+        expected: &Expected,
+    ) -> Result<StoredObject, StorageError>
     where
         S: futures::Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -230,14 +251,26 @@ impl ArtifactStore {
         let actual = hex::encode(hasher.finalize());
         let checks = [
             ("sha256", expected.sha256.as_ref(), Some(actual.clone())),
-            ("sha512", expected.sha512.as_ref(), sha512.map(|h| hex::encode(h.finalize()))),
-            ("sha1", expected.sha1.as_ref(), sha1.map(|h| hex::encode(h.finalize()))),
+            (
+                "sha512",
+                expected.sha512.as_ref(),
+                sha512.map(|h| hex::encode(h.finalize())),
+            ),
+            (
+                "sha1",
+                expected.sha1.as_ref(),
+                sha1.map(|h| hex::encode(h.finalize())),
+            ),
         ];
         for (algorithm, want, got) in checks {
             if let (Some(want), Some(got)) = (want, got) {
                 if !want.eq_ignore_ascii_case(&got) {
                     let _ = self.store.delete(&tmp).await;
-                    return Err(StorageError::HashMismatch { algorithm, expected: want.to_ascii_lowercase(), actual: got });
+                    return Err(StorageError::HashMismatch {
+                        algorithm,
+                        expected: want.to_ascii_lowercase(),
+                        actual: got,
+                    });
                 }
             }
         }
@@ -249,7 +282,10 @@ impl ArtifactStore {
         };
         let _ = self.store.delete(&tmp).await;
         committed?;
-        Ok(StoredObject { sha256: actual, size })
+        Ok(StoredObject {
+            sha256: actual,
+            size,
+        })
     }
 
     /// The object's size, or `NotFound`.
@@ -269,17 +305,31 @@ impl ArtifactStore {
         &self,
         sha256: &str,
         range: Option<Range<u64>>,
-    ) -> Result<(u64, Range<u64>, BoxStream<'static, Result<Bytes, StorageError>>), StorageError> {
+    ) -> Result<
+        (
+            u64,
+            Range<u64>,
+            BoxStream<'static, Result<Bytes, StorageError>>,
+        ),
+        StorageError,
+    > {
         let key = Self::key(sha256)?;
-        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
         let r = match self.store.get_opts(&key, options).await {
             Ok(res) => {
                 let total = res.meta.size;
                 let served = res.range.clone();
                 let body = match res.payload {
                     // object_store reads local files 8 KiB per blocking task; read large chunks instead.
-                    object_store::GetResultPayload::File(file, _) => file_stream(file, served.clone()),
-                    object_store::GetResultPayload::Stream(s) => s.map_err(StorageError::from).boxed(),
+                    object_store::GetResultPayload::File(file, _) => {
+                        file_stream(file, served.clone())
+                    }
+                    object_store::GetResultPayload::Stream(s) => {
+                        s.map_err(StorageError::from).boxed()
+                    }
                 };
                 Ok((total, served, body))
             }
@@ -293,7 +343,10 @@ impl ArtifactStore {
     }
 
     /// Copies an object into a temporary file (archive readers need a seekable file).
-    pub async fn to_temp_file(&self, sha256: &str) -> Result<tempfile::NamedTempFile, StorageError> {
+    pub async fn to_temp_file(
+        &self,
+        sha256: &str,
+    ) -> Result<tempfile::NamedTempFile, StorageError> {
         use tokio::io::AsyncWriteExt;
         let io = |e: std::io::Error| StorageError::Source(format!("temporary file: {e}"));
         let tmp = tempfile::NamedTempFile::new().map_err(io)?;
@@ -307,20 +360,31 @@ impl ArtifactStore {
     }
 
     pub async fn delete(&self, sha256: &str) -> Result<(), StorageError> {
-        let r = self.store.delete(&Self::key(sha256)?).await.map_err(StorageError::from);
+        let r = self
+            .store
+            .delete(&Self::key(sha256)?)
+            .await
+            .map_err(StorageError::from);
         self.record("delete", &r);
         r
     }
 
     /// Objects under the temporary prefix (uploads in flight or abandoned).
     pub async fn temporary_objects(&self) -> Result<usize, StorageError> {
-        Ok(self.store.list(Some(&Path::from("tmp"))).try_collect::<Vec<_>>().await?.len())
+        Ok(self
+            .store
+            .list(Some(&Path::from("tmp")))
+            .try_collect::<Vec<_>>()
+            .await?
+            .len())
     }
 
     /// A real round trip: listing an (empty) prefix fails when the store is unreachable
     /// or the bucket does not exist.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        self.store.list_with_delimiter(Some(&Path::from("health"))).await?;
+        self.store
+            .list_with_delimiter(Some(&Path::from("health")))
+            .await?;
         Ok(())
     }
 }
@@ -338,7 +402,10 @@ const MAP_WINDOW: u64 = 1024 * 1024;
 /// content-addressed and written once (temporary file, then rename), never modified in
 /// place, so a mapping cannot change under a reader. A window that cannot be mapped is
 /// read on the blocking pool instead.
-fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes, StorageError>> {
+fn file_stream(
+    file: std::fs::File,
+    range: Range<u64>,
+) -> BoxStream<'static, Result<Bytes, StorageError>> {
     let file = Arc::new(file);
     let windows = futures::stream::try_unfold(range.start, move |pos| {
         let file = file.clone();
@@ -349,7 +416,13 @@ fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Res
             }
             let want = (end - pos).min(MAP_WINDOW);
             // SAFETY: see above — the file is never truncated or rewritten while stored.
-            let mapped = unsafe { memmap2::MmapOptions::new().offset(pos).len(want as usize).populate().map(&*file) };
+            let mapped = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(pos)
+                    .len(want as usize)
+                    .populate()
+                    .map(&*file)
+            };
             let window = match mapped {
                 Ok(map) => Bytes::from_owner(map),
                 Err(_) => read_piece(file, pos, want as usize).await?,
@@ -360,13 +433,21 @@ fn file_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Res
     windows
         .map_ok(|w| {
             let len = w.len();
-            futures::stream::iter((0..len).step_by(READ_CHUNK as usize).map(move |off| Ok(w.slice(off..(off + READ_CHUNK as usize).min(len)))))
+            futures::stream::iter(
+                (0..len)
+                    .step_by(READ_CHUNK as usize)
+                    .map(move |off| Ok(w.slice(off..(off + READ_CHUNK as usize).min(len)))),
+            )
         })
         .try_flatten()
         .boxed()
 }
 
-async fn read_piece(file: Arc<std::fs::File>, pos: u64, want: usize) -> Result<Bytes, StorageError> {
+async fn read_piece(
+    file: Arc<std::fs::File>,
+    pos: u64,
+    want: usize,
+) -> Result<Bytes, StorageError> {
     let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; want];
@@ -381,7 +462,10 @@ async fn read_piece(file: Arc<std::fs::File>, pos: u64, want: usize) -> Result<B
 
 /// Bytes `range` of a local file, read in `READ_CHUNK` pieces on the blocking pool.
 #[cfg(test)]
-fn read_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Result<Bytes, StorageError>> {
+fn read_stream(
+    file: std::fs::File,
+    range: Range<u64>,
+) -> BoxStream<'static, Result<Bytes, StorageError>> {
     let file = Arc::new(file);
     futures::stream::try_unfold(range.start, move |pos| {
         let file = file.clone();
@@ -391,7 +475,10 @@ fn read_stream(file: std::fs::File, range: Range<u64>) -> BoxStream<'static, Res
                 return Ok(None);
             }
             let want = (end - pos).min(READ_CHUNK);
-            Ok(Some((read_piece(file, pos, want as usize).await?, pos + want)))
+            Ok(Some((
+                read_piece(file, pos, want as usize).await?,
+                pos + want,
+            )))
         }
     })
     .boxed()
@@ -403,17 +490,39 @@ mod tests {
 
     #[tokio::test]
     async fn mapped_and_read_streams_give_the_same_bytes() {
-        let data: Vec<u8> = (0..(2 * MAP_WINDOW as usize + 3 * READ_CHUNK as usize + 4097)).map(|i| (i * 7 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(2 * MAP_WINDOW as usize + 3 * READ_CHUNK as usize + 4097))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), &data).unwrap();
         let n = data.len() as u64;
-        for range in [0..n, 1..n, 4095..4097, 1000..(READ_CHUNK + 3), (MAP_WINDOW - 10)..(MAP_WINDOW + 10), (n - 1)..n, 5..5] {
+        for range in [
+            0..n,
+            1..n,
+            4095..4097,
+            1000..(READ_CHUNK + 3),
+            (MAP_WINDOW - 10)..(MAP_WINDOW + 10),
+            (n - 1)..n,
+            5..5,
+        ] {
             let collect = |s: BoxStream<'static, Result<Bytes, StorageError>>| async move {
                 s.try_collect::<Vec<Bytes>>().await.unwrap().concat()
             };
-            let mapped = collect(file_stream(std::fs::File::open(f.path()).unwrap(), range.clone())).await;
-            let read = collect(read_stream(std::fs::File::open(f.path()).unwrap(), range.clone())).await;
-            assert_eq!(mapped, &data[range.start as usize..range.end as usize], "{range:?}");
+            let mapped = collect(file_stream(
+                std::fs::File::open(f.path()).unwrap(),
+                range.clone(),
+            ))
+            .await;
+            let read = collect(read_stream(
+                std::fs::File::open(f.path()).unwrap(),
+                range.clone(),
+            ))
+            .await;
+            assert_eq!(
+                mapped,
+                &data[range.start as usize..range.end as usize],
+                "{range:?}"
+            );
             assert_eq!(read, mapped, "{range:?}");
         }
     }
@@ -421,9 +530,21 @@ mod tests {
     #[test]
     fn keys_are_validated_digests() {
         let d = "ab".repeat(32);
-        assert_eq!(ArtifactStore::key(&d).unwrap().as_ref(), format!("sha256/ab/{d}"));
-        for bad in ["", "../../etc/passwd", &"AB".repeat(32), &"ab".repeat(31), &format!("{}/x", "a".repeat(62))] {
-            assert!(matches!(ArtifactStore::key(bad), Err(StorageError::BadDigest(_))), "{bad}");
+        assert_eq!(
+            ArtifactStore::key(&d).unwrap().as_ref(),
+            format!("sha256/ab/{d}")
+        );
+        for bad in [
+            "",
+            "../../etc/passwd",
+            &"AB".repeat(32),
+            &"ab".repeat(31),
+            &format!("{}/x", "a".repeat(62)),
+        ] {
+            assert!(
+                matches!(ArtifactStore::key(bad), Err(StorageError::BadDigest(_))),
+                "{bad}"
+            );
         }
     }
 }

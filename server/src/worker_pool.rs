@@ -27,7 +27,11 @@ pub struct BlockingPool {
 impl BlockingPool {
     pub fn new(max: usize) -> Self {
         metrics().worker_pool_max.set(max as i64);
-        BlockingPool { slots: Arc::new(Semaphore::new(max)), max, active: Arc::new(AtomicUsize::new(0)) }
+        BlockingPool {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            active: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     pub fn max(&self) -> usize {
@@ -44,7 +48,12 @@ impl BlockingPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self.slots.clone().acquire_owned().await.map_err(|_| WorkerPoolError::Closed)?;
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| WorkerPoolError::Closed)?;
         let active = self.active.clone();
         let result = tokio::task::spawn_blocking(move || {
             // Counted down on return and on panic alike.
@@ -81,7 +90,10 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_task_frees_its_slot_and_the_gauge() {
         let pool = BlockingPool::new(1);
-        assert!(matches!(pool.run(|| panic!("boom")).await, Err(WorkerPoolError::Panicked)));
+        assert!(matches!(
+            pool.run(|| panic!("boom")).await,
+            Err(WorkerPoolError::Panicked)
+        ));
         assert_eq!(pool.active(), 0);
         assert_eq!(pool.run(|| 7).await.unwrap(), 7, "the slot came back");
     }
@@ -112,6 +124,9 @@ mod tests {
         assert!(peak >= 2 && peak <= 3, "peak {peak}");
         assert_eq!(pool.active(), 0);
         pool.close();
-        assert!(matches!(pool.run(|| ()).await, Err(WorkerPoolError::Closed)));
+        assert!(matches!(
+            pool.run(|| ()).await,
+            Err(WorkerPoolError::Closed)
+        ));
     }
 }

@@ -23,15 +23,25 @@ impl Orchard {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("orchard.log");
         let get = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
-        let admin = get("ORCHARD_ADMIN_ADDR").unwrap_or_else(|| "127.0.0.1:9090".into()).replace("0.0.0.0", "127.0.0.1");
-        let listen = get("ORCHARD_LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()).replace("0.0.0.0", "127.0.0.1");
+        let admin = get("ORCHARD_ADMIN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:9090".into())
+            .replace("0.0.0.0", "127.0.0.1");
+        let listen = get("ORCHARD_LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .replace("0.0.0.0", "127.0.0.1");
         let child = command(dir.path(), vars)
             .arg("serve")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn orchard");
-        Orchard { child, log, admin: format!("http://{admin}"), listen: format!("http://{listen}"), _dir: dir }
+        Orchard {
+            child,
+            log,
+            admin: format!("http://{admin}"),
+            listen: format!("http://{listen}"),
+            _dir: dir,
+        }
     }
 
     fn log(&self) -> String {
@@ -48,7 +58,11 @@ impl Orchard {
                     return r.text().await.unwrap();
                 }
             }
-            assert!(Instant::now() < deadline, "{url} never answered {status}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{url} never answered {status}; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -60,7 +74,11 @@ impl Orchard {
     /// SIGTERM, then the exit status (waits at most 60 s).
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -95,8 +113,14 @@ fn command(dir: &Path, vars: &[(&str, String)]) -> Command {
 
 fn ports() -> Vec<(&'static str, String)> {
     vec![
-        ("ORCHARD_LISTEN_ADDR", format!("127.0.0.1:{}", common::free_port())),
-        ("ORCHARD_ADMIN_ADDR", format!("127.0.0.1:{}", common::free_port())),
+        (
+            "ORCHARD_LISTEN_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
+        (
+            "ORCHARD_ADMIN_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        ),
     ]
 }
 
@@ -107,7 +131,13 @@ async fn embedded_default_with_no_configuration() {
     let ready = orchard.ready().await;
     let c = &ready["components"];
     assert_eq!(ready["status"], "ready");
-    assert_eq!((c["database"]["backend"].as_str(), c["database"]["status"].as_str()), (Some("sqlite"), Some("up")));
+    assert_eq!(
+        (
+            c["database"]["backend"].as_str(),
+            c["database"]["status"].as_str()
+        ),
+        (Some("sqlite"), Some("up"))
+    );
     assert_eq!(c["cache"]["backend"], "in-process");
     assert_eq!(c["storage"]["backend"], "local");
     assert_eq!(c["http_pool"]["max"], 100);
@@ -117,13 +147,29 @@ async fn embedded_default_with_no_configuration() {
 
     let body = orchard.wait_for(&format!("{}/", orchard.listen), 200).await;
     assert!(body.contains("\"name\":\"orchard\""), "{body}");
-    assert_eq!(orchard.wait_for(&format!("{}/healthz", orchard.admin), 200).await, r#"{"status":"ok"}"#);
-    let metrics = orchard.wait_for(&format!("{}/metrics", orchard.admin), 200).await;
+    assert_eq!(
+        orchard
+            .wait_for(&format!("{}/healthz", orchard.admin), 200)
+            .await,
+        r#"{"status":"ok"}"#
+    );
+    let metrics = orchard
+        .wait_for(&format!("{}/metrics", orchard.admin), 200)
+        .await;
     assert!(metrics.contains(r#"orchard_http_requests_total{cache="bypass",protocol="other",route="/",status="200"} 1"#), "{metrics}");
-    assert!(metrics.contains("orchard_db_pool_connections{state=\"max\"} 50"), "{metrics}");
+    assert!(
+        metrics.contains("orchard_db_pool_connections{state=\"max\"} 50"),
+        "{metrics}"
+    );
 
     let log = orchard.log();
-    assert_eq!(log.lines().filter(|l| l.contains("starting orchard")).count(), 1, "one configuration line: {log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("starting orchard"))
+            .count(),
+        1,
+        "one configuration line: {log}"
+    );
     assert!(log.contains(r#""kind":"in-process""#), "{log}");
     let status = orchard.terminate();
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
@@ -133,8 +179,14 @@ async fn embedded_default_with_no_configuration() {
 async fn production_backends_and_redacted_log() {
     let db = common::fresh_postgres_database();
     let mut vars = ports();
-    vars.push(("ORCHARD_DATABASE_URL", db.replace("postgres@", "postgres:db-password-xyz@")));
-    vars.push(("ORCHARD_REDIS_CLUSTER_NODES", common::service_var("ORCHARD_TEST_REDIS_CLUSTER_NODES")));
+    vars.push((
+        "ORCHARD_DATABASE_URL",
+        db.replace("postgres@", "postgres:db-password-xyz@"),
+    ));
+    vars.push((
+        "ORCHARD_REDIS_CLUSTER_NODES",
+        common::service_var("ORCHARD_TEST_REDIS_CLUSTER_NODES"),
+    ));
     vars.extend(common::s3_vars(&common::unique("binary-test")));
     let orchard = Orchard::start(&vars);
     let ready = orchard.ready().await;
@@ -148,7 +200,10 @@ async fn production_backends_and_redacted_log() {
     let log = orchard.log();
     let secret = common::service_var("ORCHARD_TEST_S3_SECRET_ACCESS_KEY");
     assert!(!log.contains(&secret), "the S3 secret leaked into the log");
-    assert!(!log.contains("db-password-xyz"), "the database password leaked into the log");
+    assert!(
+        !log.contains("db-password-xyz"),
+        "the database password leaked into the log"
+    );
     assert!(log.contains("postgres:***@"), "{log}");
     assert!(orchard.terminate().success());
 }
@@ -156,18 +211,34 @@ async fn production_backends_and_redacted_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_is_retried_and_not_ready() {
     let mut vars = ports();
-    vars.push(("ORCHARD_DATABASE_URL", format!("postgres://orchard:pw-abc@127.0.0.1:{}/orchard", common::free_port())));
+    vars.push((
+        "ORCHARD_DATABASE_URL",
+        format!(
+            "postgres://orchard:pw-abc@127.0.0.1:{}/orchard",
+            common::free_port()
+        ),
+    ));
     let orchard = Orchard::start(&vars);
-    let body: serde_json::Value =
-        serde_json::from_str(&orchard.wait_for(&format!("{}/readyz", orchard.admin), 503).await).unwrap();
+    let body: serde_json::Value = serde_json::from_str(
+        &orchard
+            .wait_for(&format!("{}/readyz", orchard.admin), 503)
+            .await,
+    )
+    .unwrap();
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["components"]["database"]["status"], "down");
     assert_eq!(body["components"]["storage"]["status"], "up");
-    orchard.wait_for(&format!("{}/healthz", orchard.admin), 200).await;
+    orchard
+        .wait_for(&format!("{}/healthz", orchard.admin), 200)
+        .await;
     // The log says what is wrong, and retries.
     let deadline = Instant::now() + Duration::from_secs(30);
     while orchard.log().matches("database unreachable").count() < 2 {
-        assert!(Instant::now() < deadline, "no retry logged:\n{}", orchard.log());
+        assert!(
+            Instant::now() < deadline,
+            "no retry logged:\n{}",
+            orchard.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(!orchard.log().contains("pw-abc"));
@@ -177,7 +248,10 @@ async fn unreachable_database_is_retried_and_not_ready() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_still_ready() {
     let mut vars = ports();
-    vars.push(("ORCHARD_REDIS_CLUSTER_NODES", format!("127.0.0.1:{}", common::free_port())));
+    vars.push((
+        "ORCHARD_REDIS_CLUSTER_NODES",
+        format!("127.0.0.1:{}", common::free_port()),
+    ));
     let orchard = Orchard::start(&vars);
     let ready = orchard.ready().await;
     assert_eq!(ready["components"]["cache"]["status"], "down");
@@ -201,11 +275,20 @@ fn bad_configuration_exits_2_naming_the_variable() {
     for sub in ["serve", "check-config", "migrate"] {
         let (code, _, err) = run(&[sub], &[("ORCHARD_HTTP_MAX_CONNECTIONS", "abc".into())]);
         assert_eq!(code, 2, "{sub}: {err}");
-        assert!(err.contains("ORCHARD_HTTP_MAX_CONNECTIONS: cannot parse \"abc\""), "{sub}: {err}");
+        assert!(
+            err.contains("ORCHARD_HTTP_MAX_CONNECTIONS: cannot parse \"abc\""),
+            "{sub}: {err}"
+        );
     }
-    let (code, _, err) = run(&["check-config"], &[("ORCHARD_DATABASE_URL", "mysql://u:hunter2@h/db".into())]);
+    let (code, _, err) = run(
+        &["check-config"],
+        &[("ORCHARD_DATABASE_URL", "mysql://u:hunter2@h/db".into())],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("ORCHARD_DATABASE_URL") && err.contains("unknown URL scheme \"mysql\""), "{err}");
+    assert!(
+        err.contains("ORCHARD_DATABASE_URL") && err.contains("unknown URL scheme \"mysql\""),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"));
 }
 
@@ -214,13 +297,19 @@ fn check_config_prints_the_redacted_configuration() {
     let (code, out, err) = run(
         &["check-config"],
         &[
-            ("ORCHARD_DATABASE_URL", "postgres://o:topsecret@db.internal:5432/orchard".into()),
+            (
+                "ORCHARD_DATABASE_URL",
+                "postgres://o:topsecret@db.internal:5432/orchard".into(),
+            ),
             ("ORCHARD_REDIS_PASSWORD", "redis-secret".into()),
         ],
     );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
-    assert_eq!(v["database"]["url"], "postgres://o:***@db.internal:5432/orchard");
+    assert_eq!(
+        v["database"]["url"],
+        "postgres://o:***@db.internal:5432/orchard"
+    );
     assert_eq!(v["cache"]["password"], "***");
     assert!(!out.contains("topsecret") && !out.contains("redis-secret"));
 }
@@ -231,7 +320,10 @@ fn migrate_subcommand_applies_then_finds_nothing() {
     let vars = [("ORCHARD_DATABASE_URL", url)];
     let (code, _, err) = run(&["migrate"], &vars);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("20261128000001"), "the applied version is logged: {err}");
+    assert!(
+        err.contains("20261128000001"),
+        "the applied version is logged: {err}"
+    );
     let (code, _, err) = run(&["migrate"], &vars);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("applied=[]"), "{err}");

@@ -25,7 +25,11 @@ async fn connected(vars: Vec<(&str, String)>) -> CacheService {
 }
 
 async fn cluster() -> CacheService {
-    connected(vec![("ORCHARD_REDIS_CLUSTER_NODES", common::service_var("ORCHARD_TEST_REDIS_CLUSTER_NODES"))]).await
+    connected(vec![(
+        "ORCHARD_REDIS_CLUSTER_NODES",
+        common::service_var("ORCHARD_TEST_REDIS_CLUSTER_NODES"),
+    )])
+    .await
 }
 
 async fn single() -> CacheService {
@@ -43,7 +47,15 @@ async fn exercise(cache: CacheService, backend: &str) {
     // Many keys: on the cluster they spread over all three masters' slots.
     for i in 0..60 {
         let key = cache.key(Category::ArtifactMetadata, "pypi", &format!("pkg-{i}"));
-        assert!(cache.set(&key, Bytes::from(format!("v{i}")), Category::ArtifactMetadata).await);
+        assert!(
+            cache
+                .set(
+                    &key,
+                    Bytes::from(format!("v{i}")),
+                    Category::ArtifactMetadata
+                )
+                .await
+        );
     }
     for i in 0..60 {
         let key = cache.key(Category::ArtifactMetadata, "pypi", &format!("pkg-{i}"));
@@ -54,23 +66,44 @@ async fn exercise(cache: CacheService, backend: &str) {
 
     // TTL: a short-lived entry expires in Redis itself.
     let short = cache.key(Category::PackageIndex, "pypi", "short");
-    assert!(cache.set_with_ttl(&short, Bytes::from_static(b"x"), Some(Duration::from_millis(300))).await);
+    assert!(
+        cache
+            .set_with_ttl(
+                &short,
+                Bytes::from_static(b"x"),
+                Some(Duration::from_millis(300))
+            )
+            .await
+    );
     assert!(cache.get(&short).await.is_some());
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(cache.get(&short).await, None, "expired");
 
     // Delete and JSON helpers.
     let k = cache.key(Category::UpstreamSources, "maven", "list");
-    assert!(cache.set_json(&k, &vec!["a", "b"], Category::UpstreamSources).await);
-    assert_eq!(cache.get_json::<Vec<String>>(&k).await, Some(vec!["a".to_string(), "b".to_string()]));
+    assert!(
+        cache
+            .set_json(&k, &vec!["a", "b"], Category::UpstreamSources)
+            .await
+    );
+    assert_eq!(
+        cache.get_json::<Vec<String>>(&k).await,
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
     assert!(cache.delete(&k).await);
     assert_eq!(cache.get(&k).await, None);
 
     // Generations: a bump hides the source's old keys from every replica.
-    let old = cache.source_key(Category::PackageIndex, "pypi", "src", "requests").await;
-    cache.set(&old, Bytes::from_static(b"page"), Category::PackageIndex).await;
+    let old = cache
+        .source_key(Category::PackageIndex, "pypi", "src", "requests")
+        .await;
+    cache
+        .set(&old, Bytes::from_static(b"page"), Category::PackageIndex)
+        .await;
     assert_eq!(cache.bump_generation("src").await, Some(1));
-    let new = cache.source_key(Category::PackageIndex, "pypi", "src", "requests").await;
+    let new = cache
+        .source_key(Category::PackageIndex, "pypi", "src", "requests")
+        .await;
     assert_ne!(old, new);
     assert_eq!(cache.get(&new).await, None);
     // A second replica (fresh memo) reads the bumped generation from Redis.
@@ -79,17 +112,47 @@ async fn exercise(cache: CacheService, backend: &str) {
 
     // Locks: exclusive, owned, renewable, expiring.
     let lock = cache.key(Category::ArtifactMetadata, "pypi", "lock/x");
-    assert_eq!(cache.try_lock(&lock, "me", Duration::from_millis(400)).await, Some(true));
-    assert_eq!(other.try_lock(&lock, "you", Duration::from_secs(5)).await, Some(false));
+    assert_eq!(
+        cache
+            .try_lock(&lock, "me", Duration::from_millis(400))
+            .await,
+        Some(true)
+    );
+    assert_eq!(
+        other.try_lock(&lock, "you", Duration::from_secs(5)).await,
+        Some(false)
+    );
     other.unlock(&lock, "you").await;
-    assert_eq!(other.try_lock(&lock, "you", Duration::from_secs(5)).await, Some(false), "only the owner releases");
-    assert!(cache.extend_lock(&lock, "me", Duration::from_millis(400)).await);
-    assert!(!other.extend_lock(&lock, "you", Duration::from_secs(5)).await);
+    assert_eq!(
+        other.try_lock(&lock, "you", Duration::from_secs(5)).await,
+        Some(false),
+        "only the owner releases"
+    );
+    assert!(
+        cache
+            .extend_lock(&lock, "me", Duration::from_millis(400))
+            .await
+    );
+    assert!(
+        !other
+            .extend_lock(&lock, "you", Duration::from_secs(5))
+            .await
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(other.try_lock(&lock, "you", Duration::from_secs(5)).await, Some(true), "an expired lock is taken over");
-    assert!(!cache.extend_lock(&lock, "me", Duration::from_secs(5)).await, "the old owner knows it lost the lock");
+    assert_eq!(
+        other.try_lock(&lock, "you", Duration::from_secs(5)).await,
+        Some(true),
+        "an expired lock is taken over"
+    );
+    assert!(
+        !cache.extend_lock(&lock, "me", Duration::from_secs(5)).await,
+        "the old owner knows it lost the lock"
+    );
     other.unlock(&lock, "you").await;
-    assert_eq!(cache.try_lock(&lock, "me", Duration::from_secs(5)).await, Some(true));
+    assert_eq!(
+        cache.try_lock(&lock, "me", Duration::from_secs(5)).await,
+        Some(true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,22 +169,35 @@ fn errors(backend: &str) -> u64 {
     ["get", "set"]
         .iter()
         .flat_map(|op| ["not_connected", "timeout", "redis_error"].map(|r| (op, r)))
-        .map(|(op, r)| metrics().cache_errors.with_label_values(&[backend, op, r]).get())
+        .map(|(op, r)| {
+            metrics()
+                .cache_errors
+                .with_label_values(&[backend, op, r])
+                .get()
+        })
         .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_means_no_cache_not_failure() {
     let port = common::free_port(); // nothing listens there
-    let config = common::config_from(&[("ORCHARD_REDIS_CLUSTER_NODES", format!("127.0.0.1:{port}"))]);
+    let config =
+        common::config_from(&[("ORCHARD_REDIS_CLUSTER_NODES", format!("127.0.0.1:{port}"))]);
     let cache = CacheService::from_config(&config.cache).unwrap();
     let before = errors("redis-cluster");
     let key = cache.key(Category::PackageIndex, "pypi", "x");
-    assert!(!cache.set(&key, Bytes::from_static(b"v"), Category::PackageIndex).await);
+    assert!(
+        !cache
+            .set(&key, Bytes::from_static(b"v"), Category::PackageIndex)
+            .await
+    );
     assert_eq!(cache.get(&key).await, None);
     assert_eq!(cache.generation("s").await, 0);
     assert!(cache.ping().await.is_err());
-    assert!(errors("redis-cluster") >= before + 2, "failures are counted");
+    assert!(
+        errors("redis-cluster") >= before + 2,
+        "failures are counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,12 +217,26 @@ async fn silent_redis_times_out() {
         ("ORCHARD_REDIS_TIMEOUT_MS", "200".into()),
     ]);
     let cache = CacheService::from_config(&config.cache).unwrap();
-    let before = metrics().cache_errors.with_label_values(&["redis", "get", "timeout"]).get()
-        + metrics().cache_errors.with_label_values(&["redis", "get", "redis_error"]).get();
+    let before = metrics()
+        .cache_errors
+        .with_label_values(&["redis", "get", "timeout"])
+        .get()
+        + metrics()
+            .cache_errors
+            .with_label_values(&["redis", "get", "redis_error"])
+            .get();
     let key = cache.key(Category::PackageIndex, "pypi", "x");
-    let got = tokio::time::timeout(Duration::from_secs(10), cache.get(&key)).await.expect("the call gives up by itself");
+    let got = tokio::time::timeout(Duration::from_secs(10), cache.get(&key))
+        .await
+        .expect("the call gives up by itself");
     assert_eq!(got, None);
-    let after = metrics().cache_errors.with_label_values(&["redis", "get", "timeout"]).get()
-        + metrics().cache_errors.with_label_values(&["redis", "get", "redis_error"]).get();
+    let after = metrics()
+        .cache_errors
+        .with_label_values(&["redis", "get", "timeout"])
+        .get()
+        + metrics()
+            .cache_errors
+            .with_label_values(&["redis", "get", "redis_error"])
+            .get();
     assert_eq!(after, before + 1);
 }

@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use orchard_server::config::Config;
-use orchard_server::db::{self, Artifact, ArtifactRepository, CachedUrl, NewDependency, UpstreamSourceRow};
+use orchard_server::db::{
+    self, Artifact, ArtifactRepository, CachedUrl, NewDependency, UpstreamSourceRow,
+};
 
 fn pg_config(url: &str) -> Config {
     common::config_from(&[
@@ -18,22 +20,34 @@ fn pg_config(url: &str) -> Config {
 
 async fn postgres_repo() -> Arc<dyn ArtifactRepository> {
     let config = pg_config(&common::fresh_postgres_database());
-    db::run_migrations(&config.database.url).await.expect("migrations");
+    db::run_migrations(&config.database.url)
+        .await
+        .expect("migrations");
     db::connect(&config.database).await.expect("connect")
 }
 
 async fn sqlite_repo(dir: &tempfile::TempDir) -> Arc<dyn ArtifactRepository> {
     let config = common::config_from(&[
-        ("ORCHARD_DATABASE_URL", format!("sqlite://{}/meta/orchard.db", dir.path().display())),
+        (
+            "ORCHARD_DATABASE_URL",
+            format!("sqlite://{}/meta/orchard.db", dir.path().display()),
+        ),
         ("ORCHARD_DATABASE_POOL_SIZE", "1".into()),
         ("ORCHARD_DATABASE_MAX_OVERFLOW", "0".into()),
     ]);
-    db::run_migrations(&config.database.url).await.expect("migrations");
+    db::run_migrations(&config.database.url)
+        .await
+        .expect("migrations");
     db::connect(&config.database).await.expect("connect")
 }
 
 fn artifact(byte: u8, size: i64) -> Artifact {
-    Artifact { sha256: hex::encode([byte; 32]), size, content_type: "application/zip".into(), created_at: 1_700_000_000 }
+    Artifact {
+        sha256: hex::encode([byte; 32]),
+        size,
+        content_type: "application/zip".into(),
+        created_at: 1_700_000_000,
+    }
 }
 
 fn deps(n: usize) -> Vec<NewDependency> {
@@ -42,15 +56,26 @@ fn deps(n: usize) -> Vec<NewDependency> {
             protocol: "pypi".into(),
             name: format!("dep-{i}"),
             requirement: format!(">={i}.0"),
-            kind: if i % 5 == 0 { "extra:test".into() } else { "runtime".into() },
+            kind: if i % 5 == 0 {
+                "extra:test".into()
+            } else {
+                "runtime".into()
+            },
             optional: i % 5 == 0,
-            marker: if i % 3 == 0 { "python_version < \"3.12\" and extra == 'test'".into() } else { String::new() },
+            marker: if i % 3 == 0 {
+                "python_version < \"3.12\" and extra == 'test'".into()
+            } else {
+                String::new()
+            },
         })
         .collect()
 }
 
 /// Runs `f` and returns how many statements it sent.
-async fn statements<T, F: std::future::Future<Output = T>>(repo: &Arc<dyn ArtifactRepository>, f: F) -> (T, u64) {
+async fn statements<T, F: std::future::Future<Output = T>>(
+    repo: &Arc<dyn ArtifactRepository>,
+    f: F,
+) -> (T, u64) {
     let before = repo.statements();
     let out = f.await;
     (out, repo.statements() - before)
@@ -66,8 +91,15 @@ async fn exercise(repo: Arc<dyn ArtifactRepository>) {
     again.size = 999;
     again.created_at = 1;
     let (existing, n) = statements(&repo, repo.get_or_create_artifact(&again)).await;
-    assert_eq!(existing.unwrap(), a, "an existing artifact row is returned unchanged");
-    assert_eq!(n, 1, "get_or_create_artifact (existing) must be one statement");
+    assert_eq!(
+        existing.unwrap(),
+        a,
+        "an existing artifact row is returned unchanged"
+    );
+    assert_eq!(
+        n, 1,
+        "get_or_create_artifact (existing) must be one statement"
+    );
 
     // The cache-hit lookup: one joined query.
     let url = CachedUrl {
@@ -79,18 +111,35 @@ async fn exercise(repo: Arc<dyn ArtifactRepository>) {
         created_at: 1_700_000_001,
     };
     repo.upsert_cached_url(&url).await.unwrap();
-    let (hit, n) = statements(&repo, repo.get_cached_url_with_artifact("pypi", "upstream-a", &url.path)).await;
+    let (hit, n) = statements(
+        &repo,
+        repo.get_cached_url_with_artifact("pypi", "upstream-a", &url.path),
+    )
+    .await;
     assert_eq!(hit.unwrap(), Some((url.clone(), a.clone())));
     assert_eq!(n, 1, "get_cached_url_with_artifact must be one statement");
-    let (miss, n) = statements(&repo, repo.get_cached_url_with_artifact("pypi", "upstream-b", &url.path)).await;
+    let (miss, n) = statements(
+        &repo,
+        repo.get_cached_url_with_artifact("pypi", "upstream-b", &url.path),
+    )
+    .await;
     assert_eq!(miss.unwrap(), None);
     assert_eq!(n, 1);
 
     // Re-pointing a URL replaces the mapping.
     let b = artifact(0xcd, 10);
     repo.get_or_create_artifact(&b).await.unwrap();
-    repo.upsert_cached_url(&CachedUrl { artifact_sha256: b.sha256.clone(), ..url.clone() }).await.unwrap();
-    let (_, got) = repo.get_cached_url_with_artifact("pypi", "upstream-a", &url.path).await.unwrap().unwrap();
+    repo.upsert_cached_url(&CachedUrl {
+        artifact_sha256: b.sha256.clone(),
+        ..url.clone()
+    })
+    .await
+    .unwrap();
+    let (_, got) = repo
+        .get_cached_url_with_artifact("pypi", "upstream-a", &url.path)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, b);
 
     // batch_upsert_dependencies: one statement for 1, 50 and 5000 rows.
@@ -98,15 +147,32 @@ async fn exercise(repo: Arc<dyn ArtifactRepository>) {
         let list = deps(count);
         let (stored, n) = statements(&repo, repo.batch_upsert_dependencies(&a.sha256, &list)).await;
         assert_eq!(stored.unwrap(), count);
-        assert_eq!(n, 1, "batch_upsert_dependencies of {count} rows must be one statement");
+        assert_eq!(
+            n, 1,
+            "batch_upsert_dependencies of {count} rows must be one statement"
+        );
     }
     let stored = repo.dependencies_of(&a.sha256).await.unwrap();
     let expected = deps(5000);
     assert_eq!(stored.len(), 5000);
     for (i, (got, want)) in stored.iter().zip(&expected).enumerate() {
         assert_eq!(got.position, i as i32);
-        assert_eq!((&got.name, &got.requirement, &got.kind, got.optional, &got.marker),
-                   (&want.name, &want.requirement, &want.kind, want.optional, &want.marker));
+        assert_eq!(
+            (
+                &got.name,
+                &got.requirement,
+                &got.kind,
+                got.optional,
+                &got.marker
+            ),
+            (
+                &want.name,
+                &want.requirement,
+                &want.kind,
+                want.optional,
+                &want.marker
+            )
+        );
     }
     let (none, n) = statements(&repo, repo.batch_upsert_dependencies(&a.sha256, &[])).await;
     assert_eq!((none.unwrap(), n), (0, 0), "nothing to store sends nothing");
@@ -125,7 +191,13 @@ async fn exercise(repo: Arc<dyn ArtifactRepository>) {
         .await
         .unwrap();
     }
-    let names: Vec<_> = repo.list_sources().await.unwrap().into_iter().map(|s| s.name).collect();
+    let names: Vec<_> = repo
+        .list_sources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names, ["high", "low"]);
     assert!(repo.delete_source("low").await.unwrap());
     assert!(!repo.delete_source("low").await.unwrap());
@@ -140,18 +212,60 @@ async fn exercise(repo: Arc<dyn ArtifactRepository>) {
         settings: format!("{{\"owner\":\"{owner}\"}}"),
         updated_at: 2,
     };
-    let (w, n) = statements(&repo, repo.upsert_source_owned(&owned("https://upstream.example/a/", "ns1/team-src"), "ns1/team-src")).await;
+    let (w, n) = statements(
+        &repo,
+        repo.upsert_source_owned(
+            &owned("https://upstream.example/a/", "ns1/team-src"),
+            "ns1/team-src",
+        ),
+    )
+    .await;
     assert_eq!((w.unwrap(), n), (true, 1));
-    assert!(repo.upsert_source_owned(&owned("https://upstream.example/b/", "ns1/team-src"), "ns1/team-src").await.unwrap());
-    assert!(!repo.upsert_source_owned(&owned("https://upstream.example/evil/", "ns2/team-src"), "ns2/team-src").await.unwrap());
-    let row = repo.list_sources().await.unwrap().into_iter().find(|r| r.name == "team-src").unwrap();
-    assert_eq!(row.url, "https://upstream.example/b/", "the other owner's write changed nothing");
-    assert!(!repo.delete_source_owned("team-src", "ns2/team-src").await.unwrap());
+    assert!(repo
+        .upsert_source_owned(
+            &owned("https://upstream.example/b/", "ns1/team-src"),
+            "ns1/team-src"
+        )
+        .await
+        .unwrap());
+    assert!(!repo
+        .upsert_source_owned(
+            &owned("https://upstream.example/evil/", "ns2/team-src"),
+            "ns2/team-src"
+        )
+        .await
+        .unwrap());
+    let row = repo
+        .list_sources()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "team-src")
+        .unwrap();
+    assert_eq!(
+        row.url, "https://upstream.example/b/",
+        "the other owner's write changed nothing"
+    );
+    assert!(!repo
+        .delete_source_owned("team-src", "ns2/team-src")
+        .await
+        .unwrap());
     let (d, n) = statements(&repo, repo.delete_source_owned("team-src", "ns1/team-src")).await;
     assert_eq!((d.unwrap(), n), (true, 1));
     // A row without an owner (written by hand) is adopted.
-    repo.upsert_source(&UpstreamSourceRow { settings: "{}".into(), ..owned("https://upstream.example/c/", "") }).await.unwrap();
-    assert!(repo.upsert_source_owned(&owned("https://upstream.example/d/", "ns1/team-src"), "ns1/team-src").await.unwrap());
+    repo.upsert_source(&UpstreamSourceRow {
+        settings: "{}".into(),
+        ..owned("https://upstream.example/c/", "")
+    })
+    .await
+    .unwrap();
+    assert!(repo
+        .upsert_source_owned(
+            &owned("https://upstream.example/d/", "ns1/team-src"),
+            "ns1/team-src"
+        )
+        .await
+        .unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,10 +290,21 @@ async fn concurrent_migrations_apply_once() {
         .collect();
     let mut applied = Vec::new();
     for r in runs {
-        applied.push(r.await.unwrap().expect("every replica's migration run succeeds"));
+        applied.push(
+            r.await
+                .unwrap()
+                .expect("every replica's migration run succeeds"),
+        );
     }
-    assert_eq!(applied.iter().filter(|a| !a.is_empty()).count(), 1, "exactly one run applies: {applied:?}");
-    assert!(db::run_migrations(&config.database.url).await.unwrap().is_empty());
+    assert_eq!(
+        applied.iter().filter(|a| !a.is_empty()).count(),
+        1,
+        "exactly one run applies: {applied:?}"
+    );
+    assert!(db::run_migrations(&config.database.url)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +313,10 @@ async fn artifact_rows_reject_bad_digests() {
     let repo = sqlite_repo(&dir).await;
     let mut bad = artifact(1, 1);
     bad.sha256 = "short".into();
-    assert!(repo.get_or_create_artifact(&bad).await.is_err(), "CHECK (length(sha256) = 64)");
+    assert!(
+        repo.get_or_create_artifact(&bad).await.is_err(),
+        "CHECK (length(sha256) = 64)"
+    );
     let url = CachedUrl {
         protocol: "npm".into(),
         source: "s".into(),
@@ -197,7 +325,10 @@ async fn artifact_rows_reject_bad_digests() {
         upstream_url: "https://upstream.example/p".into(),
         created_at: 0,
     };
-    assert!(repo.upsert_cached_url(&url).await.is_err(), "a URL cannot point at a missing artifact");
+    assert!(
+        repo.upsert_cached_url(&url).await.is_err(),
+        "a URL cannot point at a missing artifact"
+    );
 }
 
 /// `make bench` (scenario 7) runs this with `--ignored --nocapture`: the time to store 50
@@ -207,13 +338,22 @@ async fn artifact_rows_reject_bad_digests() {
 #[ignore = "benchmark: run by make bench"]
 async fn bench_store_50_dependencies() {
     let repo = postgres_repo().await;
-    let rounds: usize = std::env::var("ORCHARD_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let rounds: usize = std::env::var("ORCHARD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let list = deps(50);
     let mut batch = Vec::with_capacity(rounds);
     let mut per_row = Vec::with_capacity(rounds);
     for i in 0..rounds {
-        let a = Artifact { sha256: format!("{:064x}", i * 2 + 1), ..artifact(0, 1) };
-        let b = Artifact { sha256: format!("{:064x}", i * 2 + 2), ..artifact(0, 1) };
+        let a = Artifact {
+            sha256: format!("{:064x}", i * 2 + 1),
+            ..artifact(0, 1)
+        };
+        let b = Artifact {
+            sha256: format!("{:064x}", i * 2 + 2),
+            ..artifact(0, 1)
+        };
         repo.get_or_create_artifact(&a).await.unwrap();
         repo.get_or_create_artifact(&b).await.unwrap();
         let t = std::time::Instant::now();
@@ -222,7 +362,9 @@ async fn bench_store_50_dependencies() {
         assert_eq!(n, 1);
         let t = std::time::Instant::now();
         for d in &list {
-            repo.batch_upsert_dependencies(&b.sha256, std::slice::from_ref(d)).await.unwrap();
+            repo.batch_upsert_dependencies(&b.sha256, std::slice::from_ref(d))
+                .await
+                .unwrap();
         }
         per_row.push(t.elapsed().as_secs_f64() * 1000.0);
     }
@@ -233,5 +375,7 @@ async fn bench_store_50_dependencies() {
     let (bm, bp) = stats(&mut batch);
     let (rm, rp) = stats(&mut per_row);
     println!("BENCH store50 batch median_ms={bm:.3} p99_ms={bp:.3} statements=1 rounds={rounds}");
-    println!("BENCH store50 per_row median_ms={rm:.3} p99_ms={rp:.3} statements=50 rounds={rounds}");
+    println!(
+        "BENCH store50 per_row median_ms={rm:.3} p99_ms={rp:.3} statements=50 rounds={rounds}"
+    );
 }

@@ -13,17 +13,32 @@ use orchard_server::http_client::{HttpClientManager, PoolSettings, UpstreamAuth,
 async fn upstream() -> (String, actix_web::dev::ServerHandle) {
     let server = HttpServer::new(|| {
         App::new()
-            .route("/peer", web::get().to(|req: HttpRequest| async move {
-                HttpResponse::Ok().body(req.peer_addr().map(|a| a.to_string()).unwrap_or_default())
-            }))
-            .route("/auth", web::get().to(|req: HttpRequest| async move {
-                let v = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
-                HttpResponse::Ok().body(v)
-            }))
-            .route("/slow", web::get().to(|| async {
-                actix_web::rt::time::sleep(Duration::from_secs(2)).await;
-                HttpResponse::Ok().body("late")
-            }))
+            .route(
+                "/peer",
+                web::get().to(|req: HttpRequest| async move {
+                    HttpResponse::Ok()
+                        .body(req.peer_addr().map(|a| a.to_string()).unwrap_or_default())
+                }),
+            )
+            .route(
+                "/auth",
+                web::get().to(|req: HttpRequest| async move {
+                    let v = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                        .to_string();
+                    HttpResponse::Ok().body(v)
+                }),
+            )
+            .route(
+                "/slow",
+                web::get().to(|| async {
+                    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+                    HttpResponse::Ok().body("late")
+                }),
+            )
     })
     .workers(1)
     .disable_signals()
@@ -59,7 +74,10 @@ async fn connections_are_reused() {
     let a = body(&mut first).await;
     let mut second = http.get(None, &format!("{base}/peer"), &[]).await.unwrap();
     let b = body(&mut second).await;
-    assert_eq!(a, b, "the second request rode the same kept-alive connection");
+    assert_eq!(
+        a, b,
+        "the second request rode the same kept-alive connection"
+    );
     assert_eq!(http.active(), 0);
     handle.stop(false).await;
 }
@@ -80,30 +98,63 @@ async fn per_upstream_pools_have_their_own_auth_and_timeouts() {
     http.register(
         "basic",
         PoolSettings {
-            auth: Some(UpstreamAuth::Basic { username: "u".into(), password: "p".to_string().into() }),
+            auth: Some(UpstreamAuth::Basic {
+                username: "u".into(),
+                password: "p".to_string().into(),
+            }),
             origin: orchard_server::http_client::origin_of(&base),
             ..http.default_settings()
         },
     );
-    let mut r = http.get(Some("private"), &format!("{base}/auth"), &[]).await.unwrap();
+    let mut r = http
+        .get(Some("private"), &format!("{base}/auth"), &[])
+        .await
+        .unwrap();
     assert_eq!(body(&mut r).await, "Bearer s3cr3t-token");
-    let mut r = http.get(Some("basic"), &format!("{base}/auth"), &[]).await.unwrap();
+    let mut r = http
+        .get(Some("basic"), &format!("{base}/auth"), &[])
+        .await
+        .unwrap();
     assert_eq!(body(&mut r).await, "Basic dTpw");
     let mut r = http.get(None, &format!("{base}/auth"), &[]).await.unwrap();
-    assert_eq!(body(&mut r).await, "none", "the default pool sends no credentials");
+    assert_eq!(
+        body(&mut r).await,
+        "none",
+        "the default pool sends no credentials"
+    );
     // The same pool, another origin (localhost is not 127.0.0.1): no credentials.
     let elsewhere = base.replace("127.0.0.1", "localhost");
-    let mut r = http.get(Some("private"), &format!("{elsewhere}/auth"), &[]).await.unwrap();
-    assert_eq!(body(&mut r).await, "none", "credentials go to the source's own origin only");
+    let mut r = http
+        .get(Some("private"), &format!("{elsewhere}/auth"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        body(&mut r).await,
+        "none",
+        "credentials go to the source's own origin only"
+    );
 
     // The private pool's 300 ms read timeout fires; the default pool (30 s) waits.
-    assert!(matches!(http.get(Some("private"), &format!("{base}/slow"), &[]).await, Err(UpstreamError::Timeout)));
+    assert!(matches!(
+        http.get(Some("private"), &format!("{base}/slow"), &[])
+            .await,
+        Err(UpstreamError::Timeout)
+    ));
     let mut r = http.get(None, &format!("{base}/slow"), &[]).await.unwrap();
     assert_eq!(body(&mut r).await, "late");
 
     // Re-registering replaces the settings for the next request.
-    http.register("private", PoolSettings { auth: None, ..http.default_settings() });
-    let mut r = http.get(Some("private"), &format!("{base}/auth"), &[]).await.unwrap();
+    http.register(
+        "private",
+        PoolSettings {
+            auth: None,
+            ..http.default_settings()
+        },
+    );
+    let mut r = http
+        .get(Some("private"), &format!("{base}/auth"), &[])
+        .await
+        .unwrap();
     assert_eq!(body(&mut r).await, "none");
     assert_eq!(http.active(), 0);
     handle.stop(false).await;
@@ -111,11 +162,20 @@ async fn per_upstream_pools_have_their_own_auth_and_timeouts() {
 
 #[actix_web::test]
 async fn unreachable_upstream_is_a_connect_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let http = manager();
-    let r = http.get(None, &format!("http://127.0.0.1:{port}/x"), &[]).await;
+    let r = http
+        .get(None, &format!("http://127.0.0.1:{port}/x"), &[])
+        .await;
     assert!(matches!(r, Err(UpstreamError::Connect(_))), "{:?}", r.err());
-    let failures = orchard_server::metrics::metrics().upstream_requests.with_label_values(&["default", "connect_error"]).get();
+    let failures = orchard_server::metrics::metrics()
+        .upstream_requests
+        .with_label_values(&["default", "connect_error"])
+        .get();
     assert!(failures >= 1);
 }
 
@@ -138,7 +198,11 @@ async fn a_get_the_upstream_dropped_unanswered_is_retried_once() {
                 drop(conn); // no response at all
                 continue;
             }
-            write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").unwrap();
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            )
+            .unwrap();
             conn.flush().unwrap();
             if n == 1 {
                 break;
@@ -147,7 +211,10 @@ async fn a_get_the_upstream_dropped_unanswered_is_retried_once() {
         seen
     });
     let http = manager();
-    let mut res = http.get(None, &format!("http://{addr}/x"), &[]).await.expect("retried on a new connection");
+    let mut res = http
+        .get(None, &format!("http://{addr}/x"), &[])
+        .await
+        .expect("retried on a new connection");
     assert_eq!(body(&mut res).await, "ok");
     assert_eq!(server.join().unwrap(), 2, "one retry, not more");
 }

@@ -17,7 +17,10 @@ fn s3_store() -> ArtifactStore {
 }
 
 fn local_store(dir: &tempfile::TempDir) -> ArtifactStore {
-    ArtifactStore::from_config(&StorageConfig::Local { root: dir.path().join("artifacts") }).expect("local store")
+    ArtifactStore::from_config(&StorageConfig::Local {
+        root: dir.path().join("artifacts"),
+    })
+    .expect("local store")
 }
 
 /// Deterministic pseudo-random bytes, delivered in uneven chunks.
@@ -33,9 +36,13 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn chunks(data: &[u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let pieces: Vec<Result<Bytes, std::io::Error>> =
-        data.chunks(65_537).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+fn chunks(
+    data: &[u8],
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let pieces: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(65_537)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     stream::iter(pieces)
 }
 
@@ -43,7 +50,11 @@ fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-async fn read_all(store: &ArtifactStore, digest: &str, range: Option<std::ops::Range<u64>>) -> (u64, Vec<u8>) {
+async fn read_all(
+    store: &ArtifactStore,
+    digest: &str,
+    range: Option<std::ops::Range<u64>>,
+) -> (u64, Vec<u8>) {
     let (total, _, body) = store.get(digest, range).await.expect("get");
     let parts: Vec<Bytes> = body.try_collect().await.expect("read");
     (total, parts.concat())
@@ -54,63 +65,139 @@ async fn exercise(store: ArtifactStore) {
 
     // Small object: one PUT.
     let small = content(100_000, 1);
-    let stored = store.put_stream(chunks(&small), &Expected::sha256(sha(&small))).await.expect("put small");
-    assert_eq!((stored.sha256.as_str(), stored.size), (sha(&small).as_str(), small.len() as u64));
-    assert_eq!(store.head(&stored.sha256).await.unwrap(), small.len() as u64);
+    let stored = store
+        .put_stream(chunks(&small), &Expected::sha256(sha(&small)))
+        .await
+        .expect("put small");
+    assert_eq!(
+        (stored.sha256.as_str(), stored.size),
+        (sha(&small).as_str(), small.len() as u64)
+    );
+    assert_eq!(
+        store.head(&stored.sha256).await.unwrap(),
+        small.len() as u64
+    );
     assert_eq!(read_all(&store, &stored.sha256, None).await.1, small);
 
     // Large object: multipart (more than two parts), no declared hash.
     let large = content(SMALL_OBJECT_LIMIT * 2 + 12_345, 2);
-    let stored = store.put_stream(chunks(&large), &Expected::default()).await.expect("put large");
+    let stored = store
+        .put_stream(chunks(&large), &Expected::default())
+        .await
+        .expect("put large");
     assert_eq!(stored.sha256, sha(&large));
     let (total, bytes) = read_all(&store, &stored.sha256, None).await;
     assert_eq!(total, large.len() as u64);
     assert!(bytes == large, "large object round trip");
-    let (_, part) = read_all(&store, &stored.sha256, Some(1_000..SMALL_OBJECT_LIMIT as u64 + 5)).await;
+    let (_, part) = read_all(
+        &store,
+        &stored.sha256,
+        Some(1_000..SMALL_OBJECT_LIMIT as u64 + 5),
+    )
+    .await;
     assert!(part == large[1_000..SMALL_OBJECT_LIMIT + 5], "range read");
 
     // Same bytes again: same key, still one object.
-    let again = store.put_stream(chunks(&small), &Expected::default()).await.unwrap();
+    let again = store
+        .put_stream(chunks(&small), &Expected::default())
+        .await
+        .unwrap();
     assert_eq!(again.sha256, sha(&small));
 
     // Hash mismatch: refused, counted, nothing stored under either digest, no temp left.
     let before = orchard_server::metrics::metrics().hash_mismatch.get();
     let evil = content(SMALL_OBJECT_LIMIT + 10, 3);
     let declared = sha(b"what the index promised");
-    match store.put_stream(chunks(&evil), &Expected::sha256(declared.clone())).await {
-        Err(StorageError::HashMismatch { algorithm: "sha256", expected, actual }) => {
+    match store
+        .put_stream(chunks(&evil), &Expected::sha256(declared.clone()))
+        .await
+    {
+        Err(StorageError::HashMismatch {
+            algorithm: "sha256",
+            expected,
+            actual,
+        }) => {
             assert_eq!(expected, declared);
             assert_eq!(actual, sha(&evil));
         }
         other => panic!("expected a hash mismatch, got {other:?}"),
     }
     assert!(orchard_server::metrics::metrics().hash_mismatch.get() > before);
-    assert!(matches!(store.head(&declared).await, Err(StorageError::NotFound)));
-    assert!(matches!(store.head(&sha(&evil)).await, Err(StorageError::NotFound)));
+    assert!(matches!(
+        store.head(&declared).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(
+        store.head(&sha(&evil)).await,
+        Err(StorageError::NotFound)
+    ));
 
     // Broken source stream (a truncated upstream body) after a multipart began.
-    let mut pieces: Vec<Result<Bytes, std::io::Error>> =
-        evil.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let mut pieces: Vec<Result<Bytes, std::io::Error>> = evil
+        .chunks(1 << 20)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     pieces.push(Err(std::io::Error::other("connection reset")));
-    let r = store.put_stream(stream::iter(pieces), &Expected::default()).await;
+    let r = store
+        .put_stream(stream::iter(pieces), &Expected::default())
+        .await;
     assert!(matches!(r, Err(StorageError::Source(_))), "{r:?}");
-    assert!(matches!(store.head(&sha(&evil)).await, Err(StorageError::NotFound)));
-    assert_eq!(store.temporary_objects().await.unwrap(), 0, "no temporary object left behind");
+    assert!(matches!(
+        store.head(&sha(&evil)).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        store.temporary_objects().await.unwrap(),
+        0,
+        "no temporary object left behind"
+    );
 
     // Bad digests never reach the store.
-    assert!(matches!(store.head("../../etc/passwd").await, Err(StorageError::BadDigest(_))));
-    assert!(matches!(store.put_stream(chunks(b"x"), &Expected::sha256("nope")).await, Err(StorageError::BadDigest(_))));
+    assert!(matches!(
+        store.head("../../etc/passwd").await,
+        Err(StorageError::BadDigest(_))
+    ));
+    assert!(matches!(
+        store
+            .put_stream(chunks(b"x"), &Expected::sha256("nope"))
+            .await,
+        Err(StorageError::BadDigest(_))
+    ));
 
     // npm and Maven declare sha512 / sha1: verified the same way.
     let sha512 = hex::encode(sha2::Sha512::digest(&small));
     let sha1 = hex::encode(sha1::Sha1::digest(&small));
-    let both = Expected { sha512: Some(sha512.clone()), sha1: Some(sha1.clone()), ..Default::default() };
-    assert_eq!(store.put_stream(chunks(&small), &both).await.unwrap().sha256, sha(&small));
-    let wrong = Expected { sha512: Some(sha512), sha1: Some("0".repeat(40)), ..Default::default() };
-    assert!(matches!(store.put_stream(chunks(&small), &wrong).await, Err(StorageError::HashMismatch { algorithm: "sha1", .. })));
+    let both = Expected {
+        sha512: Some(sha512.clone()),
+        sha1: Some(sha1.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .put_stream(chunks(&small), &both)
+            .await
+            .unwrap()
+            .sha256,
+        sha(&small)
+    );
+    let wrong = Expected {
+        sha512: Some(sha512),
+        sha1: Some("0".repeat(40)),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.put_stream(chunks(&small), &wrong).await,
+        Err(StorageError::HashMismatch {
+            algorithm: "sha1",
+            ..
+        })
+    ));
 
     store.delete(&sha(&small)).await.unwrap();
-    assert!(matches!(store.head(&sha(&small)).await, Err(StorageError::NotFound)));
+    assert!(matches!(
+        store.head(&sha(&small)).await,
+        Err(StorageError::NotFound)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

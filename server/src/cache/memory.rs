@@ -27,7 +27,13 @@ impl moka::Expiry<String, Entry> for PerEntryTtl {
     fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
         value.ttl
     }
-    fn expire_after_update(&self, _key: &String, value: &Entry, _now: Instant, _current: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Entry,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
         value.ttl
     }
 }
@@ -78,7 +84,9 @@ impl CacheBackend for InProcessBackend {
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), CacheError> {
-        self.entries.insert(key.to_string(), Entry { value, ttl }).await;
+        self.entries
+            .insert(key.to_string(), Entry { value, ttl })
+            .await;
         Ok(())
     }
 
@@ -106,7 +114,12 @@ impl CacheBackend for InProcessBackend {
     }
 
     async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError> {
-        Ok(self.counters.lock().expect("counter lock poisoned").get(key).copied())
+        Ok(self
+            .counters
+            .lock()
+            .expect("counter lock poisoned")
+            .get(key)
+            .copied())
     }
 
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
@@ -142,11 +155,16 @@ impl CacheBackend for InProcessBackend {
 
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
         // No subscriber is not an error.
-        let _ = self.messages.send((channel.to_string(), message.to_string()));
+        let _ = self
+            .messages
+            .send((channel.to_string(), message.to_string()));
         Ok(())
     }
 
-    async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+    async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
         use futures::StreamExt;
         let rx = self.messages.subscribe();
         let channel = channel.to_string();
@@ -178,31 +196,53 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_and_the_map_is_bounded() {
         let b = InProcessBackend::new(100, 64 << 20);
-        b.set("short", Bytes::from_static(b"1"), Some(Duration::from_millis(50))).await.unwrap();
-        b.set("forever", Bytes::from_static(b"2"), None).await.unwrap();
+        b.set(
+            "short",
+            Bytes::from_static(b"1"),
+            Some(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+        b.set("forever", Bytes::from_static(b"2"), None)
+            .await
+            .unwrap();
         assert!(b.get("short").await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(b.get("short").await.unwrap().is_none());
         assert!(b.get("forever").await.unwrap().is_some());
 
         for i in 0..1000 {
-            b.set(&format!("k{i}"), Bytes::from_static(b"x"), None).await.unwrap();
+            b.set(&format!("k{i}"), Bytes::from_static(b"x"), None)
+                .await
+                .unwrap();
         }
         b.entries.run_pending_tasks().await;
-        assert!(b.entries.entry_count() <= 100, "bounded: {}", b.entries.entry_count());
+        assert!(
+            b.entries.entry_count() <= 100,
+            "bounded: {}",
+            b.entries.entry_count()
+        );
     }
 
     #[tokio::test]
     async fn large_values_are_bounded_by_bytes() {
         let b = InProcessBackend::new(1000, 4 << 20);
         for i in 0..10 {
-            b.set(&format!("doc{i}"), Bytes::from(vec![b'x'; 1 << 20]), None).await.unwrap();
+            b.set(&format!("doc{i}"), Bytes::from(vec![b'x'; 1 << 20]), None)
+                .await
+                .unwrap();
         }
         b.entries.run_pending_tasks().await;
-        assert!(b.entries.weighted_size() <= 4 << 20, "bytes bounded: {}", b.entries.weighted_size());
+        assert!(
+            b.entries.weighted_size() <= 4 << 20,
+            "bytes bounded: {}",
+            b.entries.weighted_size()
+        );
         assert!(b.entries.entry_count() <= 4, "{}", b.entries.entry_count());
         // A value larger than the whole cache is simply not kept.
-        b.set("huge", Bytes::from(vec![b'y'; 5 << 20]), None).await.unwrap();
+        b.set("huge", Bytes::from(vec![b'y'; 5 << 20]), None)
+            .await
+            .unwrap();
         b.entries.run_pending_tasks().await;
         assert!(b.get("huge").await.unwrap().is_none());
     }
@@ -210,13 +250,30 @@ mod tests {
     #[tokio::test]
     async fn locks_are_exclusive_owned_and_expire() {
         let b = InProcessBackend::new(10, 1 << 20);
-        assert!(b.set_nx("l", "me", Duration::from_millis(80)).await.unwrap());
+        assert!(b
+            .set_nx("l", "me", Duration::from_millis(80))
+            .await
+            .unwrap());
         assert!(!b.set_nx("l", "you", Duration::from_secs(1)).await.unwrap());
-        assert!(!b.delete_if("l", "you").await.unwrap(), "only the owner releases");
-        assert!(b.expire_if("l", "me", Duration::from_millis(80)).await.unwrap());
+        assert!(
+            !b.delete_if("l", "you").await.unwrap(),
+            "only the owner releases"
+        );
+        assert!(b
+            .expire_if("l", "me", Duration::from_millis(80))
+            .await
+            .unwrap());
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(b.set_nx("l", "you", Duration::from_secs(1)).await.unwrap(), "an expired lock can be taken over");
-        assert!(!b.expire_if("l", "me", Duration::from_secs(1)).await.unwrap(), "the old owner lost it");
+        assert!(
+            b.set_nx("l", "you", Duration::from_secs(1)).await.unwrap(),
+            "an expired lock can be taken over"
+        );
+        assert!(
+            !b.expire_if("l", "me", Duration::from_secs(1))
+                .await
+                .unwrap(),
+            "the old owner lost it"
+        );
         assert!(b.delete_if("l", "you").await.unwrap());
     }
 

@@ -96,13 +96,19 @@ pub trait CacheBackend: Send + Sync {
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError>;
     /// Messages published on `channel` from now on, until the connection drops (the
     /// stream then ends; callers subscribe again).
-    async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError>;
+    async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<futures::stream::BoxStream<'static, String>, CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
 }
 
 /// Generations seen recently; one second bounds how stale a replica's view can be.
 fn generation_memo() -> moka::future::Cache<String, i64> {
-    moka::future::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build()
+    moka::future::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(1))
+        .build()
 }
 
 #[derive(Clone)]
@@ -121,13 +127,21 @@ impl CacheService {
     /// until it answers, every call is a quick miss.
     pub fn from_config(config: &CacheConfig) -> Result<Self, CacheError> {
         let backend: Arc<dyn CacheBackend> = match &config.backend {
-            CacheBackendConfig::InProcess => Arc::new(InProcessBackend::new(config.max_entries, config.max_bytes)),
-            CacheBackendConfig::Redis { host, port, db } => {
-                Arc::new(RedisBackend::single(host, *port, *db, config.password.as_ref(), config.timeout)?)
+            CacheBackendConfig::InProcess => {
+                Arc::new(InProcessBackend::new(config.max_entries, config.max_bytes))
             }
-            CacheBackendConfig::RedisCluster { nodes } => {
-                Arc::new(RedisBackend::cluster(nodes, config.password.as_ref(), config.timeout)?)
-            }
+            CacheBackendConfig::Redis { host, port, db } => Arc::new(RedisBackend::single(
+                host,
+                *port,
+                *db,
+                config.password.as_ref(),
+                config.timeout,
+            )?),
+            CacheBackendConfig::RedisCluster { nodes } => Arc::new(RedisBackend::cluster(
+                nodes,
+                config.password.as_ref(),
+                config.timeout,
+            )?),
         };
         Ok(Self::with_backend(backend, config))
     }
@@ -147,7 +161,10 @@ impl CacheService {
     /// Another service on the same backend with its own generation memo, as a second
     /// replica would have.
     pub fn with_backend_of(other: &CacheService) -> Self {
-        CacheService { generations: generation_memo(), ..other.clone() }
+        CacheService {
+            generations: generation_memo(),
+            ..other.clone()
+        }
     }
 
     pub fn backend_kind(&self) -> &'static str {
@@ -157,7 +174,9 @@ impl CacheService {
     /// `None` = keep forever (immutable data).
     pub fn ttl(&self, category: Category) -> Option<Duration> {
         match category {
-            Category::ArtifactMetadata | Category::ArtifactDependencies | Category::DependencyResolution => None,
+            Category::ArtifactMetadata
+            | Category::ArtifactDependencies
+            | Category::DependencyResolution => None,
             Category::UpstreamSources => Some(self.ttl_upstream),
             Category::PackageIndex => Some(self.ttl_index),
             Category::PackageVersions => Some(self.ttl_versions),
@@ -166,13 +185,29 @@ impl CacheService {
 
     /// `{namespace}:{category}:{protocol}:{identifier}`.
     pub fn key(&self, category: Category, protocol: &str, identifier: &str) -> String {
-        format!("{}:{}:{}:{}", self.namespace, category.as_str(), protocol, identifier)
+        format!(
+            "{}:{}:{}:{}",
+            self.namespace,
+            category.as_str(),
+            protocol,
+            identifier
+        )
     }
 
     /// A key of a source's data, carrying the source's current generation.
-    pub async fn source_key(&self, category: Category, protocol: &str, source: &str, identifier: &str) -> String {
+    pub async fn source_key(
+        &self,
+        category: Category,
+        protocol: &str,
+        source: &str,
+        identifier: &str,
+    ) -> String {
         let generation = self.generation(source).await;
-        self.key(category, protocol, &format!("{source}~g{generation}/{identifier}"))
+        self.key(
+            category,
+            protocol,
+            &format!("{source}~g{generation}/{identifier}"),
+        )
     }
 
     fn generation_key(&self, source: &str) -> String {
@@ -184,7 +219,11 @@ impl CacheService {
         format!("{}:invalidate", self.namespace)
     }
 
-    async fn call<T>(&self, op: &'static str, fut: impl std::future::Future<Output = Result<T, CacheError>>) -> Option<T> {
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, CacheError>>,
+    ) -> Option<T> {
         let kind = self.backend.kind();
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
@@ -193,7 +232,10 @@ impl CacheService {
         match result {
             Ok(v) => Some(v),
             Err(e) => {
-                metrics().cache_errors.with_label_values(&[kind, op, e.metric_label()]).inc();
+                metrics()
+                    .cache_errors
+                    .with_label_values(&[kind, op, e.metric_label()])
+                    .inc();
                 tracing::debug!(cache.backend = kind, cache.op = op, error = %e, "cache call failed; going on without the cache");
                 None
             }
@@ -203,7 +245,10 @@ impl CacheService {
     pub async fn get(&self, key: &str) -> Option<Bytes> {
         let value = self.call("get", self.backend.get(key)).await.flatten();
         let result = if value.is_some() { "hit" } else { "miss" };
-        metrics().cache_operations.with_label_values(&[self.backend.kind(), "get", result]).inc();
+        metrics()
+            .cache_operations
+            .with_label_values(&[self.backend.kind(), "get", result])
+            .inc();
         value
     }
 
@@ -213,33 +258,47 @@ impl CacheService {
     }
 
     pub async fn set_with_ttl(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> bool {
-        let ok = self.call("set", self.backend.set(key, value, ttl)).await.is_some();
-        metrics().cache_operations.with_label_values(&[self.backend.kind(), "set", if ok { "ok" } else { "error" }]).inc();
+        let ok = self
+            .call("set", self.backend.set(key, value, ttl))
+            .await
+            .is_some();
+        metrics()
+            .cache_operations
+            .with_label_values(&[self.backend.kind(), "set", if ok { "ok" } else { "error" }])
+            .inc();
         ok
     }
 
     pub async fn delete(&self, key: &str) -> bool {
-        self.call("delete", self.backend.delete(key)).await.is_some()
+        self.call("delete", self.backend.delete(key))
+            .await
+            .is_some()
     }
 
     /// Extends a key's life; `false` when it is gone (or the cache is unreachable).
     pub async fn expire(&self, key: &str, ttl: Duration) -> bool {
-        self.call("expire", self.backend.expire(key, ttl)).await.unwrap_or(false)
+        self.call("expire", self.backend.expire(key, ttl))
+            .await
+            .unwrap_or(false)
     }
 
     /// Takes a lock: `Some(true)` taken, `Some(false)` held by someone else, `None` when
     /// the cache cannot tell (unreachable): callers go on without the lock.
     pub async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Option<bool> {
-        self.call("lock", self.backend.set_nx(key, token, ttl)).await
+        self.call("lock", self.backend.set_nx(key, token, ttl))
+            .await
     }
 
     /// Renews one's own lock; `false` when it was lost.
     pub async fn extend_lock(&self, key: &str, token: &str, ttl: Duration) -> bool {
-        self.call("lock_extend", self.backend.expire_if(key, token, ttl)).await.unwrap_or(false)
+        self.call("lock_extend", self.backend.expire_if(key, token, ttl))
+            .await
+            .unwrap_or(false)
     }
 
     pub async fn unlock(&self, key: &str, token: &str) {
-        self.call("unlock", self.backend.delete_if(key, token)).await;
+        self.call("unlock", self.backend.delete_if(key, token))
+            .await;
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
@@ -260,7 +319,11 @@ impl CacheService {
             return g;
         }
         let key = self.generation_key(source);
-        let g = self.call("get_generation", self.backend.get_i64(&key)).await.flatten().unwrap_or(0);
+        let g = self
+            .call("get_generation", self.backend.get_i64(&key))
+            .await
+            .flatten()
+            .unwrap_or(0);
         self.generations.insert(source.to_string(), g).await;
         g
     }
@@ -268,14 +331,23 @@ impl CacheService {
     /// Invalidates every generation-scoped key of a source and tells the other replicas.
     pub async fn bump_generation(&self, source: &str) -> Option<i64> {
         let key = self.generation_key(source);
-        let g = self.call("bump_generation", self.backend.incr(&key)).await?;
+        let g = self
+            .call("bump_generation", self.backend.incr(&key))
+            .await?;
         self.generations.insert(source.to_string(), g).await;
         let message = serde_json::json!({"source": source, "generation": g}).to_string();
-        self.call("publish", self.backend.publish(&self.invalidation_channel(), &message)).await;
+        self.call(
+            "publish",
+            self.backend.publish(&self.invalidation_channel(), &message),
+        )
+        .await;
         Some(g)
     }
 
-    pub async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
         self.backend.subscribe(channel).await
     }
 
@@ -306,9 +378,18 @@ mod tests {
     #[test]
     fn key_format_and_ttls() {
         let c = service();
-        assert_eq!(c.key(Category::PackageIndex, "pypi", "requests"), "orchard:package_index:pypi:requests");
-        assert_eq!(c.ttl(Category::PackageIndex), Some(Duration::from_secs(300)));
-        assert_eq!(c.ttl(Category::UpstreamSources), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            c.key(Category::PackageIndex, "pypi", "requests"),
+            "orchard:package_index:pypi:requests"
+        );
+        assert_eq!(
+            c.ttl(Category::PackageIndex),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            c.ttl(Category::UpstreamSources),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(c.ttl(Category::ArtifactMetadata), None);
         assert_eq!(c.ttl(Category::DependencyResolution), None);
     }
@@ -319,12 +400,16 @@ mod tests {
         let a0 = c.source_key(Category::PackageIndex, "pypi", "a", "x").await;
         let b0 = c.source_key(Category::PackageIndex, "pypi", "b", "x").await;
         assert_eq!(a0, "orchard:package_index:pypi:a~g0/x");
-        c.set(&a0, Bytes::from_static(b"page"), Category::PackageIndex).await;
+        c.set(&a0, Bytes::from_static(b"page"), Category::PackageIndex)
+            .await;
         assert_eq!(c.get(&a0).await.as_deref(), Some(&b"page"[..]));
         assert_eq!(c.bump_generation("a").await, Some(1));
         let a1 = c.source_key(Category::PackageIndex, "pypi", "a", "x").await;
         assert_ne!(a0, a1);
         assert!(c.get(&a1).await.is_none());
-        assert_eq!(c.source_key(Category::PackageIndex, "pypi", "b", "x").await, b0);
+        assert_eq!(
+            c.source_key(Category::PackageIndex, "pypi", "b", "x").await,
+            b0
+        );
     }
 }

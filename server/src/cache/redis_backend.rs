@@ -29,7 +29,13 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    pub fn single(host: &str, port: u16, db: i64, password: Option<&SecretString>, timeout: Duration) -> Result<Self, CacheError> {
+    pub fn single(
+        host: &str,
+        port: u16,
+        db: i64,
+        password: Option<&SecretString>,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
         use redis::IntoConnectionInfo;
         let info = redis::ConnectionAddr::Tcp(host.to_string(), port).into_connection_info()?;
         let mut settings = info.redis_settings().clone().set_db(db);
@@ -46,10 +52,18 @@ impl RedisBackend {
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let conn = Arc::new(OnceLock::new());
         let _ = conn.set(Conn::Single(manager));
-        Ok(RedisBackend { kind: "redis", conn, pubsub_clients: vec![client] })
+        Ok(RedisBackend {
+            kind: "redis",
+            conn,
+            pubsub_clients: vec![client],
+        })
     }
 
-    pub fn cluster(nodes: &[String], password: Option<&SecretString>, timeout: Duration) -> Result<Self, CacheError> {
+    pub fn cluster(
+        nodes: &[String],
+        password: Option<&SecretString>,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
         let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
         let mut builder = ClusterClientBuilder::new(urls)
             .connection_timeout(timeout.max(Duration::from_millis(500)))
@@ -62,13 +76,15 @@ impl RedisBackend {
         let mut pubsub_clients = Vec::new();
         for node in nodes {
             let (host, port) = node.rsplit_once(':').unwrap_or((node.as_str(), "6379"));
-            let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-                host.to_string(),
-                port.parse().unwrap_or(6379),
-            ))?;
+            let info = redis::IntoConnectionInfo::into_connection_info(
+                redis::ConnectionAddr::Tcp(host.to_string(), port.parse().unwrap_or(6379)),
+            )?;
             let info = match password {
                 Some(p) => {
-                    let settings = info.redis_settings().clone().set_password(p.expose_secret());
+                    let settings = info
+                        .redis_settings()
+                        .clone()
+                        .set_password(p.expose_secret());
                     info.set_redis_settings(settings)
                 }
                 None => info,
@@ -94,7 +110,11 @@ impl RedisBackend {
                 }
             }
         });
-        Ok(RedisBackend { kind: "redis-cluster", conn, pubsub_clients })
+        Ok(RedisBackend {
+            kind: "redis-cluster",
+            conn,
+            pubsub_clients,
+        })
     }
 
     fn conn(&self) -> Result<Conn, CacheError> {
@@ -131,11 +151,19 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        self.query::<i64>(redis::cmd("DEL").arg(key)).await.map(|_| ())
+        self.query::<i64>(redis::cmd("DEL").arg(key))
+            .await
+            .map(|_| ())
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let n: i64 = self.query(redis::cmd("PEXPIRE").arg(key).arg(ttl.as_millis().max(1) as u64)).await?;
+        let n: i64 = self
+            .query(
+                redis::cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
+            .await?;
         Ok(n == 1)
     }
 
@@ -148,14 +176,24 @@ impl CacheBackend for RedisBackend {
     }
 
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let r: Option<String> =
-            self.query(redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64)).await?;
+        let r: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
+            .await?;
         Ok(r.is_some())
     }
 
     async fn delete_if(&self, key: &str, value: &str) -> Result<bool, CacheError> {
         const SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-        let n: i64 = self.query(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value)).await?;
+        let n: i64 = self
+            .query(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value))
+            .await?;
         Ok(n == 1)
     }
 
@@ -163,16 +201,28 @@ impl CacheBackend for RedisBackend {
         const SCRIPT: &str =
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
         let n: i64 = self
-            .query(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value).arg(ttl.as_millis().max(1) as u64))
+            .query(
+                redis::cmd("EVAL")
+                    .arg(SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(value)
+                    .arg(ttl.as_millis().max(1) as u64),
+            )
             .await?;
         Ok(n == 1)
     }
 
     async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
-        self.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message)).await.map(|_| ())
+        self.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await
+            .map(|_| ())
     }
 
-    async fn subscribe(&self, channel: &str) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+    async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
         use futures::StreamExt;
         let mut last = CacheError::NotConnected;
         for client in &self.pubsub_clients {

@@ -20,9 +20,12 @@ pub async fn run_migrations(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {
     tokio::task::spawn_blocking(move || match &url {
         DatabaseUrl::Postgres(u) => {
             let mut conn = PgConnection::establish(u.expose_secret())?;
-            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})")).execute(&mut conn)?;
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
+                .execute(&mut conn)?;
             let applied = apply(&mut conn, POSTGRES);
-            let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})")).execute(&mut conn);
+            let unlocked =
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))
+                    .execute(&mut conn);
             let applied = applied?;
             unlocked?;
             Ok(applied)
@@ -44,6 +47,8 @@ fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>,
 where
     C: MigrationHarness<C::Backend> + Connection,
 {
-    let versions = conn.run_pending_migrations(migrations).map_err(|e| DbError::Migration(e.to_string()))?;
+    let versions = conn
+        .run_pending_migrations(migrations)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
     Ok(versions.iter().map(|v| v.to_string()).collect())
 }

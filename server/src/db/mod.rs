@@ -55,7 +55,9 @@ impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for DbError
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize,
+)]
 #[diesel(table_name = schema::artifacts)]
 pub struct Artifact {
     pub sha256: String,
@@ -64,7 +66,9 @@ pub struct Artifact {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize,
+)]
 #[diesel(table_name = schema::cached_urls)]
 pub struct CachedUrl {
     pub protocol: String,
@@ -102,7 +106,9 @@ pub struct NewDependency {
     pub marker: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize,
+)]
 #[diesel(table_name = schema::upstream_sources)]
 pub struct UpstreamSourceRow {
     pub name: String,
@@ -154,13 +160,22 @@ pub trait ArtifactRepository: Send + Sync {
 
     /// `(path, artifact sha256)` of every cached URL of a source whose path starts with
     /// `prefix` (one statement). `prefix` must not contain `%` or `_`.
-    async fn list_cached_paths(&self, protocol: &str, source: &str, prefix: &str) -> Result<Vec<(String, String)>, DbError>;
+    async fn list_cached_paths(
+        &self,
+        protocol: &str,
+        source: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, DbError>;
 
     /// Every URL mapped to an artifact (one statement).
     async fn cached_urls_of(&self, artifact_sha256: &str) -> Result<Vec<CachedUrl>, DbError>;
 
     /// Stores all dependencies of one artifact in one statement, whatever their number.
-    async fn batch_upsert_dependencies(&self, artifact_sha256: &str, deps: &[NewDependency]) -> Result<usize, DbError>;
+    async fn batch_upsert_dependencies(
+        &self,
+        artifact_sha256: &str,
+        deps: &[NewDependency],
+    ) -> Result<usize, DbError>;
 
     async fn dependencies_of(&self, artifact_sha256: &str) -> Result<Vec<Dependency>, DbError>;
 
@@ -169,7 +184,11 @@ pub trait ArtifactRepository: Send + Sync {
     /// Inserts or updates the row unless it exists with another `settings.owner`, in one
     /// statement (so two writers cannot both pass a check and overwrite each other).
     /// `false` = owned by someone else; nothing written.
-    async fn upsert_source_owned(&self, source: &UpstreamSourceRow, owner: &str) -> Result<bool, DbError>;
+    async fn upsert_source_owned(
+        &self,
+        source: &UpstreamSourceRow,
+        owner: &str,
+    ) -> Result<bool, DbError>;
     /// Deletes the row if it has no owner or `owner` (one statement).
     async fn delete_source_owned(&self, name: &str, owner: &str) -> Result<bool, DbError>;
     /// Every source, highest priority (lowest number) first.
@@ -202,8 +221,9 @@ pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn ArtifactReposito
         DatabaseUrl::Postgres(_) => Ok(Arc::new(PgRepository::connect(config).await?)),
         DatabaseUrl::Sqlite(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| DbError::Invalid(format!("cannot create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    DbError::Invalid(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
             Ok(Arc::new(SqliteRepository::connect(config).await?))
         }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel::upsert::excluded;
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper, SqliteConnection, TextExpressionMethods};
+use diesel::{
+    ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper, SqliteConnection,
+    TextExpressionMethods,
+};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
@@ -15,8 +18,8 @@ use secrecy::ExposeSecret;
 
 use super::schema::{artifact_dependencies, artifacts, cached_urls, upstream_sources};
 use super::{
-    ArtifactRepository, Artifact, CachedUrl, DbError, Dependency, NewDependency, PoolState, StatementCounter,
-    UpstreamSourceRow,
+    Artifact, ArtifactRepository, CachedUrl, DbError, Dependency, NewDependency, PoolState,
+    StatementCounter, UpstreamSourceRow,
 };
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
@@ -59,9 +62,14 @@ impl PgRepository {
             }
             .boxed()
         });
-        let manager = AsyncDieselConnectionManager::new_with_config(url.expose_secret(), manager_config);
+        let manager =
+            AsyncDieselConnectionManager::new_with_config(url.expose_secret(), manager_config);
         let (b, max) = builder(config);
-        let repo = Repository { pool: b.build(manager).await?, counter, max };
+        let repo = Repository {
+            pool: b.build(manager).await?,
+            counter,
+            max,
+        };
         repo.ping().await?;
         Ok(repo)
     }
@@ -87,9 +95,14 @@ impl SqliteRepository {
             }
             .boxed()
         });
-        let manager = AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), manager_config);
+        let manager =
+            AsyncDieselConnectionManager::new_with_config(path.to_string_lossy(), manager_config);
         let (b, max) = builder(config);
-        let repo = Repository { pool: b.build(manager).await?, counter, max };
+        let repo = Repository {
+            pool: b.build(manager).await?,
+            counter,
+            max,
+        };
         repo.ping().await?;
         Ok(repo)
     }
@@ -112,10 +125,16 @@ FROM json_each(?) AS d WHERE true \
 ON CONFLICT (artifact_sha256, position) DO UPDATE SET protocol = excluded.protocol, name = excluded.name, \
   requirement = excluded.requirement, kind = excluded.kind, optional = excluded.optional, marker = excluded.marker";
 
-async fn pg_batch(conn: &mut AsyncPgConnection, sha256: &str, deps: &[NewDependency]) -> diesel::QueryResult<usize> {
+async fn pg_batch(
+    conn: &mut AsyncPgConnection,
+    sha256: &str,
+    deps: &[NewDependency],
+) -> diesel::QueryResult<usize> {
     use diesel::sql_types::{Array, Bool, Integer, Text};
     let positions: Vec<i32> = (0..deps.len() as i32).collect();
-    let column = |f: fn(&NewDependency) -> &String| deps.iter().map(|d| f(d).clone()).collect::<Vec<String>>();
+    let column = |f: fn(&NewDependency) -> &String| {
+        deps.iter().map(|d| f(d).clone()).collect::<Vec<String>>()
+    };
     diesel::sql_query(PG_BATCH_DEPENDENCIES)
         .bind::<Text, _>(sha256)
         .bind::<Array<Integer>, _>(positions)
@@ -129,9 +148,14 @@ async fn pg_batch(conn: &mut AsyncPgConnection, sha256: &str, deps: &[NewDepende
         .await
 }
 
-async fn sqlite_batch(conn: &mut SqliteConn, sha256: &str, deps: &[NewDependency]) -> diesel::QueryResult<usize> {
+async fn sqlite_batch(
+    conn: &mut SqliteConn,
+    sha256: &str,
+    deps: &[NewDependency],
+) -> diesel::QueryResult<usize> {
     use diesel::sql_types::Text;
-    let document = serde_json::to_string(deps).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    let document = serde_json::to_string(deps)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     diesel::sql_query(SQLITE_BATCH_DEPENDENCIES)
         .bind::<Text, _>(sha256)
         .bind::<Text, _>(document)
@@ -169,7 +193,11 @@ macro_rules! impl_repository {
 
             fn pool_state(&self) -> PoolState {
                 let s = self.pool.state();
-                PoolState { connections: s.connections, idle: s.idle_connections, max: self.max }
+                PoolState {
+                    connections: s.connections,
+                    idle: s.idle_connections,
+                    max: self.max,
+                }
             }
 
             fn statements(&self) -> u64 {
@@ -182,7 +210,10 @@ macro_rules! impl_repository {
                 Ok(())
             }
 
-            async fn get_or_create_artifact(&self, artifact: &Artifact) -> Result<Artifact, DbError> {
+            async fn get_or_create_artifact(
+                &self,
+                artifact: &Artifact,
+            ) -> Result<Artifact, DbError> {
                 let mut conn = self.pool.get().await?;
                 Ok(diesel::insert_into(artifacts::table)
                     .values(artifact)
@@ -198,7 +229,11 @@ macro_rules! impl_repository {
                 let mut conn = self.pool.get().await?;
                 diesel::insert_into(cached_urls::table)
                     .values(url)
-                    .on_conflict((cached_urls::protocol, cached_urls::source, cached_urls::path))
+                    .on_conflict((
+                        cached_urls::protocol,
+                        cached_urls::source,
+                        cached_urls::path,
+                    ))
                     .do_update()
                     .set((
                         cached_urls::artifact_sha256.eq(excluded(cached_urls::artifact_sha256)),
@@ -227,9 +262,16 @@ macro_rules! impl_repository {
                     .optional()?)
             }
 
-            async fn list_cached_paths(&self, protocol: &str, source: &str, prefix: &str) -> Result<Vec<(String, String)>, DbError> {
+            async fn list_cached_paths(
+                &self,
+                protocol: &str,
+                source: &str,
+                prefix: &str,
+            ) -> Result<Vec<(String, String)>, DbError> {
                 if prefix.contains(['%', '_', '\\']) {
-                    return Err(DbError::Invalid(format!("prefix {prefix:?} has LIKE wildcards")));
+                    return Err(DbError::Invalid(format!(
+                        "prefix {prefix:?} has LIKE wildcards"
+                    )));
                 }
                 let mut conn = self.pool.get().await?;
                 Ok(cached_urls::table
@@ -241,17 +283,28 @@ macro_rules! impl_repository {
                     .await?)
             }
 
-            async fn cached_urls_of(&self, artifact_sha256: &str) -> Result<Vec<CachedUrl>, DbError> {
+            async fn cached_urls_of(
+                &self,
+                artifact_sha256: &str,
+            ) -> Result<Vec<CachedUrl>, DbError> {
                 let mut conn = self.pool.get().await?;
                 Ok(cached_urls::table
                     .filter(cached_urls::artifact_sha256.eq(artifact_sha256))
-                    .order((cached_urls::protocol.asc(), cached_urls::source.asc(), cached_urls::path.asc()))
+                    .order((
+                        cached_urls::protocol.asc(),
+                        cached_urls::source.asc(),
+                        cached_urls::path.asc(),
+                    ))
                     .select(CachedUrl::as_select())
                     .load(&mut *conn)
                     .await?)
             }
 
-            async fn batch_upsert_dependencies(&self, artifact_sha256: &str, deps: &[NewDependency]) -> Result<usize, DbError> {
+            async fn batch_upsert_dependencies(
+                &self,
+                artifact_sha256: &str,
+                deps: &[NewDependency],
+            ) -> Result<usize, DbError> {
                 if deps.is_empty() {
                     return Ok(0);
                 }
@@ -259,7 +312,10 @@ macro_rules! impl_repository {
                 Ok($batch(&mut *conn, artifact_sha256, deps).await?)
             }
 
-            async fn dependencies_of(&self, artifact_sha256: &str) -> Result<Vec<Dependency>, DbError> {
+            async fn dependencies_of(
+                &self,
+                artifact_sha256: &str,
+            ) -> Result<Vec<Dependency>, DbError> {
                 let mut conn = self.pool.get().await?;
                 Ok(artifact_dependencies::table
                     .filter(artifact_dependencies::artifact_sha256.eq(artifact_sha256))
@@ -290,13 +346,18 @@ macro_rules! impl_repository {
 
             async fn delete_source(&self, name: &str) -> Result<bool, DbError> {
                 let mut conn = self.pool.get().await?;
-                let n = diesel::delete(upstream_sources::table.filter(upstream_sources::name.eq(name)))
-                    .execute(&mut *conn)
-                    .await?;
+                let n =
+                    diesel::delete(upstream_sources::table.filter(upstream_sources::name.eq(name)))
+                        .execute(&mut *conn)
+                        .await?;
                 Ok(n > 0)
             }
 
-            async fn upsert_source_owned(&self, source: &UpstreamSourceRow, owner: &str) -> Result<bool, DbError> {
+            async fn upsert_source_owned(
+                &self,
+                source: &UpstreamSourceRow,
+                owner: &str,
+            ) -> Result<bool, DbError> {
                 use diesel::sql_types::{BigInt, Bool, Integer, Text};
                 let mut conn = self.pool.get().await?;
                 let n = diesel::sql_query($upsert_owned)
@@ -316,14 +377,21 @@ macro_rules! impl_repository {
             async fn delete_source_owned(&self, name: &str, owner: &str) -> Result<bool, DbError> {
                 use diesel::sql_types::Text;
                 let mut conn = self.pool.get().await?;
-                let n = diesel::sql_query($delete_owned).bind::<Text, _>(name).bind::<Text, _>(owner).execute(&mut *conn).await?;
+                let n = diesel::sql_query($delete_owned)
+                    .bind::<Text, _>(name)
+                    .bind::<Text, _>(owner)
+                    .execute(&mut *conn)
+                    .await?;
                 Ok(n > 0)
             }
 
             async fn list_sources(&self) -> Result<Vec<UpstreamSourceRow>, DbError> {
                 let mut conn = self.pool.get().await?;
                 Ok(upstream_sources::table
-                    .order((upstream_sources::priority.asc(), upstream_sources::name.asc()))
+                    .order((
+                        upstream_sources::priority.asc(),
+                        upstream_sources::name.asc(),
+                    ))
                     .select(UpstreamSourceRow::as_select())
                     .load(&mut *conn)
                     .await?)
@@ -332,5 +400,17 @@ macro_rules! impl_repository {
     };
 }
 
-impl_repository!(AsyncPgConnection, "postgres", pg_batch, PG_UPSERT_OWNED, PG_DELETE_OWNED);
-impl_repository!(SqliteConn, "sqlite", sqlite_batch, SQLITE_UPSERT_OWNED, SQLITE_DELETE_OWNED);
+impl_repository!(
+    AsyncPgConnection,
+    "postgres",
+    pg_batch,
+    PG_UPSERT_OWNED,
+    PG_DELETE_OWNED
+);
+impl_repository!(
+    SqliteConn,
+    "sqlite",
+    sqlite_batch,
+    SQLITE_UPSERT_OWNED,
+    SQLITE_DELETE_OWNED
+);

@@ -56,4 +56,10 @@ diesel::table! {
 
 diesel::joinable!(cached_urls -> artifacts (artifact_sha256));
 diesel::joinable!(artifact_dependencies -> artifacts (artifact_sha256));
-diesel::allow_tables_to_appear_in_same_query!(upstream_sources, artifacts, cached_urls, artifact_dependencies, resolution_results);
+diesel::allow_tables_to_appear_in_same_query!(
+    upstream_sources,
+    artifacts,
+    cached_urls,
+    artifact_dependencies,
+    resolution_results
+);

@@ -13,8 +13,8 @@ use super::ensure::{self, Item};
 use super::resolve::{self, Environment, Options};
 use super::universe::ServerUniverse;
 use super::{extractable, Extracted};
-use crate::cache::Category;
 use crate::admin::authorize;
+use crate::cache::Category;
 use crate::error::ApiError;
 use crate::metrics::metrics;
 use crate::routes::CacheStatus;
@@ -38,7 +38,9 @@ fn check_sha(raw: &str) -> Result<String, ApiError> {
     if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(raw.to_ascii_lowercase())
     } else {
-        Err(ApiError::BadRequest("the artifact is named by its SHA-256: 64 hex digits".into()))
+        Err(ApiError::BadRequest(
+            "the artifact is named by its SHA-256: 64 hex digits".into(),
+        ))
     }
 }
 
@@ -50,35 +52,64 @@ fn normalize_python_version(v: &str) -> Option<String> {
     if !(2..=3).contains(&parts.len()) || v.len() > 16 {
         return None;
     }
-    let nums: Vec<u32> = parts.iter().map(|p| if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) { None } else { p.parse().ok() }).collect::<Option<_>>()?;
+    let nums: Vec<u32> = parts
+        .iter()
+        .map(|p| {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                None
+            } else {
+                p.parse().ok()
+            }
+        })
+        .collect::<Option<_>>()?;
     if !(2..=3).contains(&nums[0]) || nums[1..].iter().any(|n| *n > 99) {
         return None;
     }
-    Some(nums.iter().map(u32::to_string).collect::<Vec<_>>().join("."))
+    Some(
+        nums.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join("."),
+    )
 }
 
-fn check_env(python_version: Option<String>, platform: Option<String>) -> Result<Environment, ApiError> {
+fn check_env(
+    python_version: Option<String>,
+    platform: Option<String>,
+) -> Result<Environment, ApiError> {
     let python_version = match python_version {
-        Some(v) => Some(
-            normalize_python_version(&v)
-                .ok_or_else(|| ApiError::BadRequest(format!("python_version {v:?} is not like 3.12 (major 2 or 3, minor and patch up to 99)")))?,
-        ),
+        Some(v) => Some(normalize_python_version(&v).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "python_version {v:?} is not like 3.12 (major 2 or 3, minor and patch up to 99)"
+            ))
+        })?),
         None => None,
     };
     if let Some(p) = &platform {
         if !matches!(p.as_str(), "linux" | "darwin" | "win32") {
-            return Err(ApiError::BadRequest(format!("platform {p:?} is not one of linux, darwin, win32")));
+            return Err(ApiError::BadRequest(format!(
+                "platform {p:?} is not one of linux, darwin, win32"
+            )));
         }
     }
-    Ok(Environment { python_version, platform })
+    Ok(Environment {
+        python_version,
+        platform,
+    })
 }
 
 /// The root's extraction: the artifact's own, or for a Maven jar/war, its POM's.
-async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> Result<(Extracted, String), ApiError> {
+async fn root_extraction(
+    state: &AppState,
+    u: &ServerUniverse,
+    sha256: &str,
+) -> Result<(Extracted, String), ApiError> {
     let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
     let urls = repo.cached_urls_of(sha256).await?;
     let Some(url) = urls.first() else {
-        return Err(ApiError::NotFound(format!("no cached artifact has SHA-256 {sha256}")));
+        return Err(ApiError::NotFound(format!(
+            "no cached artifact has SHA-256 {sha256}"
+        )));
     };
     let protocol: &'static str = match url.protocol.as_str() {
         "pypi" => "pypi",
@@ -92,11 +123,20 @@ async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> 
             Ok(e) => return Ok((e, sha256.to_string())),
             // A wheel Orchard cannot read: its PEP 658 metadata, when the index has it.
             Err(err) if protocol == "pypi" && filename.ends_with(".whl") => {
-                let fetched = u.local.fetch(&format!("/sources/{}/files/{}.metadata", url.source, url.path)).await;
+                let fetched = u
+                    .local
+                    .fetch(&format!(
+                        "/sources/{}/files/{}.metadata",
+                        url.source, url.path
+                    ))
+                    .await;
                 if fetched.error.is_some() {
                     return Err(ApiError::BadGateway(err));
                 }
-                let e = u.extraction("pypi", &format!("{filename}.metadata"), &fetched.sha256).await.map_err(ApiError::BadGateway)?;
+                let e = u
+                    .extraction("pypi", &format!("{filename}.metadata"), &fetched.sha256)
+                    .await
+                    .map_err(ApiError::BadGateway)?;
                 return Ok((e, sha256.to_string()));
             }
             Err(err) => return Err(ApiError::BadGateway(err)),
@@ -109,21 +149,35 @@ async fn root_extraction(state: &AppState, u: &ServerUniverse, sha256: &str) -> 
             let (version, artifact) = (parts[parts.len() - 2], parts[parts.len() - 3]);
             let dir = parts[..parts.len() - 1].join("/");
             let pom = format!("{artifact}-{version}.pom");
-            let fetched = u.local.fetch(&format!("/sources/{}/{dir}/{pom}", url.source)).await;
+            let fetched = u
+                .local
+                .fetch(&format!("/sources/{}/{dir}/{pom}", url.source))
+                .await;
             if let Some(e) = fetched.error {
                 return Err(ApiError::BadGateway(format!("the POM of {filename}: {e}")));
             }
-            let e = u.extraction("maven", &pom, &fetched.sha256).await.map_err(ApiError::BadGateway)?;
+            let e = u
+                .extraction("maven", &pom, &fetched.sha256)
+                .await
+                .map_err(ApiError::BadGateway)?;
             return Ok((e, fetched.sha256));
         }
     }
-    Err(ApiError::BadRequest(format!("{filename:?} is not a file Orchard reads dependencies from")))
+    Err(ApiError::BadRequest(format!(
+        "{filename:?} is not a file Orchard reads dependencies from"
+    )))
 }
 
 /// Resolutions computed at once per process; more wait. Cached answers never wait.
-static RESOLVING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(2));
+static RESOLVING: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(2));
 
-async fn dependencies(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>, query: web::Query<DepsQuery>) -> Result<HttpResponse, ApiError> {
+async fn dependencies(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<DepsQuery>,
+) -> Result<HttpResponse, ApiError> {
     if state.config.deps_require_token {
         authorize(&state, &req)?;
     }
@@ -140,24 +194,45 @@ async fn dependencies(state: web::Data<AppState>, req: HttpRequest, path: web::P
     let include_optional = q.include_optional.unwrap_or(false);
     let env = check_env(q.python_version, q.platform)?;
     let fingerprint = serde_json::json!({"sha256": sha256, "max_depth": max_depth, "include_optional": include_optional, "environment": env});
-    let key = state.cache.key(Category::DependencyResolution, "any", &hex::encode(Sha256::digest(fingerprint.to_string())));
+    let key = state.cache.key(
+        Category::DependencyResolution,
+        "any",
+        &hex::encode(Sha256::digest(fingerprint.to_string())),
+    );
     let refresh = q.refresh.unwrap_or(false);
     if !refresh {
         if let Some(body) = state.cache.get(&key).await {
-            metrics().dependency_resolutions.with_label_values(&["hit"]).inc();
-            let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body);
+            metrics()
+                .dependency_resolutions
+                .with_label_values(&["hit"])
+                .inc();
+            let res = HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, "application/json"))
+                .body(body);
             return Ok(crate::proxy::response::tag(res, CacheStatus::Hit));
         }
     }
     let _slot = RESOLVING.acquire().await.map_err(|_| ApiError::Internal)?;
     let u = ServerUniverse::new(&state);
     let (root, root_sha) = root_extraction(&state, &u, &sha256).await?;
-    let opts = Options { max_depth, include_optional, environment: env };
+    let opts = Options {
+        max_depth,
+        include_optional,
+        environment: env,
+    };
     let resolution = resolve::resolve(&u, &root, &root_sha, &opts).await;
     let body = Bytes::from(serde_json::to_vec(&resolution).map_err(|_| ApiError::Internal)?);
-    state.cache.set(&key, body.clone(), Category::DependencyResolution).await;
-    metrics().dependency_resolutions.with_label_values(&[if refresh { "refreshed" } else { "computed" }]).inc();
-    let res = HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body);
+    state
+        .cache
+        .set(&key, body.clone(), Category::DependencyResolution)
+        .await;
+    metrics()
+        .dependency_resolutions
+        .with_label_values(&[if refresh { "refreshed" } else { "computed" }])
+        .inc();
+    let res = HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .body(body);
     Ok(crate::proxy::response::tag(res, CacheStatus::Miss))
 }
 
@@ -167,7 +242,12 @@ struct EnsureQuery {
     platform: Option<String>,
 }
 
-async fn ensure_file(state: web::Data<AppState>, req: HttpRequest, query: web::Query<EnsureQuery>, mut payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn ensure_file(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<EnsureQuery>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     let q = query.into_inner();
     let env = check_env(q.python_version, q.platform)?;
@@ -175,14 +255,21 @@ async fn ensure_file(state: web::Data<AppState>, req: HttpRequest, query: web::Q
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
         if body.len() + chunk.len() > MAX_ENSURE_BYTES {
-            return Err(ApiError::PayloadTooLarge(format!("ensure files are limited to {MAX_ENSURE_BYTES} bytes")));
+            return Err(ApiError::PayloadTooLarge(format!(
+                "ensure files are limited to {MAX_ENSURE_BYTES} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the ensure file is not UTF-8".into()))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the ensure file is not UTF-8".into()))?;
     let entries = ensure::parse(text).map_err(ApiError::BadRequest)?;
     let u = Rc::new(ServerUniverse::new(&state));
-    let streaming = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/x-ndjson"));
+    let streaming = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/x-ndjson"));
     let total = entries.len();
     let results = futures::stream::iter(entries)
         .map(move |e| {
@@ -197,9 +284,21 @@ async fn ensure_file(state: web::Data<AppState>, req: HttpRequest, query: web::Q
         });
     if streaming {
         // `{"entries": N}`, `{"items": […]}` per entry as it finishes, then `{"summary": …}`.
-        let head = futures::stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(format!("{}\n", serde_json::json!({"entries": total})))) });
-        let lines = results.map(|items| Ok(Bytes::from(format!("{}\n", serde_json::json!({"items": items})))));
-        return Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(summary_after(head.chain(lines))));
+        let head = futures::stream::once(async move {
+            Ok::<_, actix_web::Error>(Bytes::from(format!(
+                "{}\n",
+                serde_json::json!({"entries": total})
+            )))
+        });
+        let lines = results.map(|items| {
+            Ok(Bytes::from(format!(
+                "{}\n",
+                serde_json::json!({"items": items})
+            )))
+        });
+        return Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .streaming(summary_after(head.chain(lines))));
     }
     let items: Vec<Item> = results.flat_map(futures::stream::iter).collect().await;
     let summary = ensure::summarize(&items);
@@ -225,13 +324,19 @@ fn summary_after(
     })
     .chain(futures::stream::once(async move {
         let s = ensure::summarize(&items.borrow());
-        Ok(Bytes::from(format!("{}\n", serde_json::json!({"summary": s}))))
+        Ok(Bytes::from(format!(
+            "{}\n",
+            serde_json::json!({"summary": s})
+        )))
     }))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/artifacts/{sha256}/dependencies", web::get().to(dependencies))
-        .route("/api/v1/ensure", web::post().to(ensure_file));
+    cfg.route(
+        "/api/v1/artifacts/{sha256}/dependencies",
+        web::get().to(dependencies),
+    )
+    .route("/api/v1/ensure", web::post().to(ensure_file));
 }
 
 #[cfg(test)]
@@ -240,12 +345,39 @@ mod tests {
 
     #[test]
     fn python_versions_are_normalised_and_bounded() {
-        for (given, want) in [("3.1", "3.1"), ("3.01", "3.1"), ("3.001", "3.1"), ("3.12", "3.12"), ("3.12.0", "3.12.0"), ("2.7", "2.7")] {
-            assert_eq!(normalize_python_version(given).as_deref(), Some(want), "{given}");
+        for (given, want) in [
+            ("3.1", "3.1"),
+            ("3.01", "3.1"),
+            ("3.001", "3.1"),
+            ("3.12", "3.12"),
+            ("3.12.0", "3.12.0"),
+            ("2.7", "2.7"),
+        ] {
+            assert_eq!(
+                normalize_python_version(given).as_deref(),
+                Some(want),
+                "{given}"
+            );
         }
-        for bad in ["3", "4.0", "1.5", "3.100", "3.12.1.1", "3.x", "", "3..1", "03.9999999999999999999"] {
+        for bad in [
+            "3",
+            "4.0",
+            "1.5",
+            "3.100",
+            "3.12.1.1",
+            "3.x",
+            "",
+            "3..1",
+            "03.9999999999999999999",
+        ] {
             assert_eq!(normalize_python_version(bad), None, "{bad}");
         }
-        assert!(check_env(Some("3.01".into()), None).unwrap().python_version.as_deref() == Some("3.1"));
+        assert!(
+            check_env(Some("3.01".into()), None)
+                .unwrap()
+                .python_version
+                .as_deref()
+                == Some("3.1")
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct EnsureArgs {
 mod tests {
     #[test]
     fn server_text_cannot_drive_the_terminal() {
-        assert_eq!(super::printable("ok \u{1b}[2Jcleared\tx"), "ok ?[2Jcleared?x");
+        assert_eq!(
+            super::printable("ok \u{1b}[2Jcleared\tx"),
+            "ok ?[2Jcleared?x"
+        );
     }
 }
 
@@ -38,7 +41,9 @@ struct Line {
 
 /// Text from the server with control characters (terminal escapes) replaced.
 fn printable(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
 }
 
 /// 0 = everything cached or fetched, 1 = something failed, 2 = the request itself failed.
@@ -63,8 +68,12 @@ pub fn run(args: EnsureArgs) -> u8 {
         if !query.is_empty() {
             url = format!("{url}?{}", query.join("&"));
         }
-        let client = awc::Client::builder().timeout(Duration::from_secs(3600)).finish();
-        let mut request = client.post(&url).insert_header((header::ACCEPT, "application/x-ndjson"));
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(3600))
+            .finish();
+        let mut request = client
+            .post(&url)
+            .insert_header((header::ACCEPT, "application/x-ndjson"));
         if let Some(t) = &args.token {
             request = request.insert_header((header::AUTHORIZATION, format!("Bearer {t}")));
         }
@@ -77,14 +86,20 @@ pub fn run(args: EnsureArgs) -> u8 {
         };
         if !res.status().is_success() {
             let text = res.body().limit(1 << 20).await.unwrap_or_default();
-            eprintln!("orchard ensure: HTTP {}: {}", res.status().as_u16(), printable(String::from_utf8_lossy(&text).trim()));
+            eprintln!(
+                "orchard ensure: HTTP {}: {}",
+                res.status().as_u16(),
+                printable(String::from_utf8_lossy(&text).trim())
+            );
             return 2;
         }
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} entries {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {pos}/{len} entries {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         let mut buf: Vec<u8> = Vec::new();
         let mut summary = None;
@@ -101,14 +116,20 @@ pub fn run(args: EnsureArgs) -> u8 {
             buf.extend_from_slice(&chunk);
             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
-                let Ok(line) = serde_json::from_slice::<Line>(&line) else { continue };
+                let Ok(line) = serde_json::from_slice::<Line>(&line) else {
+                    continue;
+                };
                 if let Some(n) = line.entries {
                     bar.set_length(n);
                 }
                 if let Some(items) = line.items {
                     bar.inc(1);
                     if let Some(first) = items.first() {
-                        bar.set_message(printable(&format!("{} {}", first.name, first.version.clone().unwrap_or_default())));
+                        bar.set_message(printable(&format!(
+                            "{} {}",
+                            first.name,
+                            first.version.clone().unwrap_or_default()
+                        )));
                     }
                     failures.extend(items.into_iter().filter(|i| i.status == "failed"));
                 }
@@ -124,14 +145,20 @@ pub fn run(args: EnsureArgs) -> u8 {
                 f.protocol,
                 f.name,
                 f.version.clone().unwrap_or_default(),
-                f.file.as_ref().map(|x| format!(" ({x})")).unwrap_or_default(),
+                f.file
+                    .as_ref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default(),
                 f.reason.clone().unwrap_or_default()
             );
             eprintln!("{}", printable(&line));
         }
         match summary {
             Some(s) => {
-                println!("ensure: {} files: {} cached, {} fetched, {} failed", s.total, s.cached, s.fetched, s.failed);
+                println!(
+                    "ensure: {} files: {} cached, {} fetched, {} failed",
+                    s.total, s.cached, s.fetched, s.failed
+                );
                 u8::from(s.failed > 0)
             }
             None => {

@@ -75,7 +75,10 @@ pub struct Summary {
 }
 
 pub fn summarize(items: &[Item]) -> Summary {
-    let mut s = Summary { total: items.len(), ..Default::default() };
+    let mut s = Summary {
+        total: items.len(),
+        ..Default::default()
+    };
     for i in items {
         match i.status.as_str() {
             "cached" => s.cached += 1,
@@ -99,16 +102,28 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
 /// Names, versions and file names as the protocols allow them (no `?`, `#`, `%`,
 /// spaces or path tricks), so that they cannot change the request they end up in.
 fn check(e: &Entry) -> Result<(), String> {
-    let ok = |s: &str, extra: &str| !s.is_empty() && s.len() <= 214 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c));
+    let ok = |s: &str, extra: &str| {
+        !s.is_empty()
+            && s.len() <= 214
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
+    };
     let name_ok = match e.protocol.as_str() {
-        "npm" => ok(e.name.trim_start_matches('@'), "/") && e.name.matches('/').count() <= 1 && !e.name.contains(".."),
+        "npm" => {
+            ok(e.name.trim_start_matches('@'), "/")
+                && e.name.matches('/').count() <= 1
+                && !e.name.contains("..")
+        }
         "maven" => ok(&e.name, ":") && e.name.matches(':').count() == 1,
         _ => ok(&e.name, ""),
     };
     if !name_ok || e.name.starts_with('.') {
         return Err("invalid package name".into());
     }
-    for v in [&e.version, &e.file, &e.packaging, &e.classifier].into_iter().flatten() {
+    for v in [&e.version, &e.file, &e.packaging, &e.classifier]
+        .into_iter()
+        .flatten()
+    {
         if !ok(v, "+!") || v.contains("..") {
             return Err(format!("invalid value {v:?}"));
         }
@@ -124,9 +139,16 @@ fn parse_any(text: &str) -> Result<Vec<Entry>, String> {
     if t.starts_with("- ") || t.starts_with("entries:") || t.starts_with("---") {
         return parse_yaml(text);
     }
-    let meaningful: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let meaningful: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
     if !meaningful.is_empty() && meaningful.iter().all(|l| is_maven_coordinate(l)) {
-        return meaningful.iter().map(|l| parse_maven_coordinate(l)).collect();
+        return meaningful
+            .iter()
+            .map(|l| parse_maven_coordinate(l))
+            .collect();
     }
     parse_requirements(text)
 }
@@ -144,7 +166,11 @@ fn parse_yaml(text: &str) -> Result<Vec<Entry>, String> {
     };
     for (i, e) in entries.iter().enumerate() {
         if !matches!(e.protocol.as_str(), "pypi" | "npm" | "maven") {
-            return Err(format!("entry {}: protocol {:?} is not pypi, npm or maven", i + 1, e.protocol));
+            return Err(format!(
+                "entry {}: protocol {:?} is not pypi, npm or maven",
+                i + 1,
+                e.protocol
+            ));
         }
         if e.name.is_empty() {
             return Err(format!("entry {}: name is empty", i + 1));
@@ -156,7 +182,11 @@ fn parse_yaml(text: &str) -> Result<Vec<Entry>, String> {
 fn is_maven_coordinate(line: &str) -> bool {
     let parts: Vec<&str> = line.split(':').collect();
     (3..=5).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
 }
 
 fn parse_maven_coordinate(line: &str) -> Result<Entry, String> {
@@ -193,7 +223,11 @@ pub fn parse_requirements(text: &str) -> Result<Vec<Entry>, String> {
             continue;
         }
         if line.starts_with('-') {
-            return Err(format!("line {}: option {:?} is not supported in ensure files", n + 1, line.split_whitespace().next().unwrap_or("")));
+            return Err(format!(
+                "line {}: option {:?} is not supported in ensure files",
+                n + 1,
+                line.split_whitespace().next().unwrap_or("")
+            ));
         }
         let mut hashes = Vec::new();
         let mut spec = Vec::new();
@@ -206,9 +240,14 @@ pub fn parse_requirements(text: &str) -> Result<Vec<Entry>, String> {
         }
         let spec = spec.join(" ");
         use std::str::FromStr;
-        let req = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(&spec).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let req = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(&spec)
+            .map_err(|e| format!("line {}: {e}", n + 1))?;
         let mut e = Entry::new("pypi", &super::pypi::normalize(req.name.as_ref()));
-        let specifier = req.version_or_url.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let specifier = req
+            .version_or_url
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         match specifier.strip_prefix("==") {
             Some(v) if !v.contains([',', '*']) => e.version = Some(v.trim().to_string()),
             _ => e.constraint = Some(specifier),
@@ -221,22 +260,41 @@ pub fn parse_requirements(text: &str) -> Result<Vec<Entry>, String> {
 
 /// npm `package-lock.json` v2/v3: every `packages` entry with a registry tarball.
 pub fn parse_package_lock(text: &str) -> Result<Vec<Entry>, String> {
-    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("package-lock.json: {e}"))?;
-    let version = doc["lockfileVersion"].as_u64().ok_or("package-lock.json has no lockfileVersion")?;
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("package-lock.json: {e}"))?;
+    let version = doc["lockfileVersion"]
+        .as_u64()
+        .ok_or("package-lock.json has no lockfileVersion")?;
     if version < 2 {
-        return Err(format!("package-lock.json v{version}: only lockfileVersion 2 and 3 are supported"));
+        return Err(format!(
+            "package-lock.json v{version}: only lockfileVersion 2 and 3 are supported"
+        ));
     }
-    let packages = doc["packages"].as_object().ok_or("package-lock.json has no packages")?;
+    let packages = doc["packages"]
+        .as_object()
+        .ok_or("package-lock.json has no packages")?;
     let mut out = Vec::new();
     for (key, p) in packages {
         // Only installed packages: not the root, workspace folders, links or bundled copies.
-        if !key.contains("node_modules/") || p["link"].as_bool() == Some(true) || p["inBundle"].as_bool() == Some(true) {
+        if !key.contains("node_modules/")
+            || p["link"].as_bool() == Some(true)
+            || p["inBundle"].as_bool() == Some(true)
+        {
             continue;
         }
-        let Some(version) = p["version"].as_str() else { continue };
-        let name = p["name"].as_str().map(str::to_string).unwrap_or_else(|| key.rsplit("node_modules/").next().unwrap_or(key).to_string());
+        let Some(version) = p["version"].as_str() else {
+            continue;
+        };
+        let name = p["name"].as_str().map(str::to_string).unwrap_or_else(|| {
+            key.rsplit("node_modules/")
+                .next()
+                .unwrap_or(key)
+                .to_string()
+        });
         let file = match p["resolved"].as_str() {
-            Some(r) if r.starts_with("http") && r.ends_with(".tgz") => r.rsplit('/').next().unwrap_or("").to_string(),
+            Some(r) if r.starts_with("http") && r.ends_with(".tgz") => {
+                r.rsplit('/').next().unwrap_or("").to_string()
+            }
             Some(_) => continue, // git, file: and other non-registry dependencies
             // Lockfiles written with omit-lockfile-registry-resolved: the registry's naming.
             None => format!("{}-{version}.tgz", name.rsplit('/').next().unwrap_or(&name)),
@@ -259,20 +317,30 @@ fn digest_ok(hashes: &[String], sha256: &str, sha512: &[u8]) -> Result<(), Strin
     if hashes.is_empty() {
         return Ok(());
     }
-    let sri512 = format!("sha512-{}", base64::engine::general_purpose::STANDARD.encode(sha512));
+    let sri512 = format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha512)
+    );
     let ok = hashes.iter().any(|h| {
-        h.eq_ignore_ascii_case(&format!("sha256:{sha256}")) || *h == sri512 || h.eq_ignore_ascii_case(&format!("sha512:{}", hex::encode(sha512)))
+        h.eq_ignore_ascii_case(&format!("sha256:{sha256}"))
+            || *h == sri512
+            || h.eq_ignore_ascii_case(&format!("sha512:{}", hex::encode(sha512)))
     });
     // Older lockfiles carry sha1 (or sha384) integrity only: not checked here, since
     // Orchard itself verified the tarball against the registry's own digests on ingest.
-    let only_unchecked = hashes.iter().all(|h| h.starts_with("sha1-") || h.starts_with("sha384-"));
+    let only_unchecked = hashes
+        .iter()
+        .all(|h| h.starts_with("sha1-") || h.starts_with("sha384-"));
     if !ok && only_unchecked {
         return Ok(());
     }
     if ok {
         Ok(())
     } else {
-        Err(format!("hash mismatch: served sha256 {sha256} matches none of the {} declared", hashes.len()))
+        Err(format!(
+            "hash mismatch: served sha256 {sha256} matches none of the {} declared",
+            hashes.len()
+        ))
     }
 }
 
@@ -283,29 +351,49 @@ async fn version_of(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<
     }
     let constraint = e.constraint.as_deref().unwrap_or("");
     let candidates = u.versions(&e.protocol, &e.name).await?;
-    select(&e.protocol, constraint, &candidates, env)?.ok_or_else(|| format!("no version of {} satisfies {constraint:?}", e.name))
+    select(&e.protocol, constraint, &candidates, env)?
+        .ok_or_else(|| format!("no version of {} satisfies {constraint:?}", e.name))
 }
 
 /// The files one entry stands for, as Orchard paths (with their declared digests).
-async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<(String, Vec<(String, String)>), String> {
+async fn plan(
+    u: &ServerUniverse,
+    e: &Entry,
+    env: &Environment,
+) -> Result<(String, Vec<(String, String)>), String> {
     match e.protocol.as_str() {
         "pypi" => {
-            let page = u.pypi_page(&e.name).await?.ok_or_else(|| format!("{} not found in any PyPI source", e.name))?;
+            let page = u
+                .pypi_page(&e.name)
+                .await?
+                .ok_or_else(|| format!("{} not found in any PyPI source", e.name))?;
             let version = version_of(u, e, env).await?;
             let files: Vec<(String, String)> = if e.hashes.is_empty() {
-                let f = ServerUniverse::pick_file(&page.files, &version).ok_or_else(|| format!("{} {version} has no files", e.name))?;
+                let f = ServerUniverse::pick_file(&page.files, &version)
+                    .ok_or_else(|| format!("{} {version} has no files", e.name))?;
                 vec![(u.pypi_file_path(&e.name, &f.url)?, f.filename.clone())]
             } else {
                 // pip's rule: the files whose digest is allowed.
-                let wanted: Vec<String> = e.hashes.iter().filter_map(|h| h.strip_prefix("sha256:")).map(str::to_ascii_lowercase).collect();
+                let wanted: Vec<String> = e
+                    .hashes
+                    .iter()
+                    .filter_map(|h| h.strip_prefix("sha256:"))
+                    .map(str::to_ascii_lowercase)
+                    .collect();
                 let mut out = Vec::new();
                 for f in &page.files {
-                    if f.hashes.get("sha256").is_some_and(|h| wanted.contains(&h.to_ascii_lowercase())) {
+                    if f.hashes
+                        .get("sha256")
+                        .is_some_and(|h| wanted.contains(&h.to_ascii_lowercase()))
+                    {
                         out.push((u.pypi_file_path(&e.name, &f.url)?, f.filename.clone()));
                     }
                 }
                 if out.is_empty() {
-                    return Err(format!("no file of {} {version} has one of the given sha256 hashes", e.name));
+                    return Err(format!(
+                        "no file of {} {version} has one of the given sha256 hashes",
+                        e.name
+                    ));
                 }
                 out
             };
@@ -316,7 +404,10 @@ async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<(Strin
             let file = match &e.file {
                 Some(f) => f.clone(),
                 None => {
-                    let doc = u.packument(&e.name).await?.ok_or_else(|| format!("{} not found in any npm source", e.name))?;
+                    let doc = u
+                        .packument(&e.name)
+                        .await?
+                        .ok_or_else(|| format!("{} not found in any npm source", e.name))?;
                     doc["versions"][&version]["dist"]["tarball"]
                         .as_str()
                         .and_then(|t| t.rsplit('/').next())
@@ -329,13 +420,20 @@ async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<(Strin
         }
         "maven" => {
             let version = e.version.clone().ok_or("Maven entries need a version")?;
-            let (group, artifact) = e.name.split_once(':').ok_or_else(|| format!("{:?} is not group:artifact", e.name))?;
+            let (group, artifact) = e
+                .name
+                .split_once(':')
+                .ok_or_else(|| format!("{:?} is not group:artifact", e.name))?;
             let dir = format!("/maven/{}/{artifact}/{version}", group.replace('.', "/"));
             let pom = format!("{artifact}-{version}.pom");
             let mut files = vec![(format!("{dir}/{pom}"), pom)];
             let packaging = e.packaging.clone().unwrap_or_else(|| "jar".into());
             if packaging != "pom" {
-                let ext = if matches!(packaging.as_str(), "bundle" | "maven-plugin") { "jar".to_string() } else { packaging };
+                let ext = if matches!(packaging.as_str(), "bundle" | "maven-plugin") {
+                    "jar".to_string()
+                } else {
+                    packaging
+                };
                 let file = match &e.classifier {
                     Some(c) => format!("{artifact}-{version}-{c}.{ext}"),
                     None => format!("{artifact}-{version}.{ext}"),
@@ -374,7 +472,11 @@ pub async fn run_entry(u: &ServerUniverse, e: &Entry, env: &Environment) -> Vec<
             items.push(failed(reason, Some(version.clone()), Some(file)));
             continue;
         }
-        let status = if fetched.cache == "hit" { "cached" } else { "fetched" };
+        let status = if fetched.cache == "hit" {
+            "cached"
+        } else {
+            "fetched"
+        };
         items.push(Item {
             protocol: e.protocol.clone(),
             name: e.name.clone(),
@@ -397,10 +499,25 @@ mod tests {
         let text = "# generated\nrequests==2.34.2 \\\n    --hash=sha256:aaa \\\n    --hash=sha256:bbb\nsix>=1.10,<2  # comment\nFlask[async]==3.1.3\n\n";
         let e = parse(text).unwrap();
         assert_eq!(e.len(), 3);
-        assert_eq!((e[0].name.as_str(), e[0].version.as_deref(), e[0].hashes.len()), ("requests", Some("2.34.2"), 2));
-        assert_eq!((e[1].version.as_deref(), e[1].constraint.as_deref()), (None, Some(">=1.10, <2")));
-        assert_eq!((e[2].name.as_str(), e[2].version.as_deref()), ("flask", Some("3.1.3")));
-        assert!(parse("-i https://upstream.example/simple/\nsix\n").unwrap_err().contains("-i"));
+        assert_eq!(
+            (
+                e[0].name.as_str(),
+                e[0].version.as_deref(),
+                e[0].hashes.len()
+            ),
+            ("requests", Some("2.34.2"), 2)
+        );
+        assert_eq!(
+            (e[1].version.as_deref(), e[1].constraint.as_deref()),
+            (None, Some(">=1.10, <2"))
+        );
+        assert_eq!(
+            (e[2].name.as_str(), e[2].version.as_deref()),
+            ("flask", Some("3.1.3"))
+        );
+        assert!(parse("-i https://upstream.example/simple/\nsix\n")
+            .unwrap_err()
+            .contains("-i"));
         assert!(parse("six==[bad\n").is_err());
     }
 
@@ -414,39 +531,79 @@ mod tests {
             "node_modules/git-dep":{"version":"1.0.0","resolved":"git+ssh://git@upstream.example/x.git#abc"},
             "node_modules/@scope/no-resolved":{"version":"1.2.3"}}}"#;
         let e = parse(lock).unwrap();
-        let got: Vec<(&str, &str, &str)> = e.iter().map(|e| (e.name.as_str(), e.version.as_deref().unwrap(), e.file.as_deref().unwrap())).collect();
+        let got: Vec<(&str, &str, &str)> = e
+            .iter()
+            .map(|e| {
+                (
+                    e.name.as_str(),
+                    e.version.as_deref().unwrap(),
+                    e.file.as_deref().unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(
             got,
-            [("@scope/no-resolved", "1.2.3", "no-resolved-1.2.3.tgz"), ("@types/ms", "0.7.34", "ms-0.7.34.tgz"), ("ms", "2.0.0", "ms-2.0.0.tgz"), ("ms", "2.1.3", "ms-2.1.3.tgz")]
+            [
+                ("@scope/no-resolved", "1.2.3", "no-resolved-1.2.3.tgz"),
+                ("@types/ms", "0.7.34", "ms-0.7.34.tgz"),
+                ("ms", "2.0.0", "ms-2.0.0.tgz"),
+                ("ms", "2.1.3", "ms-2.1.3.tgz")
+            ]
         );
-        assert!(parse(r#"{"lockfileVersion":1,"dependencies":{}}"#).unwrap_err().contains("lockfileVersion 2 and 3"));
+        assert!(parse(r#"{"lockfileVersion":1,"dependencies":{}}"#)
+            .unwrap_err()
+            .contains("lockfileVersion 2 and 3"));
 
         let y = parse("- {protocol: npm, name: ms, constraint: ^2.0.0}\n- {protocol: pypi, name: six, version: '1.16.0'}\n").unwrap();
-        assert_eq!((y[0].constraint.as_deref(), y[1].version.as_deref()), (Some("^2.0.0"), Some("1.16.0")));
-        assert!(parse("- {protocol: cargo, name: x}\n").unwrap_err().contains("cargo"));
+        assert_eq!(
+            (y[0].constraint.as_deref(), y[1].version.as_deref()),
+            (Some("^2.0.0"), Some("1.16.0"))
+        );
+        assert!(parse("- {protocol: cargo, name: x}\n")
+            .unwrap_err()
+            .contains("cargo"));
         for bad in ["ms?x", "ms#x", "../x", "a b", "%2e%2e", "@a/b/c"] {
             let doc = format!("- {{protocol: npm, name: '{bad}', version: '1.0.0'}}\n");
-            assert!(parse(&doc).unwrap_err().contains("invalid package name"), "{bad}");
+            assert!(
+                parse(&doc).unwrap_err().contains("invalid package name"),
+                "{bad}"
+            );
         }
-        assert!(parse("- {protocol: npm, name: ms, version: '1.0.0?x'}\n").unwrap_err().contains("invalid value"));
+        assert!(parse("- {protocol: npm, name: ms, version: '1.0.0?x'}\n")
+            .unwrap_err()
+            .contains("invalid value"));
         assert!(parse("- {protocol: maven, name: 'a:b', version: '../1'}\n").is_err());
         let ws = r#"{"lockfileVersion":3,"packages":{"":{},"packages/a":{"name":"a","version":"1.0.0"},"node_modules/a":{"link":true,"resolved":"packages/a"}}}"#;
-        assert!(parse(ws).unwrap().is_empty(), "workspace folders and links are not registry packages");
+        assert!(
+            parse(ws).unwrap().is_empty(),
+            "workspace folders and links are not registry packages"
+        );
 
         let m = parse("com.google.guava:guava:33.0.0-jre\norg.slf4j:slf4j-api:2.0.9:jar\ncom.acme:bom:1:pom\n").unwrap();
-        assert_eq!((m[0].name.as_str(), m[0].version.as_deref()), ("com.google.guava:guava", Some("33.0.0-jre")));
+        assert_eq!(
+            (m[0].name.as_str(), m[0].version.as_deref()),
+            ("com.google.guava:guava", Some("33.0.0-jre"))
+        );
         assert_eq!(m[2].packaging.as_deref(), Some("pom"));
     }
 
     #[test]
     fn digests() {
         let sha512 = [7u8; 64];
-        let sri = format!("sha512-{}", base64::engine::general_purpose::STANDARD.encode(sha512));
+        let sri = format!(
+            "sha512-{}",
+            base64::engine::general_purpose::STANDARD.encode(sha512)
+        );
         assert!(digest_ok(&[], "x", &sha512).is_ok());
         assert!(digest_ok(&[sri], "x", &sha512).is_ok());
         assert!(digest_ok(&["sha256:ABC".into()], "abc", &sha512).is_ok());
-        assert!(digest_ok(&["sha256:abd".into()], "abc", &sha512).unwrap_err().contains("mismatch"));
-        assert!(digest_ok(&["sha1-AAAA".into()], "abc", &sha512).is_ok(), "sha1-only integrity is not a mismatch");
+        assert!(digest_ok(&["sha256:abd".into()], "abc", &sha512)
+            .unwrap_err()
+            .contains("mismatch"));
+        assert!(
+            digest_ok(&["sha1-AAAA".into()], "abc", &sha512).is_ok(),
+            "sha1-only integrity is not a mismatch"
+        );
         assert!(digest_ok(&["sha1-AAAA".into(), "sha512-BBBB".into()], "abc", &sha512).is_err());
     }
 }

@@ -43,7 +43,9 @@ impl Local {
         };
         Local {
             base: format!("http://{host}:{}", addr.port()),
-            client: awc::Client::builder().timeout(Duration::from_secs(900)).finish(),
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(900))
+                .finish(),
             max_document: state.config.max_index_bytes,
         }
     }
@@ -57,7 +59,8 @@ pub const PARENT_POM_HEADER: &str = "x-orchard-parent-pom";
 impl Local {
     /// GET a parent or imported POM for an extraction.
     pub async fn parent_pom(&self, path: &str) -> Result<(u16, Bytes), String> {
-        self.get_document(path, "*/*", Some((PARENT_POM_HEADER, "1"))).await
+        self.get_document(path, "*/*", Some((PARENT_POM_HEADER, "1")))
+            .await
     }
 
     /// GET a document (page, packument, POM) into memory.
@@ -65,23 +68,39 @@ impl Local {
         self.get_document(path, accept, None).await
     }
 
-    async fn get_document(&self, path: &str, accept: &str, extra: Option<(&str, &str)>) -> Result<(u16, Bytes), String> {
-        let mut req = self.client.get(format!("{}{path}", self.base)).insert_header((header::ACCEPT, accept));
+    async fn get_document(
+        &self,
+        path: &str,
+        accept: &str,
+        extra: Option<(&str, &str)>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut req = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .insert_header((header::ACCEPT, accept));
         if let Some(h) = extra {
             req = req.insert_header(h);
         }
-        let mut res = req
-            .send()
+        let mut res = req.send().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let status = res.status().as_u16();
+        let body = res
+            .body()
+            .limit(self.max_document)
             .await
             .map_err(|e| format!("GET {path}: {e}"))?;
-        let status = res.status().as_u16();
-        let body = res.body().limit(self.max_document).await.map_err(|e| format!("GET {path}: {e}"))?;
         Ok((status, body))
     }
 
     /// GET an artifact and stream it through, hashing it (the bytes are not kept).
     pub async fn fetch(&self, path: &str) -> Fetched {
-        let mut out = Fetched { status: 0, cache: String::new(), sha256: String::new(), sha512: vec![], size: 0, error: None };
+        let mut out = Fetched {
+            status: 0,
+            cache: String::new(),
+            sha256: String::new(),
+            sha512: vec![],
+            size: 0,
+            error: None,
+        };
         let mut res = match self.client.get(format!("{}{path}", self.base)).send().await {
             Ok(r) => r,
             Err(e) => {
@@ -90,10 +109,19 @@ impl Local {
             }
         };
         out.status = res.status().as_u16();
-        out.cache = res.headers().get("x-orchard-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        out.cache = res
+            .headers()
+            .get("x-orchard-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         if out.status != 200 {
             let body = res.body().limit(64 * 1024).await.unwrap_or_default();
-            out.error = Some(format!("{} {}", out.status, String::from_utf8_lossy(&body).trim()));
+            out.error = Some(format!(
+                "{} {}",
+                out.status,
+                String::from_utf8_lossy(&body).trim()
+            ));
             return out;
         }
         let (mut h256, mut h512) = (Sha256::new(), Sha512::new());

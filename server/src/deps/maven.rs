@@ -23,7 +23,14 @@ pub struct Gav {
 
 impl Gav {
     pub fn pom_path(&self) -> String {
-        format!("{}/{}/{}/{}-{}.pom", self.group.replace('.', "/"), self.artifact, self.version, self.artifact, self.version)
+        format!(
+            "{}/{}/{}/{}-{}.pom",
+            self.group.replace('.', "/"),
+            self.artifact,
+            self.version,
+            self.artifact,
+            self.version
+        )
     }
 }
 
@@ -62,11 +69,15 @@ pub struct Pom {
 }
 
 fn child<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<roxmltree::Node<'a, 'a>> {
-    node.children().find(|c| c.is_element() && c.tag_name().name() == name)
+    node.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
 }
 
 fn text(node: roxmltree::Node, name: &str) -> Option<String> {
-    child(node, name).and_then(|c| c.text()).map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+    child(node, name)
+        .and_then(|c| c.text())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 fn decls(node: Option<roxmltree::Node>) -> Vec<DepDecl> {
@@ -99,7 +110,10 @@ pub fn parse_pom(xml: &str) -> Result<Pom, String> {
     let mut properties = BTreeMap::new();
     if let Some(props) = child(project, "properties") {
         for p in props.children().filter(|c| c.is_element()) {
-            properties.insert(p.tag_name().name().to_string(), p.text().unwrap_or("").trim().to_string());
+            properties.insert(
+                p.tag_name().name().to_string(),
+                p.text().unwrap_or("").trim().to_string(),
+            );
         }
     }
     Ok(Pom {
@@ -108,7 +122,9 @@ pub fn parse_pom(xml: &str) -> Result<Pom, String> {
         version: text(project, "version"),
         parent,
         properties,
-        managed: decls(child(project, "dependencyManagement").and_then(|m| child(m, "dependencies"))),
+        managed: decls(
+            child(project, "dependencyManagement").and_then(|m| child(m, "dependencies")),
+        ),
         dependencies: decls(child(project, "dependencies")),
     })
 }
@@ -237,22 +253,36 @@ fn raw<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFuture<'a, Re
         let pom = parse_pom(&xml)?;
         let parent = match &pom.parent {
             Some(gav) => {
-                let text = ctx
-                    .load(gav)
-                    .await?
-                    .ok_or_else(|| format!("parent POM {}:{}:{} not found", gav.group, gav.artifact, gav.version))?;
+                let text = ctx.load(gav).await?.ok_or_else(|| {
+                    format!(
+                        "parent POM {}:{}:{} not found",
+                        gav.group, gav.artifact, gav.version
+                    )
+                })?;
                 Some(raw(text, ctx, depth + 1).await?)
             }
             None => None,
         };
-        let group = pom.group.clone().or_else(|| pom.parent.as_ref().map(|p| p.group.clone())).unwrap_or_default();
-        let version = pom.version.clone().or_else(|| pom.parent.as_ref().map(|p| p.version.clone())).unwrap_or_default();
+        let group = pom
+            .group
+            .clone()
+            .or_else(|| pom.parent.as_ref().map(|p| p.group.clone()))
+            .unwrap_or_default();
+        let version = pom
+            .version
+            .clone()
+            .or_else(|| pom.parent.as_ref().map(|p| p.version.clone()))
+            .unwrap_or_default();
         let (mut properties, mut managed, mut dependencies) = match parent {
             Some(p) => (p.properties, p.managed, p.dependencies),
             None => Default::default(),
         };
         properties.extend(pom.properties.clone());
-        for (k, v) in [("project.groupId", &group), ("project.artifactId", &pom.artifact), ("project.version", &version)] {
+        for (k, v) in [
+            ("project.groupId", &group),
+            ("project.artifactId", &pom.artifact),
+            ("project.version", &version),
+        ] {
             properties.insert(k.to_string(), v.to_string());
             properties.insert(k.replace("project.", "pom."), v.to_string());
         }
@@ -263,7 +293,14 @@ fn raw<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFuture<'a, Re
         }
         managed.extend(pom.managed);
         dependencies.extend(pom.dependencies);
-        Ok(Raw { group, artifact: pom.artifact, version, properties, managed, dependencies })
+        Ok(Raw {
+            group,
+            artifact: pom.artifact,
+            version,
+            properties,
+            managed,
+            dependencies,
+        })
     })
 }
 
@@ -271,15 +308,28 @@ fn raw<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFuture<'a, Re
 /// final properties, `import`-scoped BOMs' own effective management added), loading
 /// parents and BOMs through `loader`.
 pub async fn effective(xml: String, loader: &dyn PomLoader) -> Result<Effective, String> {
-    let ctx = Ctx { loader, texts: Default::default(), boms: Default::default(), active: Default::default() };
+    let ctx = Ctx {
+        loader,
+        texts: Default::default(),
+        boms: Default::default(),
+        active: Default::default(),
+    };
     effective_in(xml, &ctx, 0).await
 }
 
-fn effective_in<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFuture<'a, Result<Effective, String>> {
+fn effective_in<'a>(
+    xml: String,
+    ctx: &'a Ctx<'a>,
+    depth: usize,
+) -> LocalBoxFuture<'a, Result<Effective, String>> {
     Box::pin(async move {
         let r = raw(xml, ctx, depth).await?;
         let props = r.properties;
-        let gav = Gav { group: interpolate(&r.group, &props)?, artifact: r.artifact.clone(), version: interpolate(&r.version, &props)? };
+        let gav = Gav {
+            group: interpolate(&r.group, &props)?,
+            artifact: r.artifact.clone(),
+            version: interpolate(&r.version, &props)?,
+        };
         let mut managed: BTreeMap<String, DepDecl> = BTreeMap::new();
         let mut imports = Vec::new();
         for d in &r.managed {
@@ -292,18 +342,26 @@ fn effective_in<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFutu
         }
         // Explicit entries win over imported ones; earlier imports over later ones.
         for bom in imports {
-            let Some(v) = bom.version.clone() else { continue };
-            let bgav = Gav { group: bom.group.clone(), artifact: bom.artifact.clone(), version: v };
+            let Some(v) = bom.version.clone() else {
+                continue;
+            };
+            let bgav = Gav {
+                group: bom.group.clone(),
+                artifact: bom.artifact.clone(),
+                version: v,
+            };
             let key = format!("{}:{}:{}", bgav.group, bgav.artifact, bgav.version);
             let memo = ctx.boms.borrow().get(&key).cloned();
             let entries = match memo {
                 Some(m) => m,
                 None if ctx.active.borrow().contains(&key) => continue, // imports itself
                 None => {
-                    let text = ctx
-                        .load(&bgav)
-                        .await?
-                        .ok_or_else(|| format!("imported BOM {}:{}:{} not found", bgav.group, bgav.artifact, bgav.version))?;
+                    let text = ctx.load(&bgav).await?.ok_or_else(|| {
+                        format!(
+                            "imported BOM {}:{}:{} not found",
+                            bgav.group, bgav.artifact, bgav.version
+                        )
+                    })?;
                     ctx.active.borrow_mut().insert(key.clone());
                     let b = effective_in(text, ctx, depth + 1).await;
                     ctx.active.borrow_mut().remove(&key);
@@ -341,7 +399,11 @@ fn effective_in<'a>(xml: String, ctx: &'a Ctx<'a>, depth: usize) -> LocalBoxFutu
                 }
             }
         }
-        Ok(Effective { gav, managed, dependencies })
+        Ok(Effective {
+            gav,
+            managed,
+            dependencies,
+        })
     })
 }
 
@@ -388,7 +450,12 @@ mod tests {
     struct Map(HashMap<String, String>);
     impl PomLoader for Map {
         fn load<'a>(&'a self, gav: &'a Gav) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
-            Box::pin(async move { Ok(self.0.get(&format!("{}:{}:{}", gav.group, gav.artifact, gav.version)).cloned()) })
+            Box::pin(async move {
+                Ok(self
+                    .0
+                    .get(&format!("{}:{}:{}", gav.group, gav.artifact, gav.version))
+                    .cloned())
+            })
         }
     }
 
@@ -421,8 +488,18 @@ mod tests {
         ]));
         let e = extract_pom(child.to_string(), &loader).await.unwrap();
         assert_eq!((e.name.as_str(), e.version.as_str()), ("org.acme:app", "2"));
-        let rows: Vec<(&str, &str, &str, bool)> =
-            e.dependencies.iter().map(|d| (d.name.as_str(), d.requirement.as_str(), d.kind.as_str(), d.optional)).collect();
+        let rows: Vec<(&str, &str, &str, bool)> = e
+            .dependencies
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.requirement.as_str(),
+                    d.kind.as_str(),
+                    d.optional,
+                )
+            })
+            .collect();
         assert_eq!(
             rows,
             [
@@ -433,25 +510,36 @@ mod tests {
             ]
         );
         let missing = Map(HashMap::new());
-        assert!(extract_pom(child.to_string(), &missing).await.unwrap_err().contains("parent POM org.acme:parent:2"));
+        assert!(extract_pom(child.to_string(), &missing)
+            .await
+            .unwrap_err()
+            .contains("parent POM org.acme:parent:2"));
         assert!(parse_pom("<nope/>").is_err());
         assert!(parse_pom("not xml").is_err());
     }
 
     #[test]
     fn interpolation() {
-        let p = BTreeMap::from([("a".to_string(), "${b}".to_string()), ("b".to_string(), "1".to_string())]);
+        let p = BTreeMap::from([
+            ("a".to_string(), "${b}".to_string()),
+            ("b".to_string(), "1".to_string()),
+        ]);
         assert_eq!(interpolate("v${a}-${c}", &p).unwrap(), "v1-${c}");
         // A self-referencing property that would double every pass is refused.
         let bomb = BTreeMap::from([("a".to_string(), "${a}".repeat(1000))]);
-        assert!(interpolate("${a}", &bomb).unwrap_err().contains("more than"));
+        assert!(interpolate("${a}", &bomb)
+            .unwrap_err()
+            .contains("more than"));
     }
 
     #[tokio::test]
     async fn boms_importing_themselves_and_many_imports_stay_bounded() {
         struct Counting(std::cell::Cell<usize>, String);
         impl PomLoader for Counting {
-            fn load<'a>(&'a self, _gav: &'a Gav) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
+            fn load<'a>(
+                &'a self,
+                _gav: &'a Gav,
+            ) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
                 self.0.set(self.0.get() + 1);
                 Box::pin(async move { Ok(Some(self.1.clone())) })
             }

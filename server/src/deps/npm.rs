@@ -47,10 +47,19 @@ pub fn from_manifest(m: &Manifest) -> Extracted {
         deps.push(dep("npm", name, range, "optional", true, ""));
     }
     for (name, range) in &m.peer_dependencies {
-        let optional = m.peer_dependencies_meta.get(name).is_some_and(|p| p.optional);
+        let optional = m
+            .peer_dependencies_meta
+            .get(name)
+            .is_some_and(|p| p.optional);
         deps.push(dep("npm", name, range, "peer", optional, ""));
     }
-    Extracted { protocol: "npm".into(), name: m.name.clone(), version: m.version.clone(), known: true, dependencies: deps }
+    Extracted {
+        protocol: "npm".into(),
+        name: m.name.clone(),
+        version: m.version.clone(),
+        known: true,
+        dependencies: deps,
+    }
 }
 
 pub fn from_package_json(text: &str) -> Result<Extracted, String> {
@@ -63,7 +72,11 @@ pub fn from_package_json(text: &str) -> Result<Extracted, String> {
 
 /// `*/package.json` at the first level of a gzipped tarball.
 pub fn extract_tarball(path: &Path) -> Result<Extracted, String> {
-    from_package_json(&super::top_level_file_in_tgz(path, "package.json", MAX_PACKAGE_JSON)?)
+    from_package_json(&super::top_level_file_in_tgz(
+        path,
+        "package.json",
+        MAX_PACKAGE_JSON,
+    )?)
 }
 
 #[cfg(test)]
@@ -78,8 +91,20 @@ mod tests {
                 "peerDependenciesMeta":{"typescript":{"optional":true}}}"#,
         )
         .unwrap();
-        let rows: Vec<(&str, &str, bool)> = e.dependencies.iter().map(|d| (d.name.as_str(), d.kind.as_str(), d.optional)).collect();
-        assert_eq!(rows, [("anymatch", "runtime", false), ("fsevents", "optional", true), ("react", "peer", false), ("typescript", "peer", true)]);
+        let rows: Vec<(&str, &str, bool)> = e
+            .dependencies
+            .iter()
+            .map(|d| (d.name.as_str(), d.kind.as_str(), d.optional))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("anymatch", "runtime", false),
+                ("fsevents", "optional", true),
+                ("react", "peer", false),
+                ("typescript", "peer", true)
+            ]
+        );
         assert!(from_package_json("{}").is_err());
         assert!(from_package_json("not json").is_err());
     }

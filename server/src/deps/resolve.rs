@@ -26,7 +26,11 @@ pub struct Candidate {
 
 /// The world resolution looks at (the server's goes through Orchard's own routes).
 pub trait Universe {
-    fn versions<'a>(&'a self, protocol: &'a str, name: &'a str) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>>;
+    fn versions<'a>(
+        &'a self,
+        protocol: &'a str,
+        name: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>>;
     /// The extraction of that version and its artifact's SHA-256 when cached.
     fn dependencies<'a>(
         &'a self,
@@ -103,7 +107,12 @@ pub struct Resolution {
 }
 
 /// Picks the highest satisfying version (stable before pre-releases, yanked never).
-pub fn select(protocol: &str, requirement: &str, candidates: &[Candidate], env: &Environment) -> Result<Option<String>, String> {
+pub fn select(
+    protocol: &str,
+    requirement: &str,
+    candidates: &[Candidate],
+    env: &Environment,
+) -> Result<Option<String>, String> {
     match protocol {
         "pypi" => {
             let (_, spec) = super::pypi::split_requirement(requirement);
@@ -111,13 +120,19 @@ pub fn select(protocol: &str, requirement: &str, candidates: &[Candidate], env: 
             if spec.contains('@') || spec.contains("://") {
                 return Err(format!("direct URL requirement {spec:?} is not resolved"));
             }
-            let specs = VersionSpecifiers::from_str(spec).map_err(|e| format!("bad specifier {spec:?}: {e}"))?;
-            let python = env.python_version.as_deref().and_then(|p| PyVersion::from_str(p).ok());
+            let specs = VersionSpecifiers::from_str(spec)
+                .map_err(|e| format!("bad specifier {spec:?}: {e}"))?;
+            let python = env
+                .python_version
+                .as_deref()
+                .and_then(|p| PyVersion::from_str(p).ok());
             let mut ok: Vec<PyVersion> = candidates
                 .iter()
                 .filter(|c| !c.yanked)
                 .filter(|c| match (&python, &c.requires_python) {
-                    (Some(py), Some(rp)) => VersionSpecifiers::from_str(rp).map(|s| s.contains(py)).unwrap_or(true),
+                    (Some(py), Some(rp)) => VersionSpecifiers::from_str(rp)
+                        .map(|s| s.contains(py))
+                        .unwrap_or(true),
                     _ => true,
                 })
                 .filter_map(|c| PyVersion::from_str(&c.version).ok())
@@ -129,11 +144,18 @@ pub fn select(protocol: &str, requirement: &str, candidates: &[Candidate], env: 
         }
         "npm" => {
             let r = requirement.trim();
-            let r = if r.is_empty() || r == "latest" { "*" } else { r };
+            let r = if r.is_empty() || r == "latest" {
+                "*"
+            } else {
+                r
+            };
             if r.contains(':') || r.contains('/') {
-                return Err(format!("npm requirement {r:?} (alias, URL or git) is not resolved"));
+                return Err(format!(
+                    "npm requirement {r:?} (alias, URL or git) is not resolved"
+                ));
             }
-            let range = nodejs_semver::Range::parse(r).map_err(|e| format!("bad range {r:?}: {e}"))?;
+            let range =
+                nodejs_semver::Range::parse(r).map_err(|e| format!("bad range {r:?}: {e}"))?;
             let mut ok: Vec<nodejs_semver::Version> = candidates
                 .iter()
                 .filter_map(|c| nodejs_semver::Version::parse(&c.version).ok())
@@ -148,9 +170,14 @@ pub fn select(protocol: &str, requirement: &str, candidates: &[Candidate], env: 
                 return Err("no version declared or managed".into());
             }
             if r.starts_with('[') || r.starts_with('(') {
-                return Err(format!("version range {r:?} is not resolved (declare a version)"));
+                return Err(format!(
+                    "version range {r:?} is not resolved (declare a version)"
+                ));
             }
-            Ok(candidates.iter().any(|c| c.version == r).then(|| r.to_string()))
+            Ok(candidates
+                .iter()
+                .any(|c| c.version == r)
+                .then(|| r.to_string()))
         }
         other => Err(format!("unknown protocol {other}")),
     }
@@ -158,18 +185,34 @@ pub fn select(protocol: &str, requirement: &str, candidates: &[Candidate], env: 
 
 /// Whether a dependency applies (PyPI markers, given an environment; extras only when
 /// optional dependencies are included or the extra was asked for).
-fn applies(d: &super::super::db::NewDependency, opts: &Options, extras: &[String]) -> Result<bool, String> {
+fn applies(
+    d: &super::super::db::NewDependency,
+    opts: &Options,
+    extras: &[String],
+) -> Result<bool, String> {
     if d.optional && !opts.include_optional {
         let extra = d.kind.strip_prefix("extra:");
-        if !extra.is_some_and(|x| extras.iter().any(|e| super::pypi::normalize(e) == super::pypi::normalize(x))) {
+        if !extra.is_some_and(|x| {
+            extras
+                .iter()
+                .any(|e| super::pypi::normalize(e) == super::pypi::normalize(x))
+        }) {
             return Ok(false);
         }
     }
-    if d.protocol == "maven" && matches!(d.kind.as_str(), "test" | "provided" | "system" | "import") {
+    if d.protocol == "maven" && matches!(d.kind.as_str(), "test" | "provided" | "system" | "import")
+    {
         return Ok(false);
     }
-    if d.protocol == "pypi" && !d.marker.is_empty() && (opts.environment.python_version.is_some() || opts.environment.platform.is_some()) {
-        return super::pypi::marker_applies(&d.marker, &opts.environment, d.kind.strip_prefix("extra:"));
+    if d.protocol == "pypi"
+        && !d.marker.is_empty()
+        && (opts.environment.python_version.is_some() || opts.environment.platform.is_some())
+    {
+        return super::pypi::marker_applies(
+            &d.marker,
+            &opts.environment,
+            d.kind.strip_prefix("extra:"),
+        );
     }
     Ok(true)
 }
@@ -187,8 +230,20 @@ struct Walk<'a> {
     versions: HashMap<(String, String), Result<Vec<Candidate>, String>>,
 }
 
-pub async fn resolve(universe: &dyn Universe, root: &Extracted, sha256: &str, opts: &Options) -> Resolution {
-    let mut walk = Walk { nodes: 0, universe, opts, expanded: BTreeSet::new(), chosen: BTreeMap::new(), versions: HashMap::new() };
+pub async fn resolve(
+    universe: &dyn Universe,
+    root: &Extracted,
+    sha256: &str,
+    opts: &Options,
+) -> Resolution {
+    let mut walk = Walk {
+        nodes: 0,
+        universe,
+        opts,
+        expanded: BTreeSet::new(),
+        chosen: BTreeMap::new(),
+        versions: HashMap::new(),
+    };
     let mut path = vec![root.name.clone()];
     let dependencies = walk.children(root, &[], 1, &mut path).await;
     let conflicts = walk
@@ -218,7 +273,13 @@ pub async fn resolve(universe: &dyn Universe, root: &Extracted, sha256: &str, op
 }
 
 impl Walk<'_> {
-    fn children<'b>(&'b mut self, of: &'b Extracted, extras: &'b [String], depth: usize, path: &'b mut Vec<String>) -> LocalBoxFuture<'b, Vec<Node>> {
+    fn children<'b>(
+        &'b mut self,
+        of: &'b Extracted,
+        extras: &'b [String],
+        depth: usize,
+        path: &'b mut Vec<String>,
+    ) -> LocalBoxFuture<'b, Vec<Node>> {
         Box::pin(async move {
             let mut out = Vec::new();
             for d in &of.dependencies {
@@ -243,7 +304,9 @@ impl Walk<'_> {
                 };
                 if self.nodes > MAX_NODES {
                     node.status = "budget".into();
-                    node.message = Some(format!("more than {MAX_NODES} nodes in this tree; not resolved"));
+                    node.message = Some(format!(
+                        "more than {MAX_NODES} nodes in this tree; not resolved"
+                    ));
                     out.push(node);
                     continue;
                 }
@@ -251,7 +314,13 @@ impl Walk<'_> {
                 if d.protocol == "maven" {
                     // Maven takes the declared (or managed) version; its existence is
                     // checked when its POM is read below.
-                    self.versions.insert(key.clone(), Ok(vec![Candidate { version: d.requirement.trim().to_string(), ..Default::default() }]));
+                    self.versions.insert(
+                        key.clone(),
+                        Ok(vec![Candidate {
+                            version: d.requirement.trim().to_string(),
+                            ..Default::default()
+                        }]),
+                    );
                 } else if !self.versions.contains_key(&key) {
                     let v = self.universe.versions(&d.protocol, &d.name).await;
                     self.versions.insert(key.clone(), v);
@@ -270,11 +339,17 @@ impl Walk<'_> {
                         continue;
                     }
                 };
-                let version = match select(&d.protocol, &d.requirement, &candidates, &self.opts.environment) {
+                let version = match select(
+                    &d.protocol,
+                    &d.requirement,
+                    &candidates,
+                    &self.opts.environment,
+                ) {
                     Ok(Some(v)) => v,
                     Ok(None) => {
                         node.status = "unsatisfiable".into();
-                        node.message = Some(format!("no listed version satisfies {:?}", d.requirement));
+                        node.message =
+                            Some(format!("no listed version satisfies {:?}", d.requirement));
                         out.push(node);
                         continue;
                     }
@@ -286,17 +361,24 @@ impl Walk<'_> {
                     }
                 };
                 node.version = Some(version.clone());
-                self.chosen.entry(d.name.clone()).or_default().push(Requirer {
-                    by: format!("{}@{}", of.name, of.version),
-                    requirement: d.requirement.clone(),
-                    version: version.clone(),
-                });
+                self.chosen
+                    .entry(d.name.clone())
+                    .or_default()
+                    .push(Requirer {
+                        by: format!("{}@{}", of.name, of.version),
+                        requirement: d.requirement.clone(),
+                        version: version.clone(),
+                    });
                 if path.contains(&d.name) {
                     node.status = "cycle".into();
                     out.push(node);
                     continue;
                 }
-                let (extracted, sha) = match self.universe.dependencies(&d.protocol, &d.name, &version).await {
+                let (extracted, sha) = match self
+                    .universe
+                    .dependencies(&d.protocol, &d.name, &version)
+                    .await
+                {
                     Ok(x) => x,
                     Err(e) => {
                         node.status = "error".into();
@@ -306,7 +388,12 @@ impl Walk<'_> {
                     }
                 };
                 node.sha256 = sha;
-                node.status = if extracted.known { "resolved" } else { "unknown-dependencies" }.into();
+                node.status = if extracted.known {
+                    "resolved"
+                } else {
+                    "unknown-dependencies"
+                }
+                .into();
                 if !self.expanded.insert((d.name.clone(), version.clone())) {
                     node.repeated = true;
                 } else if depth >= self.opts.max_depth {
@@ -316,7 +403,9 @@ impl Walk<'_> {
                 } else {
                     let (node_extras, _) = super::pypi::split_requirement(&d.requirement);
                     path.push(d.name.clone());
-                    node.dependencies = self.children(&extracted, &node_extras, depth + 1, path).await;
+                    node.dependencies = self
+                        .children(&extracted, &node_extras, depth + 1, path)
+                        .await;
                     path.pop();
                 }
                 out.push(node);
@@ -331,17 +420,37 @@ mod tests {
     use super::*;
     use crate::deps::dep;
 
-    struct World(BTreeMap<(String, String), Vec<(&'static str, Vec<(&'static str, &'static str)>)>>);
+    struct World(
+        BTreeMap<(String, String), Vec<(&'static str, Vec<(&'static str, &'static str)>)>>,
+    );
 
     impl Universe for World {
-        fn versions<'a>(&'a self, protocol: &'a str, name: &'a str) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
+        fn versions<'a>(
+            &'a self,
+            protocol: &'a str,
+            name: &'a str,
+        ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
             Box::pin(async move {
-                Ok(self.0.get(&(protocol.to_string(), name.to_string())).map(|vs| {
-                    vs.iter().map(|(v, _)| Candidate { version: v.to_string(), ..Default::default() }).collect()
-                }).unwrap_or_default())
+                Ok(self
+                    .0
+                    .get(&(protocol.to_string(), name.to_string()))
+                    .map(|vs| {
+                        vs.iter()
+                            .map(|(v, _)| Candidate {
+                                version: v.to_string(),
+                                ..Default::default()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
             })
         }
-        fn dependencies<'a>(&'a self, protocol: &'a str, name: &'a str, version: &'a str) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
+        fn dependencies<'a>(
+            &'a self,
+            protocol: &'a str,
+            name: &'a str,
+            version: &'a str,
+        ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
             Box::pin(async move {
                 let vs = &self.0[&(protocol.to_string(), name.to_string())];
                 let (_, deps) = vs.iter().find(|(v, _)| *v == version).unwrap();
@@ -351,7 +460,10 @@ mod tests {
                         name: name.into(),
                         version: version.into(),
                         known: true,
-                        dependencies: deps.iter().map(|(n, r)| dep(protocol, n, r, "runtime", false, "")).collect(),
+                        dependencies: deps
+                            .iter()
+                            .map(|(n, r)| dep(protocol, n, r, "runtime", false, ""))
+                            .collect(),
                     },
                     Some(format!("sha-{name}-{version}")),
                 ))
@@ -364,9 +476,23 @@ mod tests {
         let mut add = |n: &str, vs: Vec<(&'static str, Vec<(&'static str, &'static str)>)>| {
             m.insert(("npm".to_string(), n.to_string()), vs);
         };
-        add("a", vec![("1.0.0", vec![("c", "^1.0.0")]), ("1.2.0", vec![("c", "^1.1.0"), ("a-self", "*")])]);
+        add(
+            "a",
+            vec![
+                ("1.0.0", vec![("c", "^1.0.0")]),
+                ("1.2.0", vec![("c", "^1.1.0"), ("a-self", "*")]),
+            ],
+        );
         add("b", vec![("2.0.0", vec![("c", "~1.0.0")])]);
-        add("c", vec![("1.0.0", vec![]), ("1.0.5", vec![]), ("1.1.0", vec![("a", "^1.0.0")]), ("2.0.0", vec![])]);
+        add(
+            "c",
+            vec![
+                ("1.0.0", vec![]),
+                ("1.0.5", vec![]),
+                ("1.1.0", vec![("a", "^1.0.0")]),
+                ("2.0.0", vec![]),
+            ],
+        );
         add("a-self", vec![("0.1.0", vec![])]);
         World(m)
     }
@@ -378,45 +504,123 @@ mod tests {
             name: "root".into(),
             version: "0.0.1".into(),
             known: true,
-            dependencies: vec![dep("npm", "a", "^1.0.0", "runtime", false, ""), dep("npm", "b", "2", "runtime", false, ""), dep("npm", "zzz", "1", "runtime", false, "")],
+            dependencies: vec![
+                dep("npm", "a", "^1.0.0", "runtime", false, ""),
+                dep("npm", "b", "2", "runtime", false, ""),
+                dep("npm", "zzz", "1", "runtime", false, ""),
+            ],
         };
-        let opts = Options { max_depth: 10, include_optional: false, environment: Environment::default() };
+        let opts = Options {
+            max_depth: 10,
+            include_optional: false,
+            environment: Environment::default(),
+        };
         let r = resolve(&world(), &root, "rootsha", &opts).await;
         let a = &r.dependencies[0];
-        assert_eq!((a.version.as_deref(), a.status.as_str(), a.sha256.as_deref()), (Some("1.2.0"), "resolved", Some("sha-a-1.2.0")));
+        assert_eq!(
+            (a.version.as_deref(), a.status.as_str(), a.sha256.as_deref()),
+            (Some("1.2.0"), "resolved", Some("sha-a-1.2.0"))
+        );
         let c_under_a = &a.dependencies[0];
         assert_eq!(c_under_a.version.as_deref(), Some("1.1.0"));
-        assert_eq!(c_under_a.dependencies[0].status, "cycle", "c → a is a cycle");
-        assert_eq!(r.dependencies[1].dependencies[0].version.as_deref(), Some("1.0.5"), "b wants ~1.0.0");
+        assert_eq!(
+            c_under_a.dependencies[0].status, "cycle",
+            "c → a is a cycle"
+        );
+        assert_eq!(
+            r.dependencies[1].dependencies[0].version.as_deref(),
+            Some("1.0.5"),
+            "b wants ~1.0.0"
+        );
         assert_eq!(r.dependencies[2].status, "not-found");
         assert_eq!(r.conflicts.len(), 1);
         assert_eq!(r.conflicts[0].name, "c");
         assert_eq!(r.conflicts[0].versions, ["1.0.5", "1.1.0"]);
 
-        let shallow = resolve(&world(), &root, "rootsha", &Options { max_depth: 1, ..opts }).await;
+        let shallow = resolve(
+            &world(),
+            &root,
+            "rootsha",
+            &Options {
+                max_depth: 1,
+                ..opts
+            },
+        )
+        .await;
         assert_eq!(shallow.dependencies[0].status, "depth-limit");
         assert!(shallow.dependencies[0].dependencies.is_empty());
     }
 
     #[test]
     fn selection_per_protocol() {
-        let c = |vs: &[&str]| vs.iter().map(|v| Candidate { version: v.to_string(), ..Default::default() }).collect::<Vec<_>>();
+        let c = |vs: &[&str]| {
+            vs.iter()
+                .map(|v| Candidate {
+                    version: v.to_string(),
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+        };
         let env = Environment::default();
-        assert_eq!(select("pypi", ">=2,<3", &c(&["1.0", "2.1", "2.5", "3.0", "2.9rc1"]), &env).unwrap().as_deref(), Some("2.5"));
-        assert_eq!(select("pypi", "[socks]>=2", &c(&["2.0"]), &env).unwrap().as_deref(), Some("2.0"));
-        assert_eq!(select("pypi", "", &c(&["1.0", "2.0b1"]), &env).unwrap().as_deref(), Some("1.0"));
+        assert_eq!(
+            select(
+                "pypi",
+                ">=2,<3",
+                &c(&["1.0", "2.1", "2.5", "3.0", "2.9rc1"]),
+                &env
+            )
+            .unwrap()
+            .as_deref(),
+            Some("2.5")
+        );
+        assert_eq!(
+            select("pypi", "[socks]>=2", &c(&["2.0"]), &env)
+                .unwrap()
+                .as_deref(),
+            Some("2.0")
+        );
+        assert_eq!(
+            select("pypi", "", &c(&["1.0", "2.0b1"]), &env)
+                .unwrap()
+                .as_deref(),
+            Some("1.0")
+        );
         assert_eq!(select("pypi", ">=3", &c(&["2.0"]), &env).unwrap(), None);
         let mut yanked = c(&["1.0", "1.1"]);
         yanked[1].yanked = true;
-        assert_eq!(select("pypi", "", &yanked, &env).unwrap().as_deref(), Some("1.0"));
+        assert_eq!(
+            select("pypi", "", &yanked, &env).unwrap().as_deref(),
+            Some("1.0")
+        );
         let mut py = c(&["1.0", "2.0"]);
         py[1].requires_python = Some(">=3.12".into());
-        let env311 = Environment { python_version: Some("3.11".into()), platform: None };
-        assert_eq!(select("pypi", "", &py, &env311).unwrap().as_deref(), Some("1.0"));
-        assert_eq!(select("npm", "^4.17.0", &c(&["4.16.0", "4.17.21", "5.0.0"]), &env).unwrap().as_deref(), Some("4.17.21"));
-        assert_eq!(select("npm", "latest", &c(&["1.0.0", "1.2.0"]), &env).unwrap().as_deref(), Some("1.2.0"));
+        let env311 = Environment {
+            python_version: Some("3.11".into()),
+            platform: None,
+        };
+        assert_eq!(
+            select("pypi", "", &py, &env311).unwrap().as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(
+            select("npm", "^4.17.0", &c(&["4.16.0", "4.17.21", "5.0.0"]), &env)
+                .unwrap()
+                .as_deref(),
+            Some("4.17.21")
+        );
+        assert_eq!(
+            select("npm", "latest", &c(&["1.0.0", "1.2.0"]), &env)
+                .unwrap()
+                .as_deref(),
+            Some("1.2.0")
+        );
         assert!(select("npm", "npm:other@1", &c(&["1.0.0"]), &env).is_err());
-        assert_eq!(select("maven", "2.17.2", &c(&["2.17.2"]), &env).unwrap().as_deref(), Some("2.17.2"));
+        assert_eq!(
+            select("maven", "2.17.2", &c(&["2.17.2"]), &env)
+                .unwrap()
+                .as_deref(),
+            Some("2.17.2")
+        );
         assert!(select("maven", "[1.0,2.0)", &c(&["1.5"]), &env).is_err());
     }
 }

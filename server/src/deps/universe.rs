@@ -34,11 +34,17 @@ pub struct PyFile {
 
 impl PyFile {
     pub fn offers_metadata(&self) -> bool {
-        !matches!(self.core_metadata, serde_json::Value::Null | serde_json::Value::Bool(false))
+        !matches!(
+            self.core_metadata,
+            serde_json::Value::Null | serde_json::Value::Bool(false)
+        )
     }
 
     pub fn is_yanked(&self) -> bool {
-        !matches!(self.yanked, serde_json::Value::Null | serde_json::Value::Bool(false))
+        !matches!(
+            self.yanked,
+            serde_json::Value::Null | serde_json::Value::Bool(false)
+        )
     }
 }
 
@@ -56,7 +62,12 @@ pub struct ServerUniverse {
 
 impl ServerUniverse {
     pub fn new(state: &AppState) -> Self {
-        ServerUniverse { state: state.clone(), local: Local::new(state), pypi: Default::default(), npm: Default::default() }
+        ServerUniverse {
+            state: state.clone(),
+            local: Local::new(state),
+            pypi: Default::default(),
+            npm: Default::default(),
+        }
     }
 
     /// The merged PyPI project page (JSON), `None` when no source has the project.
@@ -65,11 +76,22 @@ impl ServerUniverse {
         if let Some(p) = self.pypi.borrow().get(&name) {
             return Ok(p.clone());
         }
-        let (status, body) = self.local.document(&format!("/pypi/simple/{name}/"), PYPI_JSON).await?;
+        let (status, body) = self
+            .local
+            .document(&format!("/pypi/simple/{name}/"), PYPI_JSON)
+            .await?;
         let page = match status {
-            200 => Some(serde_json::from_slice::<PyPage>(&body).map_err(|e| format!("project page of {name}: {e}"))?),
+            200 => Some(
+                serde_json::from_slice::<PyPage>(&body)
+                    .map_err(|e| format!("project page of {name}: {e}"))?,
+            ),
             404 => None,
-            s => return Err(format!("project page of {name}: HTTP {s}: {}", String::from_utf8_lossy(&body).trim())),
+            s => {
+                return Err(format!(
+                    "project page of {name}: HTTP {s}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ))
+            }
         };
         self.pypi.borrow_mut().insert(name, page.clone());
         Ok(page)
@@ -81,9 +103,15 @@ impl ServerUniverse {
             return Ok(p.clone());
         }
         let encoded = name.replace('/', "%2f");
-        let (status, body) = self.local.document(&format!("/npm/{encoded}"), "application/json").await?;
+        let (status, body) = self
+            .local
+            .document(&format!("/npm/{encoded}"), "application/json")
+            .await?;
         let doc = match status {
-            200 => Some(prune(serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("packument of {name}: {e}"))?)),
+            200 => Some(prune(
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map_err(|e| format!("packument of {name}: {e}"))?,
+            )),
             404 => None,
             s => return Err(format!("packument of {name}: HTTP {s}")),
         };
@@ -93,8 +121,14 @@ impl ServerUniverse {
 
     /// Orchard path of a file listed on the merged page (`/sources/{s}/files/{p}/{f}`).
     pub fn pypi_file_path(&self, project: &str, href: &str) -> Result<String, String> {
-        let base = url::Url::parse(&format!("http://orchard/pypi/simple/{}/", super::pypi::normalize(project))).expect("static URL");
-        let u = base.join(href).map_err(|e| format!("file link {href:?}: {e}"))?;
+        let base = url::Url::parse(&format!(
+            "http://orchard/pypi/simple/{}/",
+            super::pypi::normalize(project)
+        ))
+        .expect("static URL");
+        let u = base
+            .join(href)
+            .map_err(|e| format!("file link {href:?}: {e}"))?;
         Ok(u.path().to_string())
     }
 
@@ -102,18 +136,30 @@ impl ServerUniverse {
     pub fn pick_file<'p>(files: &'p [PyFile], version: &str) -> Option<&'p PyFile> {
         let of_version: Vec<&PyFile> = files
             .iter()
-            .filter(|f| version_of_filename(&f.filename).and_then(|v| normalize_version(&v)) == normalize_version(version))
+            .filter(|f| {
+                version_of_filename(&f.filename).and_then(|v| normalize_version(&v))
+                    == normalize_version(version)
+            })
             .collect();
         of_version
             .iter()
             .find(|f| f.filename.ends_with("-none-any.whl"))
             .or_else(|| of_version.iter().find(|f| f.filename.ends_with(".whl")))
-            .or_else(|| of_version.iter().find(|f| f.filename.ends_with(".tar.gz") || f.filename.ends_with(".zip")))
+            .or_else(|| {
+                of_version
+                    .iter()
+                    .find(|f| f.filename.ends_with(".tar.gz") || f.filename.ends_with(".zip"))
+            })
             .copied()
     }
 
     /// The stored extraction of an artifact, made now if there is none.
-    pub async fn extraction(&self, protocol: &'static str, filename: &str, sha256: &str) -> Result<Extracted, String> {
+    pub async fn extraction(
+        &self,
+        protocol: &'static str,
+        filename: &str,
+        sha256: &str,
+    ) -> Result<Extracted, String> {
         if let Some(e) = super::stored(&self.state, protocol, sha256).await? {
             return Ok(e);
         }
@@ -124,10 +170,19 @@ impl ServerUniverse {
 /// Keeps of a packument only what resolution reads (a packument can be tens of MB and
 /// a resolution holds every one it reads until it ends).
 fn prune(mut doc: serde_json::Value) -> serde_json::Value {
-    const KEEP: [&str; 6] = ["name", "version", "dependencies", "optionalDependencies", "peerDependencies", "peerDependenciesMeta"];
+    const KEEP: [&str; 6] = [
+        "name",
+        "version",
+        "dependencies",
+        "optionalDependencies",
+        "peerDependencies",
+        "peerDependenciesMeta",
+    ];
     if let Some(versions) = doc.get_mut("versions").and_then(|v| v.as_object_mut()) {
         for manifest in versions.values_mut() {
-            let Some(m) = manifest.as_object_mut() else { continue };
+            let Some(m) = manifest.as_object_mut() else {
+                continue;
+            };
             let tarball = m.get("dist").and_then(|d| d.get("tarball")).cloned();
             m.retain(|k, _| KEEP.contains(&k.as_str()));
             if let Some(t) = tarball {
@@ -140,32 +195,52 @@ fn prune(mut doc: serde_json::Value) -> serde_json::Value {
 
 fn normalize_version(v: &str) -> Option<String> {
     use std::str::FromStr;
-    pep508_rs::pep440_rs::Version::from_str(v).ok().map(|v| v.to_string())
+    pep508_rs::pep440_rs::Version::from_str(v)
+        .ok()
+        .map(|v| v.to_string())
 }
 
 impl PomLoader for ServerUniverse {
     fn load<'a>(&'a self, gav: &'a Gav) -> LocalBoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
-            let (status, body) = self.local.parent_pom(&format!("/maven/{}", gav.pom_path())).await?;
+            let (status, body) = self
+                .local
+                .parent_pom(&format!("/maven/{}", gav.pom_path()))
+                .await?;
             match status {
                 200 => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
                 404 => Ok(None),
-                s => Err(format!("POM {}:{}:{}: HTTP {s}", gav.group, gav.artifact, gav.version)),
+                s => Err(format!(
+                    "POM {}:{}:{}: HTTP {s}",
+                    gav.group, gav.artifact, gav.version
+                )),
             }
         })
     }
 }
 
 impl Universe for ServerUniverse {
-    fn versions<'a>(&'a self, protocol: &'a str, name: &'a str) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
+    fn versions<'a>(
+        &'a self,
+        protocol: &'a str,
+        name: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
         Box::pin(async move {
             match protocol {
                 "pypi" => {
-                    let Some(page) = self.pypi_page(name).await? else { return Ok(vec![]) };
+                    let Some(page) = self.pypi_page(name).await? else {
+                        return Ok(vec![]);
+                    };
                     let mut by_version: HashMap<String, Candidate> = HashMap::new();
                     for f in &page.files {
-                        let Some(v) = version_of_filename(&f.filename) else { continue };
-                        let c = by_version.entry(v.clone()).or_insert(Candidate { version: v, yanked: true, requires_python: None });
+                        let Some(v) = version_of_filename(&f.filename) else {
+                            continue;
+                        };
+                        let c = by_version.entry(v.clone()).or_insert(Candidate {
+                            version: v,
+                            yanked: true,
+                            requires_python: None,
+                        });
                         c.yanked &= f.is_yanked();
                         if c.requires_python.is_none() {
                             c.requires_python = f.requires_python.clone();
@@ -174,10 +249,19 @@ impl Universe for ServerUniverse {
                     Ok(by_version.into_values().collect())
                 }
                 "npm" => {
-                    let Some(doc) = self.packument(name).await? else { return Ok(vec![]) };
+                    let Some(doc) = self.packument(name).await? else {
+                        return Ok(vec![]);
+                    };
                     Ok(doc["versions"]
                         .as_object()
-                        .map(|m| m.keys().map(|v| Candidate { version: v.clone(), ..Default::default() }).collect())
+                        .map(|m| {
+                            m.keys()
+                                .map(|v| Candidate {
+                                    version: v.clone(),
+                                    ..Default::default()
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default())
                 }
                 other => Err(format!("versions of {other} packages are not listed")),
@@ -185,19 +269,34 @@ impl Universe for ServerUniverse {
         })
     }
 
-    fn dependencies<'a>(&'a self, protocol: &'a str, name: &'a str, version: &'a str) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
+    fn dependencies<'a>(
+        &'a self,
+        protocol: &'a str,
+        name: &'a str,
+        version: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
         Box::pin(async move {
             match protocol {
                 "pypi" => {
-                    let page = self.pypi_page(name).await?.ok_or_else(|| format!("{name} not found"))?;
-                    let file = Self::pick_file(&page.files, version).ok_or_else(|| format!("{name} {version} has no wheel or sdist"))?;
+                    let page = self
+                        .pypi_page(name)
+                        .await?
+                        .ok_or_else(|| format!("{name} not found"))?;
+                    let file = Self::pick_file(&page.files, version)
+                        .ok_or_else(|| format!("{name} {version} has no wheel or sdist"))?;
                     let path = self.pypi_file_path(name, &file.url)?;
                     // PEP 658: a wheel's METADATA alone says what it needs — no need to
                     // download the wheel (which can be gigabytes) to resolve through it.
                     if file.offers_metadata() {
                         let fetched = self.local.fetch(&format!("{path}.metadata")).await;
                         if fetched.error.is_none() {
-                            let e = self.extraction("pypi", &format!("{}.metadata", file.filename), &fetched.sha256).await?;
+                            let e = self
+                                .extraction(
+                                    "pypi",
+                                    &format!("{}.metadata", file.filename),
+                                    &fetched.sha256,
+                                )
+                                .await?;
                             return Ok((e, self.cached_pypi_file(&path).await));
                         }
                     }
@@ -205,20 +304,42 @@ impl Universe for ServerUniverse {
                     if let Some(e) = fetched.error {
                         return Err(e);
                     }
-                    let e = self.extraction("pypi", &file.filename, &fetched.sha256).await?;
+                    let e = self
+                        .extraction("pypi", &file.filename, &fetched.sha256)
+                        .await?;
                     Ok((e, Some(fetched.sha256)))
                 }
                 "npm" => {
-                    let doc = self.packument(name).await?.ok_or_else(|| format!("{name} not found"))?;
-                    let v = doc["versions"].get(version).ok_or_else(|| format!("{name}@{version} not listed"))?;
-                    let manifest: super::npm::Manifest = serde_json::from_value(v.clone()).map_err(|e| format!("{name}@{version}: {e}"))?;
+                    let doc = self
+                        .packument(name)
+                        .await?
+                        .ok_or_else(|| format!("{name} not found"))?;
+                    let v = doc["versions"]
+                        .get(version)
+                        .ok_or_else(|| format!("{name}@{version} not listed"))?;
+                    let manifest: super::npm::Manifest = serde_json::from_value(v.clone())
+                        .map_err(|e| format!("{name}@{version}: {e}"))?;
                     let extracted = super::npm::from_manifest(&manifest);
-                    let file = v["dist"]["tarball"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("").to_string();
-                    Ok((extracted, self.cached_sha(Protocol::Npm, &format!("{name}/-/{file}")).await))
+                    let file = v["dist"]["tarball"]
+                        .as_str()
+                        .and_then(|t| t.rsplit('/').next())
+                        .unwrap_or("")
+                        .to_string();
+                    Ok((
+                        extracted,
+                        self.cached_sha(Protocol::Npm, &format!("{name}/-/{file}"))
+                            .await,
+                    ))
                 }
                 "maven" => {
-                    let (group, artifact) = name.split_once(':').ok_or_else(|| format!("{name:?} is not group:artifact"))?;
-                    let gav = Gav { group: group.into(), artifact: artifact.into(), version: version.into() };
+                    let (group, artifact) = name
+                        .split_once(':')
+                        .ok_or_else(|| format!("{name:?} is not group:artifact"))?;
+                    let gav = Gav {
+                        group: group.into(),
+                        artifact: artifact.into(),
+                        version: version.into(),
+                    };
                     let path = format!("/maven/{}", gav.pom_path());
                     let fetched = self.local.fetch(&path).await;
                     if fetched.status == 404 {
@@ -243,14 +364,21 @@ impl ServerUniverse {
         let rest = path.strip_prefix("/sources/")?;
         let (source, rest) = rest.split_once("/files/")?;
         let repo = self.state.db()?;
-        repo.get_cached_url_with_artifact("pypi", source, rest).await.ok().flatten().map(|(_, a)| a.sha256)
+        repo.get_cached_url_with_artifact("pypi", source, rest)
+            .await
+            .ok()
+            .flatten()
+            .map(|(_, a)| a.sha256)
     }
 
     /// The SHA-256 of a cached file at `path` in the first source (by priority) that has it.
     pub async fn cached_sha(&self, protocol: Protocol, path: &str) -> Option<String> {
         let repo = self.state.db()?;
         for source in self.state.sources.for_protocol(protocol) {
-            if let Ok(Some((_, art))) = repo.get_cached_url_with_artifact(protocol.as_str(), source.name(), path).await {
+            if let Ok(Some((_, art))) = repo
+                .get_cached_url_with_artifact(protocol.as_str(), source.name(), path)
+                .await
+            {
                 return Some(art.sha256);
             }
         }

@@ -27,23 +27,31 @@ impl View {
     }
 
     /// The view of `/sources/{source}/{tail}`, with the raw tail.
-    pub fn of_source_path(state: &AppState, path: &str, protocol: Protocol) -> Result<(View, String), ApiError> {
+    pub fn of_source_path(
+        state: &AppState,
+        path: &str,
+        protocol: Protocol,
+    ) -> Result<(View, String), ApiError> {
         let (name, tail) = source_and_tail(path)?;
-        let source = state
-            .sources
-            .get(protocol, &name)
-            .ok_or_else(|| ApiError::NotFound(format!("no enabled {} source named {name:?}", protocol.as_str())))?;
+        let source = state.sources.get(protocol, &name).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no enabled {} source named {name:?}",
+                protocol.as_str()
+            ))
+        })?;
         Ok((View::Source(source), tail))
     }
 }
 
 /// One percent-decoded path segment; control characters are refused.
 pub fn decode_segment(segment: &str) -> Result<String, ApiError> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned().into_bytes())
-        .unwrap_or_default();
-    let s = String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("path is not UTF-8".into()))?;
+    let bytes: Vec<u8> =
+        url::form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned().into_bytes())
+            .unwrap_or_default();
+    let s =
+        String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("path is not UTF-8".into()))?;
     if s.chars().any(|c| c.is_control()) {
         return Err(ApiError::BadRequest("control characters in path".into()));
     }

@@ -74,7 +74,16 @@ where
     RF: Future<Output = Result<Upstream, ApiError>>,
 {
     if let Some(hit) = lookup(state, &spec).await? {
-        match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, CacheStatus::Hit).await {
+        match response::stored(
+            &state.storage,
+            req,
+            &hit.sha256,
+            hit.size,
+            spec.content_type,
+            CacheStatus::Hit,
+        )
+        .await
+        {
             Err(ApiError::NotFound(_)) => {
                 tracing::warn!(artifact.sha256 = %hit.sha256, "artifact row without stored bytes; fetching again");
                 state.cache.delete(&lookup_key(state, &spec)).await;
@@ -91,7 +100,15 @@ where
     let spec = Arc::new(spec);
     if !plain_get {
         let committed = fill_once(state, &spec, resolve, on_commit).await?;
-        return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
+        return response::stored(
+            &state.storage,
+            req,
+            &committed.sha256,
+            committed.size,
+            spec.content_type,
+            CacheStatus::Miss,
+        )
+        .await;
     }
     let mut on_commit = on_commit;
     let mut resolve = Some(resolve);
@@ -100,15 +117,23 @@ where
             singleflight::Role::Leader(leader) => {
                 // Only the leader asks where the bytes are (an index page, a checksum
                 // sidecar): concurrent requests make one upstream request per path.
-                let Some(resolve) = resolve.take() else { return Err(ApiError::Internal) };
+                let Some(resolve) = resolve.take() else {
+                    return Err(ApiError::Internal);
+                };
                 let upstream = match resolve().await {
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
                 };
                 let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
-                let (len_tx, len_rx) = tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
+                let (len_tx, len_rx) =
+                    tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
                 let (done_tx, done_rx) = tokio::sync::oneshot::channel::<FillResult>();
-                let (state2, spec2, upstream2, hook) = (state.clone(), spec.clone(), upstream.clone(), on_commit.take());
+                let (state2, spec2, upstream2, hook) = (
+                    state.clone(),
+                    spec.clone(),
+                    upstream.clone(),
+                    on_commit.take(),
+                );
                 actix_web::rt::spawn(async move {
                     let result = fill(&state2, &spec2, &upstream2, Some((tx, len_tx))).await;
                     let _ = done_tx.send(result.clone());
@@ -143,7 +168,15 @@ where
                 metrics().singleflight_waiters.inc();
                 if let Some(result) = singleflight::wait(rx).await {
                     let committed = result?;
-                    return response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await;
+                    return response::stored(
+                        &state.storage,
+                        req,
+                        &committed.sha256,
+                        committed.size,
+                        spec.content_type,
+                        CacheStatus::Miss,
+                    )
+                    .await;
                 }
                 // The leader vanished: try to lead.
             }
@@ -156,7 +189,12 @@ where
 const CLIENT_BUFFER_CHUNKS: usize = 64;
 
 enum Feed {
-    Live { rx: mpsc::Receiver<Result<Bytes, std::io::Error>>, done: tokio::sync::oneshot::Receiver<FillResult>, delivered: u64, storage: crate::storage::ArtifactStore },
+    Live {
+        rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        done: tokio::sync::oneshot::Receiver<FillResult>,
+        delivered: u64,
+        storage: crate::storage::ArtifactStore,
+    },
     Tail(futures::stream::BoxStream<'static, Result<Bytes, crate::storage::StorageError>>),
     Done,
 }
@@ -169,34 +207,60 @@ fn client_feed(
     done: tokio::sync::oneshot::Receiver<FillResult>,
     storage: crate::storage::ArtifactStore,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::unfold(Feed::Live { rx, done, delivered: 0, storage }, |feed| async move {
-        match feed {
-            Feed::Live { mut rx, done, delivered, storage } => match rx.recv().await {
-                Some(Ok(b)) => {
-                    let delivered = delivered + b.len() as u64;
-                    Some((Ok(b), Feed::Live { rx, done, delivered, storage }))
-                }
-                Some(Err(e)) => Some((Err(e), Feed::Done)),
-                None => match done.await {
-                    Ok(Ok(c)) if delivered >= c.size => None,
-                    Ok(Ok(c)) => match storage.get(&c.sha256, Some(delivered..c.size)).await {
-                        Ok((_, _, mut tail)) => {
-                            let first = tail.next().await?;
-                            Some((first.map_err(|e| io_error(&e.to_string())), Feed::Tail(tail)))
+    futures::stream::unfold(
+        Feed::Live {
+            rx,
+            done,
+            delivered: 0,
+            storage,
+        },
+        |feed| async move {
+            match feed {
+                Feed::Live {
+                    mut rx,
+                    done,
+                    delivered,
+                    storage,
+                } => match rx.recv().await {
+                    Some(Ok(b)) => {
+                        let delivered = delivered + b.len() as u64;
+                        Some((
+                            Ok(b),
+                            Feed::Live {
+                                rx,
+                                done,
+                                delivered,
+                                storage,
+                            },
+                        ))
+                    }
+                    Some(Err(e)) => Some((Err(e), Feed::Done)),
+                    None => match done.await {
+                        Ok(Ok(c)) if delivered >= c.size => None,
+                        Ok(Ok(c)) => match storage.get(&c.sha256, Some(delivered..c.size)).await {
+                            Ok((_, _, mut tail)) => {
+                                let first = tail.next().await?;
+                                Some((
+                                    first.map_err(|e| io_error(&e.to_string())),
+                                    Feed::Tail(tail),
+                                ))
+                            }
+                            Err(e) => Some((Err(io_error(&e.to_string())), Feed::Done)),
+                        },
+                        Ok(Err(e)) => Some((Err(io_error(&e.to_string())), Feed::Done)),
+                        Err(_) => {
+                            Some((Err(io_error("the fill ended without a result")), Feed::Done))
                         }
-                        Err(e) => Some((Err(io_error(&e.to_string())), Feed::Done)),
                     },
-                    Ok(Err(e)) => Some((Err(io_error(&e.to_string())), Feed::Done)),
-                    Err(_) => Some((Err(io_error("the fill ended without a result")), Feed::Done)),
                 },
-            },
-            Feed::Tail(mut tail) => {
-                let item = tail.next().await?;
-                Some((item.map_err(|e| io_error(&e.to_string())), Feed::Tail(tail)))
+                Feed::Tail(mut tail) => {
+                    let item = tail.next().await?;
+                    Some((item.map_err(|e| io_error(&e.to_string())), Feed::Tail(tail)))
+                }
+                Feed::Done => None,
             }
-            Feed::Done => None,
-        }
-    })
+        },
+    )
 }
 
 /// Hands a chunk to the leader's client without waiting: a full buffer detaches it.
@@ -230,9 +294,25 @@ fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> A
 }
 
 /// Serves the artifact only if it is already stored (no upstream call), labelled `cache`.
-pub async fn serve_cached(state: &AppState, req: &HttpRequest, spec: &ArtifactSpec, cache: CacheStatus) -> Result<Option<HttpResponse>, ApiError> {
-    let Some(hit) = lookup(state, spec).await? else { return Ok(None) };
-    match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, cache).await {
+pub async fn serve_cached(
+    state: &AppState,
+    req: &HttpRequest,
+    spec: &ArtifactSpec,
+    cache: CacheStatus,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let Some(hit) = lookup(state, spec).await? else {
+        return Ok(None);
+    };
+    match response::stored(
+        &state.storage,
+        req,
+        &hit.sha256,
+        hit.size,
+        spec.content_type,
+        cache,
+    )
+    .await
+    {
         Err(ApiError::NotFound(_)) => Ok(None),
         other => other.map(Some),
     }
@@ -241,7 +321,12 @@ pub async fn serve_cached(state: &AppState, req: &HttpRequest, spec: &ArtifactSp
 /// The committed artifact, from the cache or the database, or fetched now (coalesced
 /// with concurrent fills) — for callers that need the bytes stored rather than a
 /// response (e.g. checksum sidecars).
-pub async fn ensure<R, RF>(state: &AppState, spec: ArtifactSpec, resolve: R, on_commit: Option<CommitHook>) -> Result<Committed, ApiError>
+pub async fn ensure<R, RF>(
+    state: &AppState,
+    spec: ArtifactSpec,
+    resolve: R,
+    on_commit: Option<CommitHook>,
+) -> Result<Committed, ApiError>
 where
     R: FnOnce() -> RF,
     RF: Future<Output = Result<Upstream, ApiError>>,
@@ -260,13 +345,27 @@ where
 
 /// Serves a file Orchard derives itself (a checksum of a stored artifact, say): from
 /// storage once derived, else `produce`d, stored and committed now.
-pub async fn serve_derived<P, PF>(state: &AppState, req: &HttpRequest, spec: ArtifactSpec, produce: P) -> Result<HttpResponse, ApiError>
+pub async fn serve_derived<P, PF>(
+    state: &AppState,
+    req: &HttpRequest,
+    spec: ArtifactSpec,
+    produce: P,
+) -> Result<HttpResponse, ApiError>
 where
     P: FnOnce() -> PF,
     PF: Future<Output = Result<Bytes, ApiError>>,
 {
     if let Some(hit) = lookup(state, &spec).await? {
-        match response::stored(&state.storage, req, &hit.sha256, hit.size, spec.content_type, CacheStatus::Hit).await {
+        match response::stored(
+            &state.storage,
+            req,
+            &hit.sha256,
+            hit.size,
+            spec.content_type,
+            CacheStatus::Hit,
+        )
+        .await
+        {
             Err(ApiError::NotFound(_)) => state.cache.delete(&lookup_key(state, &spec)).await,
             other => return other,
         };
@@ -274,19 +373,43 @@ where
     let bytes = produce().await?;
     let stored = state
         .storage
-        .put_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }), &Expected::default())
+        .put_stream(
+            futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }),
+            &Expected::default(),
+        )
         .await?;
-    let derived = Upstream { url: "orchard:derived".into(), expected: Expected::default() };
+    let derived = Upstream {
+        url: "orchard:derived".into(),
+        expected: Expected::default(),
+    };
     let committed = commit(state, &spec, &derived, stored.sha256, stored.size).await?;
-    response::stored(&state.storage, req, &committed.sha256, committed.size, spec.content_type, CacheStatus::Miss).await
+    response::stored(
+        &state.storage,
+        req,
+        &committed.sha256,
+        committed.size,
+        spec.content_type,
+        CacheStatus::Miss,
+    )
+    .await
 }
 
 fn flight_key(spec: &ArtifactSpec) -> String {
-    format!("{}:{}:{}", spec.protocol.as_str(), spec.source.name(), spec.path)
+    format!(
+        "{}:{}:{}",
+        spec.protocol.as_str(),
+        spec.source.name(),
+        spec.path
+    )
 }
 
 /// One fill for concurrent callers, without a client stream; only the leader resolves.
-async fn fill_once<R, RF>(state: &AppState, spec: &Arc<ArtifactSpec>, resolve: R, on_commit: Option<CommitHook>) -> Result<Committed, ApiError>
+async fn fill_once<R, RF>(
+    state: &AppState,
+    spec: &Arc<ArtifactSpec>,
+    resolve: R,
+    on_commit: Option<CommitHook>,
+) -> Result<Committed, ApiError>
 where
     R: FnOnce() -> RF,
     RF: Future<Output = Result<Upstream, ApiError>>,
@@ -296,7 +419,9 @@ where
     loop {
         match state.proxy.artifacts.join(&flight_key(spec)) {
             singleflight::Role::Leader(leader) => {
-                let Some(resolve) = resolve.take() else { return Err(ApiError::Internal) };
+                let Some(resolve) = resolve.take() else {
+                    return Err(ApiError::Internal);
+                };
                 let upstream = match resolve().await {
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
@@ -321,7 +446,11 @@ where
 
 /// Key remembering that the upstream answered 404 for this path (ORCHARD_CACHE_TTL_NEGATIVE).
 fn missing_key(state: &AppState, spec: &ArtifactSpec) -> String {
-    state.cache.key(Category::ArtifactMetadata, spec.protocol.as_str(), &format!("missing/{}/{}", spec.source.name(), spec.path))
+    state.cache.key(
+        Category::ArtifactMetadata,
+        spec.protocol.as_str(),
+        &format!("missing/{}/{}", spec.source.name(), spec.path),
+    )
 }
 
 async fn known_missing(state: &AppState, spec: &ArtifactSpec) -> bool {
@@ -330,7 +459,11 @@ async fn known_missing(state: &AppState, spec: &ArtifactSpec) -> bool {
 
 /// Cache key of the path → artifact mapping (ARTIFACT_METADATA: immutable, no TTL).
 fn lookup_key(state: &AppState, spec: &ArtifactSpec) -> String {
-    state.cache.key(Category::ArtifactMetadata, spec.protocol.as_str(), &format!("{}/{}", spec.source.name(), spec.path))
+    state.cache.key(
+        Category::ArtifactMetadata,
+        spec.protocol.as_str(),
+        &format!("{}/{}", spec.source.name(), spec.path),
+    )
 }
 
 /// The committed artifact for the spec's path: a cache hit, else one joined query
@@ -338,15 +471,29 @@ fn lookup_key(state: &AppState, spec: &ArtifactSpec) -> String {
 async fn lookup(state: &AppState, spec: &ArtifactSpec) -> Result<Option<Committed>, ApiError> {
     let key = lookup_key(state, spec);
     if let Some(hit) = state.cache.get_json::<CommittedRecord>(&key).await {
-        return Ok(Some(Committed { sha256: hit.sha256, size: hit.size }));
+        return Ok(Some(Committed {
+            sha256: hit.sha256,
+            size: hit.size,
+        }));
     }
     let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
-    let found = repo.get_cached_url_with_artifact(spec.protocol.as_str(), spec.source.name(), &spec.path).await?;
+    let found = repo
+        .get_cached_url_with_artifact(spec.protocol.as_str(), spec.source.name(), &spec.path)
+        .await?;
     Ok(match found {
         Some((_, art)) => {
-            let record = CommittedRecord { sha256: art.sha256, size: art.size as u64 };
-            state.cache.set_json(&key, &record, Category::ArtifactMetadata).await;
-            Some(Committed { sha256: record.sha256, size: record.size })
+            let record = CommittedRecord {
+                sha256: art.sha256,
+                size: art.size as u64,
+            };
+            state
+                .cache
+                .set_json(&key, &record, Category::ArtifactMetadata)
+                .await;
+            Some(Committed {
+                sha256: record.sha256,
+                size: record.size,
+            })
         }
         None => None,
     })
@@ -369,18 +516,23 @@ async fn fill(
     state: &AppState,
     spec: &ArtifactSpec,
     upstream: &Upstream,
-    client: Option<(ClientTx, tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>)>,
+    client: Option<(
+        ClientTx,
+        tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>,
+    )>,
 ) -> FillResult {
     let (mut client_tx, len_tx) = match client {
         Some((tx, len)) => (Some(tx), Some(len)),
         None => (None, None),
     };
-    let fail_early = |len_tx: Option<tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>>, e: FetchError| {
-        if let Some(l) = len_tx {
-            let _ = l.send(Err(e.clone()));
-        }
-        Err(e)
-    };
+    let fail_early =
+        |len_tx: Option<tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>>,
+         e: FetchError| {
+            if let Some(l) = len_tx {
+                let _ = l.send(Err(e.clone()));
+            }
+            Err(e)
+        };
     // Across replicas: one fill per artifact. The lock is held (and renewed) until the
     // commit; `_lock` is released when this function returns.
     let _lock = match replica_lock(state, spec).await {
@@ -396,7 +548,15 @@ async fn fill(
             return Ok(c);
         }
     };
-    let mut resp = match state.http.get(Some(spec.source.name()), &upstream.url, &[("accept", "*/*")]).await {
+    let mut resp = match state
+        .http
+        .get(
+            Some(spec.source.name()),
+            &upstream.url,
+            &[("accept", "*/*")],
+        )
+        .await
+    {
         Ok(r) => r,
         Err(e) => return fail_early(len_tx, e.into()),
     };
@@ -406,10 +566,22 @@ async fn fill(
             // Remembered briefly, so probing builds do not hammer the upstream; 5xx and
             // timeouts are never remembered.
             let ttl = state.config.cache.ttl_negative;
-            state.cache.set_with_ttl(&missing_key(state, spec), Bytes::from_static(b"1"), Some(ttl)).await;
+            state
+                .cache
+                .set_with_ttl(
+                    &missing_key(state, spec),
+                    Bytes::from_static(b"1"),
+                    Some(ttl),
+                )
+                .await;
             return fail_early(len_tx, FetchError::NotFound);
         }
-        s => return fail_early(len_tx, FetchError::Upstream(format!("upstream answered {s}"))),
+        s => {
+            return fail_early(
+                len_tx,
+                FetchError::Upstream(format!("upstream answered {s}")),
+            )
+        }
     }
     let length = resp
         .headers()
@@ -424,7 +596,9 @@ async fn fill(
     let storage = state.storage.clone();
     let expected = upstream.expected.clone();
     let store_task = tokio::spawn(async move {
-        let body = futures::stream::unfold(store_rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let body = futures::stream::unfold(store_rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         storage.put_stream(body, &expected).await
     });
 
@@ -439,7 +613,9 @@ async fn fill(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                failure = Some(FetchError::Upstream(format!("the upstream body broke off: {e}")));
+                failure = Some(FetchError::Upstream(format!(
+                    "the upstream body broke off: {e}"
+                )));
                 break;
             }
             Ok(Some(Ok(chunk))) => {
@@ -458,10 +634,19 @@ async fn fill(
         let _ = store_tx.send(Err(io_error(&f.to_string()))).await;
     }
     drop(store_tx);
-    let stored = store_task.await.map_err(|e| FetchError::Internal(e.to_string()))?;
+    let stored = store_task
+        .await
+        .map_err(|e| FetchError::Internal(e.to_string()))?;
     let result = match (failure, stored) {
         (Some(f), _) => Err(f),
-        (None, Err(StorageError::HashMismatch { algorithm, expected, actual })) => {
+        (
+            None,
+            Err(StorageError::HashMismatch {
+                algorithm,
+                expected,
+                actual,
+            }),
+        ) => {
             tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, algorithm, expected, actual, "hash mismatch; nothing stored");
             Err(FetchError::HashMismatch)
         }
@@ -502,7 +687,12 @@ struct FillLock {
 impl FillLock {
     fn new(state: &AppState, key: String, token: String) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (cache, k, t, ttl) = (state.cache.clone(), key.clone(), token.clone(), state.config.cache.fill_lock_ttl);
+        let (cache, k, t, ttl) = (
+            state.cache.clone(),
+            key.clone(),
+            token.clone(),
+            state.config.cache.fill_lock_ttl,
+        );
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -516,7 +706,12 @@ impl FillLock {
                 }
             }
         });
-        FillLock { cache: state.cache.clone(), key, token, stop: Some(stop) }
+        FillLock {
+            cache: state.cache.clone(),
+            key,
+            token,
+            stop: Some(stop),
+        }
     }
 }
 
@@ -525,7 +720,11 @@ impl Drop for FillLock {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let (cache, key, token) = (self.cache.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.token));
+        let (cache, key, token) = (
+            self.cache.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
         tokio::spawn(async move { cache.unlock(&key, &token).await });
     }
 }
@@ -533,7 +732,11 @@ impl Drop for FillLock {
 /// Takes the cross-replica fill lock, or waits for the replica holding it to commit
 /// (then the committed object is served) or to give up (then this replica takes over).
 async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
-    let key = state.cache.key(Category::ArtifactMetadata, spec.protocol.as_str(), &format!("fill-lock/{}/{}", spec.source.name(), spec.path));
+    let key = state.cache.key(
+        Category::ArtifactMetadata,
+        spec.protocol.as_str(),
+        &format!("fill-lock/{}/{}", spec.source.name(), spec.path),
+    );
     let token = uuid::Uuid::new_v4().to_string();
     let ttl = state.config.cache.fill_lock_ttl;
     // A holder that keeps renewing is alive; give up waiting only after a long time.
@@ -542,11 +745,17 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
     loop {
         match state.cache.try_lock(&key, &token, ttl).await {
             None => {
-                metrics().fill_locks.with_label_values(&["unavailable"]).inc();
+                metrics()
+                    .fill_locks
+                    .with_label_values(&["unavailable"])
+                    .inc();
                 return LockOutcome::Unavailable;
             }
             Some(true) => {
-                metrics().fill_locks.with_label_values(&[if waited { "took_over" } else { "acquired" }]).inc();
+                metrics()
+                    .fill_locks
+                    .with_label_values(&[if waited { "took_over" } else { "acquired" }])
+                    .inc();
                 return LockOutcome::Held(FillLock::new(state, key, token));
             }
             Some(false) => {}
@@ -578,10 +787,25 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
     }
 }
 
-async fn commit(state: &AppState, spec: &ArtifactSpec, upstream: &Upstream, sha256: String, size: u64) -> FillResult {
-    let repo = state.db().ok_or_else(|| FetchError::Internal("database not ready".into()))?;
-    let art = Artifact { sha256: sha256.clone(), size: size as i64, content_type: spec.content_type.to_string(), created_at: now_unix() };
-    repo.get_or_create_artifact(&art).await.map_err(|e| FetchError::Internal(e.to_string()))?;
+async fn commit(
+    state: &AppState,
+    spec: &ArtifactSpec,
+    upstream: &Upstream,
+    sha256: String,
+    size: u64,
+) -> FillResult {
+    let repo = state
+        .db()
+        .ok_or_else(|| FetchError::Internal("database not ready".into()))?;
+    let art = Artifact {
+        sha256: sha256.clone(),
+        size: size as i64,
+        content_type: spec.content_type.to_string(),
+        created_at: now_unix(),
+    };
+    repo.get_or_create_artifact(&art)
+        .await
+        .map_err(|e| FetchError::Internal(e.to_string()))?;
     let url = CachedUrl {
         protocol: spec.protocol.as_str().to_string(),
         source: spec.source.name().to_string(),
@@ -590,6 +814,8 @@ async fn commit(state: &AppState, spec: &ArtifactSpec, upstream: &Upstream, sha2
         upstream_url: crate::file_url::redact(&upstream.url), // no userinfo or query tokens at rest
         created_at: now_unix(),
     };
-    repo.upsert_cached_url(&url).await.map_err(|e| FetchError::Internal(e.to_string()))?;
+    repo.upsert_cached_url(&url)
+        .await
+        .map_err(|e| FetchError::Internal(e.to_string()))?;
     Ok(Committed { sha256, size })
 }

@@ -76,7 +76,10 @@ pub struct DocumentRequest {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn body_key(key: &str, digest: &str) -> String {
@@ -85,18 +88,40 @@ fn body_key(key: &str, digest: &str) -> String {
 
 /// The document's head, from the cache when fresh, else from the upstream (coalesced).
 pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
-    let key = state.cache.source_key(req.category, req.protocol.as_str(), req.source.name(), &req.identifier).await;
+    let key = state
+        .cache
+        .source_key(
+            req.category,
+            req.protocol.as_str(),
+            req.source.name(),
+            &req.identifier,
+        )
+        .await;
     let cached: Option<DocHead> = state.cache.get_json(&key).await;
     if let Some(head) = &cached {
-        let ttl = if head.found { req.ttl } else { state.config.cache.ttl_negative };
+        let ttl = if head.found {
+            req.ttl
+        } else {
+            state.config.cache.ttl_negative
+        };
         if head.age() < ttl {
             // Stale-while-revalidate, ahead of expiry: a page still being asked for in the
             // last quarter of its TTL is refreshed in the background, so a busy page
             // never makes a client wait for the upstream.
-            if head.found && head.age() >= ttl * 3 / 4 && state.proxy.documents.in_flight_key(&key).is_none() {
+            if head.found
+                && head.age() >= ttl * 3 / 4
+                && state.proxy.documents.in_flight_key(&key).is_none()
+            {
                 refresh_in_background(state, req, &key, head);
             }
-            return Ok((Arc::new(Loaded { head: head.clone(), fetched_body: None, key }), CacheStatus::Hit));
+            return Ok((
+                Arc::new(Loaded {
+                    head: head.clone(),
+                    fetched_body: None,
+                    key,
+                }),
+                CacheStatus::Hit,
+            ));
         }
     }
     coalesced_fetch(state, req, key, cached).await
@@ -112,9 +137,17 @@ fn refresh_in_background(state: &AppState, req: &DocumentRequest, key: &str, hea
     });
 }
 
-async fn coalesced_fetch(state: &AppState, req: &DocumentRequest, key: String, previous: Option<DocHead>) -> DocumentResult {
+async fn coalesced_fetch(
+    state: &AppState,
+    req: &DocumentRequest,
+    key: String,
+    previous: Option<DocHead>,
+) -> DocumentResult {
     let previous = previous.map(Arc::new);
-    let (result, waited) = super::singleflight::run(&state.proxy.documents, &key, || fetch(state, req, &key, previous.clone())).await;
+    let (result, waited) = super::singleflight::run(&state.proxy.documents, &key, || {
+        fetch(state, req, &key, previous.clone())
+    })
+    .await;
     if waited {
         crate::metrics::metrics().singleflight_waiters.inc();
     }
@@ -123,11 +156,20 @@ async fn coalesced_fetch(state: &AppState, req: &DocumentRequest, key: String, p
 
 /// The body of a found document: the one just fetched, else from the cache; when the
 /// cache lost it, the document is fetched again.
-pub async fn body(state: &AppState, req: &DocumentRequest, loaded: &Loaded) -> Result<Text, FetchError> {
+pub async fn body(
+    state: &AppState,
+    req: &DocumentRequest,
+    loaded: &Loaded,
+) -> Result<Text, FetchError> {
     if let Some(b) = &loaded.fetched_body {
         return Ok(b.clone());
     }
-    if let Some(text) = state.cache.get(&body_key(&loaded.key, &loaded.head.digest)).await.and_then(Text::from_utf8) {
+    if let Some(text) = state
+        .cache
+        .get(&body_key(&loaded.key, &loaded.head.digest))
+        .await
+        .and_then(Text::from_utf8)
+    {
         return Ok(text);
     }
     let (fresh, _) = coalesced_fetch(state, req, loaded.key.clone(), None).await?;
@@ -187,17 +229,35 @@ async fn store_head(state: &AppState, key: &str, head: &DocHead, ttl: Duration) 
     }
 }
 
-fn stale_or(state: &AppState, req: &DocumentRequest, key: &str, previous: Option<Arc<DocHead>>, err: FetchError) -> DocumentResult {
+fn stale_or(
+    state: &AppState,
+    req: &DocumentRequest,
+    key: &str,
+    previous: Option<Arc<DocHead>>,
+    err: FetchError,
+) -> DocumentResult {
     match previous {
         Some(head) if head.found && head.age() < req.ttl + state.config.cache.stale_max => {
             tracing::warn!(upstream.source = req.source.name(), document = %req.identifier, error = %err, "upstream failed; serving the stale copy");
-            Ok((Arc::new(Loaded { head: (*head).clone(), fetched_body: None, key: key.to_string() }), CacheStatus::Stale))
+            Ok((
+                Arc::new(Loaded {
+                    head: (*head).clone(),
+                    fetched_body: None,
+                    key: key.to_string(),
+                }),
+                CacheStatus::Stale,
+            ))
         }
         _ => Err(err),
     }
 }
 
-async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Option<Arc<DocHead>>) -> DocumentResult {
+async fn fetch(
+    state: &AppState,
+    req: &DocumentRequest,
+    key: &str,
+    previous: Option<Arc<DocHead>>,
+) -> DocumentResult {
     let mut headers: Vec<(&str, String)> = vec![("accept", req.accept.to_string())];
     if let Some(p) = previous.as_ref().filter(|p| p.found) {
         if let Some(e) = &p.etag {
@@ -208,33 +268,59 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
         }
     }
     let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut resp = match state.http.get(Some(req.source.name()), &req.url, &header_refs).await {
+    let mut resp = match state
+        .http
+        .get(Some(req.source.name()), &req.url, &header_refs)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return stale_or(state, req, key, previous, e.into()),
     };
     let status = resp.status().as_u16();
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let found_ttl = req.ttl + state.config.cache.stale_max;
     match status {
         304 => match previous.filter(|p| p.found) {
             Some(p) => {
                 let mut head = (*p).clone();
                 head.fetched_at_ms = now_ms();
-                if state.cache.expire(&body_key(key, &head.digest), found_ttl).await {
+                if state
+                    .cache
+                    .expire(&body_key(key, &head.digest), found_ttl)
+                    .await
+                {
                     store_head(state, key, &head, found_ttl).await;
-                    Ok((Arc::new(Loaded { head, fetched_body: None, key: key.to_string() }), CacheStatus::Hit))
+                    Ok((
+                        Arc::new(Loaded {
+                            head,
+                            fetched_body: None,
+                            key: key.to_string(),
+                        }),
+                        CacheStatus::Hit,
+                    ))
                 } else {
                     // The body is gone from the cache: ask again without validators.
                     Box::pin(fetch(state, req, key, None)).await
                 }
             }
-            None => Err(FetchError::Upstream("upstream answered 304 to an unconditional request".into())),
+            None => Err(FetchError::Upstream(
+                "upstream answered 304 to an unconditional request".into(),
+            )),
         },
         200 => {
             let etag = header("etag");
             let last_modified = header("last-modified");
             let content_type = header("content-type").unwrap_or_default();
-            let read = tokio::time::timeout(state.config.http.read_timeout(), resp.body().limit(state.config.max_index_bytes)).await;
+            let read = tokio::time::timeout(
+                state.config.http.read_timeout(),
+                resp.body().limit(state.config.max_index_bytes),
+            )
+            .await;
             let raw = match read {
                 Err(_) => return stale_or(state, req, key, previous, FetchError::Timeout),
                 Ok(Err(actix_web::error::PayloadError::Overflow)) => {
@@ -245,7 +331,8 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
                     return stale_or(state, req, key, previous, e);
                 }
                 Ok(Err(e)) => {
-                    let e = FetchError::Upstream(format!("reading the upstream document failed: {e}"));
+                    let e =
+                        FetchError::Upstream(format!("reading the upstream document failed: {e}"));
                     return stale_or(state, req, key, previous, e);
                 }
                 Ok(Ok(b)) => b,
@@ -254,21 +341,64 @@ async fn fetch(state: &AppState, req: &DocumentRequest, key: &str, previous: Opt
             let parsed = match state.blocking.run(move || parse(&raw, &content_type)).await {
                 Ok(Ok(b)) => b,
                 Ok(Err(e)) => return stale_or(state, req, key, previous, FetchError::Upstream(e)),
-                Err(e) => return stale_or(state, req, key, previous, FetchError::Upstream(e.to_string())),
+                Err(e) => {
+                    return stale_or(
+                        state,
+                        req,
+                        key,
+                        previous,
+                        FetchError::Upstream(e.to_string()),
+                    )
+                }
             };
             let digest = hex::encode(&Sha256::digest(parsed.as_bytes())[..8]);
-            let head = DocHead { found: true, etag, last_modified, fetched_at_ms: now_ms(), digest };
+            let head = DocHead {
+                found: true,
+                etag,
+                last_modified,
+                fetched_at_ms: now_ms(),
+                digest,
+            };
             let body = Text::from_string(parsed);
             // the cache shares the same bytes (an in-process cache keeps them without a copy)
-            state.cache.set_with_ttl(&body_key(key, &head.digest), body.bytes(), Some(found_ttl)).await;
+            state
+                .cache
+                .set_with_ttl(&body_key(key, &head.digest), body.bytes(), Some(found_ttl))
+                .await;
             store_head(state, key, &head, found_ttl).await;
-            Ok((Arc::new(Loaded { head, fetched_body: Some(body), key: key.to_string() }), CacheStatus::Miss))
+            Ok((
+                Arc::new(Loaded {
+                    head,
+                    fetched_body: Some(body),
+                    key: key.to_string(),
+                }),
+                CacheStatus::Miss,
+            ))
         }
         404 | 410 => {
-            let head = DocHead { found: false, etag: None, last_modified: None, fetched_at_ms: now_ms(), digest: String::new() };
+            let head = DocHead {
+                found: false,
+                etag: None,
+                last_modified: None,
+                fetched_at_ms: now_ms(),
+                digest: String::new(),
+            };
             store_head(state, key, &head, state.config.cache.ttl_negative).await;
-            Ok((Arc::new(Loaded { head, fetched_body: None, key: key.to_string() }), CacheStatus::Miss))
+            Ok((
+                Arc::new(Loaded {
+                    head,
+                    fetched_body: None,
+                    key: key.to_string(),
+                }),
+                CacheStatus::Miss,
+            ))
         }
-        other => stale_or(state, req, key, previous, FetchError::Upstream(format!("upstream answered {other}"))),
+        other => stale_or(
+            state,
+            req,
+            key,
+            previous,
+            FetchError::Upstream(format!("upstream answered {other}")),
+        ),
     }
 }

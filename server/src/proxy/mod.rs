@@ -41,7 +41,9 @@ impl From<UpstreamError> for FetchError {
     fn from(e: UpstreamError) -> Self {
         match e {
             UpstreamError::Timeout => FetchError::Timeout,
-            UpstreamError::Connect(_) => FetchError::Upstream("cannot reach the upstream registry".into()),
+            UpstreamError::Connect(_) => {
+                FetchError::Upstream("cannot reach the upstream registry".into())
+            }
             UpstreamError::Request(_) => FetchError::Upstream("the upstream request failed".into()),
         }
     }
@@ -55,7 +57,9 @@ impl From<FetchError> for ApiError {
             FetchError::NotFound => ApiError::NotFound("not found upstream".into()),
             FetchError::Missing(m) => ApiError::NotFound(m),
             FetchError::Database => ApiError::DatabaseUnavailable,
-            FetchError::HashMismatch => ApiError::BadGateway("the upstream bytes do not match the declared hash; nothing was stored".into()),
+            FetchError::HashMismatch => ApiError::BadGateway(
+                "the upstream bytes do not match the declared hash; nothing was stored".into(),
+            ),
             FetchError::Internal(m) => {
                 tracing::error!(error = %m, "artifact fill failed");
                 ApiError::Internal

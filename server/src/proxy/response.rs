@@ -25,21 +25,29 @@ pub enum RangeRequest {
 /// units or malformed values are ignored (the whole object is sent), as RFC 9110
 /// allows.
 pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else { return RangeRequest::Full };
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Full;
+    };
     if spec.contains(',') {
         return RangeRequest::Full;
     }
-    let Some((start, end)) = spec.trim().split_once('-') else { return RangeRequest::Full };
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
     let (start, end) = (start.trim(), end.trim());
     if start.is_empty() {
         // suffix: the last N bytes
-        let Ok(n) = end.parse::<u64>() else { return RangeRequest::Full };
+        let Ok(n) = end.parse::<u64>() else {
+            return RangeRequest::Full;
+        };
         if n == 0 || size == 0 {
             return RangeRequest::Unsatisfiable;
         }
         return RangeRequest::Part(size.saturating_sub(n)..size);
     }
-    let Ok(first) = start.parse::<u64>() else { return RangeRequest::Full };
+    let Ok(first) = start.parse::<u64>() else {
+        return RangeRequest::Full;
+    };
     let last = if end.is_empty() {
         size.saturating_sub(1)
     } else {
@@ -59,13 +67,17 @@ pub fn etag_of(sha256: &str) -> String {
 }
 
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag)
+    if_none_match
+        .split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
 }
 
 fn with_cache_status(mut res: HttpResponse, status: CacheStatus) -> HttpResponse {
     res.extensions_mut().insert(status);
     if let Ok(v) = header::HeaderValue::from_str(status.as_str()) {
-        res.headers_mut().insert(header::HeaderName::from_static("x-orchard-cache"), v);
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-orchard-cache"), v);
     }
     res
 }
@@ -90,17 +102,31 @@ pub async fn stored(
     cache: CacheStatus,
 ) -> Result<HttpResponse, ApiError> {
     let etag = etag_of(sha256);
-    if let Some(inm) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(inm) = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         if etag_matches(inm, &etag) {
-            let res = HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish();
+            let res = HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .finish();
             return Ok(with_cache_status(res, cache));
         }
     }
     if req.method() == Method::HEAD {
-        let res = base(StatusCode::OK, sha256, content_type).body(SizedStream::new(size, futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+        let res = base(StatusCode::OK, sha256, content_type).body(SizedStream::new(
+            size,
+            futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+        ));
         return Ok(with_cache_status(res, cache));
     }
-    let range = parse_range(req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let range = parse_range(
+        req.headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok()),
+        size,
+    );
     let (status, wanted) = match range {
         RangeRequest::Full => (StatusCode::OK, None),
         RangeRequest::Part(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
@@ -121,9 +147,15 @@ pub async fn stored(
     });
     let mut b = base(status, sha256, content_type);
     if wanted.is_some() {
-        b.insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", served.start, served.end - 1, size)));
+        b.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", served.start, served.end - 1, size),
+        ));
     }
-    Ok(with_cache_status(b.body(SizedStream::new(len, body)), cache))
+    Ok(with_cache_status(
+        b.body(SizedStream::new(len, body)),
+        cache,
+    ))
 }
 
 pub fn tag(res: HttpResponse, cache: CacheStatus) -> HttpResponse {

@@ -18,7 +18,9 @@ pub struct SingleFlight<V> {
 
 impl<V> Default for SingleFlight<V> {
     fn default() -> Self {
-        SingleFlight { slots: Arc::new(Mutex::new(HashMap::new())) }
+        SingleFlight {
+            slots: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 }
 
@@ -38,7 +40,10 @@ pub struct Leader<V> {
 impl<V: Clone> Leader<V> {
     pub fn finish(mut self, value: V) {
         if let Some(tx) = self.tx.take() {
-            self.slots.lock().expect("singleflight lock").remove(&self.key);
+            self.slots
+                .lock()
+                .expect("singleflight lock")
+                .remove(&self.key);
             let _ = tx.send(Some(value));
         }
     }
@@ -47,7 +52,10 @@ impl<V: Clone> Leader<V> {
 impl<V> Drop for Leader<V> {
     fn drop(&mut self) {
         if self.tx.is_some() {
-            self.slots.lock().expect("singleflight lock").remove(&self.key);
+            self.slots
+                .lock()
+                .expect("singleflight lock")
+                .remove(&self.key);
         }
     }
 }
@@ -60,12 +68,20 @@ impl<V: Clone> SingleFlight<V> {
         }
         let (tx, rx) = watch::channel(None);
         slots.insert(key.to_string(), rx);
-        Role::Leader(Leader { key: key.to_string(), tx: Some(tx), slots: self.slots.clone() })
+        Role::Leader(Leader {
+            key: key.to_string(),
+            tx: Some(tx),
+            slots: self.slots.clone(),
+        })
     }
 
     /// `Some(())` when `key` is being worked on.
     pub fn in_flight_key(&self, key: &str) -> Option<()> {
-        self.slots.lock().expect("singleflight lock").contains_key(key).then_some(())
+        self.slots
+            .lock()
+            .expect("singleflight lock")
+            .contains_key(key)
+            .then_some(())
     }
 
     /// Number of keys in flight.
@@ -152,10 +168,17 @@ mod tests {
     #[tokio::test]
     async fn a_vanished_leader_hands_over() {
         let flight = SingleFlight::<u32>::default();
-        let Role::Leader(leader) = flight.join("k") else { panic!("first caller leads") };
-        let Role::Follower(rx) = flight.join("k") else { panic!("second caller follows") };
+        let Role::Leader(leader) = flight.join("k") else {
+            panic!("first caller leads")
+        };
+        let Role::Follower(rx) = flight.join("k") else {
+            panic!("second caller follows")
+        };
         drop(leader);
         assert_eq!(wait(rx).await, None);
-        assert!(matches!(flight.join("k"), Role::Leader(_)), "the key is free again");
+        assert!(
+            matches!(flight.join("k"), Role::Leader(_)),
+            "the key is free again"
+        );
     }
 }

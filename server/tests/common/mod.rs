@@ -26,7 +26,9 @@ pub fn fresh_postgres_database() -> String {
     let admin_url = service_var("ORCHARD_TEST_DATABASE_URL");
     let name = unique("orchard_test");
     let mut admin = PgConnection::establish(&admin_url).expect("connect to the test Postgres");
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).expect("create database");
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .expect("create database");
     let mut url = url::Url::parse(&admin_url).expect("test database URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
@@ -34,23 +36,39 @@ pub fn fresh_postgres_database() -> String {
 
 /// A configuration from the given variables only (nothing from the process environment).
 pub fn config_from(vars: &[(&str, String)]) -> Config {
-    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     Config::from_env(&Env::from_fn(move |k| map.get(k).cloned())).expect("valid test configuration")
 }
 
 /// The S3 settings of the test server, under a prefix of the test's own.
 pub fn s3_vars(prefix: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("ORCHARD_S3_ENDPOINT", service_var("ORCHARD_TEST_S3_ENDPOINT")),
+        (
+            "ORCHARD_S3_ENDPOINT",
+            service_var("ORCHARD_TEST_S3_ENDPOINT"),
+        ),
         ("ORCHARD_S3_BUCKET", service_var("ORCHARD_TEST_S3_BUCKET")),
         ("ORCHARD_S3_REGION", service_var("ORCHARD_TEST_S3_REGION")),
-        ("ORCHARD_S3_ACCESS_KEY_ID", service_var("ORCHARD_TEST_S3_ACCESS_KEY_ID")),
-        ("ORCHARD_S3_SECRET_ACCESS_KEY", service_var("ORCHARD_TEST_S3_SECRET_ACCESS_KEY")),
+        (
+            "ORCHARD_S3_ACCESS_KEY_ID",
+            service_var("ORCHARD_TEST_S3_ACCESS_KEY_ID"),
+        ),
+        (
+            "ORCHARD_S3_SECRET_ACCESS_KEY",
+            service_var("ORCHARD_TEST_S3_SECRET_ACCESS_KEY"),
+        ),
         ("ORCHARD_S3_PREFIX", prefix.to_string()),
     ]
 }
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }

@@ -9,7 +9,12 @@ pub enum Checksum {
 }
 
 impl Checksum {
-    pub const ALL: [Checksum; 4] = [Checksum::Sha1, Checksum::Md5, Checksum::Sha256, Checksum::Sha512];
+    pub const ALL: [Checksum; 4] = [
+        Checksum::Sha1,
+        Checksum::Md5,
+        Checksum::Sha256,
+        Checksum::Sha512,
+    ];
 
     pub fn ext(self) -> &'static str {
         match self {
@@ -52,9 +57,18 @@ impl Checksum {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MavenPath {
     /// `…/maven-metadata.xml` at group, artifact or (SNAPSHOT) version level.
-    Metadata { dir: String, checksum: Option<Checksum> },
+    Metadata {
+        dir: String,
+        checksum: Option<Checksum>,
+    },
     /// A file of one version.
-    File { group: String, artifact: String, version: String, file: String, checksum: Option<Checksum> },
+    File {
+        group: String,
+        artifact: String,
+        version: String,
+        file: String,
+        checksum: Option<Checksum>,
+    },
 }
 
 impl MavenPath {
@@ -62,7 +76,13 @@ impl MavenPath {
     pub fn main_path(&self) -> String {
         match self {
             MavenPath::Metadata { dir, .. } => format!("{dir}/maven-metadata.xml"),
-            MavenPath::File { group, artifact, version, file, .. } => {
+            MavenPath::File {
+                group,
+                artifact,
+                version,
+                file,
+                ..
+            } => {
                 format!("{}/{artifact}/{version}/{file}", group.replace('.', "/"))
             }
         }
@@ -82,9 +102,13 @@ impl MavenPath {
 /// artifact) is covered by `g:a` patterns only when the artifact side is `*`.
 pub fn pattern_covers(pattern: &str, group: &str, artifact: Option<&str>) -> bool {
     use crate::sources::wildcard_match;
-    let group_matches = |p: &str| wildcard_match(p, group) || p.strip_suffix(".*").is_some_and(|base| base == group);
+    let group_matches = |p: &str| {
+        wildcard_match(p, group) || p.strip_suffix(".*").is_some_and(|base| base == group)
+    };
     match pattern.split_once(':') {
-        Some((pg, pa)) => group_matches(pg) && artifact.map_or(pa == "*", |a| wildcard_match(pa, a)),
+        Some((pg, pa)) => {
+            group_matches(pg) && artifact.map_or(pa == "*", |a| wildcard_match(pa, a))
+        }
         None => group_matches(pattern),
     }
 }
@@ -105,7 +129,10 @@ pub fn source_serves_dir(source: &crate::sources::Source, dir: &str) -> bool {
             vec![(parts[..parts.len() - 2].join("."), Some(*artifact))]
         }
         [only] => vec![(only.to_string(), None)],
-        [.., artifact] => vec![(parts[..parts.len() - 1].join("."), Some(*artifact)), (parts.join("."), None)],
+        [.., artifact] => vec![
+            (parts[..parts.len() - 1].join("."), Some(*artifact)),
+            (parts.join("."), None),
+        ],
         [] => vec![],
     };
     !readings.is_empty() && readings.iter().all(|(g, a)| source_serves(source, g, *a))
@@ -117,7 +144,8 @@ fn valid_segment(s: &str) -> bool {
         && s != "."
         && s != ".."
         && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b'~'))
 }
 
 pub fn is_snapshot(version: &str) -> bool {
@@ -130,16 +158,24 @@ pub fn parse(segments: &[String]) -> Result<MavenPath, String> {
         return Err("not a Maven repository path".into());
     }
     if let Some(bad) = segments.iter().find(|s| !valid_segment(s)) {
-        return Err(format!("invalid path segment {:?}", bad.chars().take(60).collect::<String>()));
+        return Err(format!(
+            "invalid path segment {:?}",
+            bad.chars().take(60).collect::<String>()
+        ));
     }
     let last = segments.last().expect("non-empty");
     let (name, checksum) = match last.rsplit_once('.') {
-        Some((stem, ext)) if Checksum::from_ext(ext).is_some() => (stem.to_string(), Checksum::from_ext(ext)),
+        Some((stem, ext)) if Checksum::from_ext(ext).is_some() => {
+            (stem.to_string(), Checksum::from_ext(ext))
+        }
         _ => (last.clone(), None),
     };
     let dirs = &segments[..segments.len() - 1];
     if name == "maven-metadata.xml" {
-        return Ok(MavenPath::Metadata { dir: dirs.join("/"), checksum });
+        return Ok(MavenPath::Metadata {
+            dir: dirs.join("/"),
+            checksum,
+        });
     }
     if dirs.len() < 3 {
         return Err("a file path needs group/artifact/version/file".into());
@@ -152,9 +188,17 @@ pub fn parse(segments: &[String]) -> Result<MavenPath, String> {
         None => format!("{artifact}-{version}"),
     };
     if !name.starts_with(&expected_prefix) || name.len() == expected_prefix.len() {
-        return Err(format!("{name:?} is not a file of {group}:{artifact}:{version}"));
+        return Err(format!(
+            "{name:?} is not a file of {group}:{artifact}:{version}"
+        ));
     }
-    Ok(MavenPath::File { group, artifact, version, file: name, checksum })
+    Ok(MavenPath::File {
+        group,
+        artifact,
+        version,
+        file: name,
+        checksum,
+    })
 }
 
 pub fn content_type(file: &str) -> &'static str {
@@ -185,7 +229,10 @@ mod tests {
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
             file_hosts: vec![],
         };
-        crate::sources::Source { base: url::Url::parse(&spec.url).unwrap(), spec }
+        crate::sources::Source {
+            base: url::Url::parse(&spec.url).unwrap(),
+            spec,
+        }
     }
 
     #[test]
@@ -193,26 +240,51 @@ mod tests {
         // README: an internal source with include ["com.acme.*"], the public one excluding it
         let internal = source(&["com.acme.*"], &[]);
         let public = source(&[], &["com.acme.*"]);
-        for (g, a) in [("com.acme", "lib"), ("com.acme.tools", "cli"), ("com.acme.a.b", "x")] {
+        for (g, a) in [
+            ("com.acme", "lib"),
+            ("com.acme.tools", "cli"),
+            ("com.acme.a.b", "x"),
+        ] {
             assert!(source_serves(&internal, g, Some(a)), "{g}:{a}");
             assert!(!source_serves(&public, g, Some(a)), "{g}:{a}");
         }
-        for dir in ["com/acme/lib", "com/acme/tools/cli", "com/acme/lib/1.0-SNAPSHOT"] {
+        for dir in [
+            "com/acme/lib",
+            "com/acme/tools/cli",
+            "com/acme/lib/1.0-SNAPSHOT",
+        ] {
             assert!(source_serves_dir(&internal, dir), "{dir}");
             assert!(!source_serves_dir(&public, dir), "{dir}");
         }
         // `com/acme` may also be the artifact `com:acme`, which the internal source does not include
-        assert!(!source_serves_dir(&public, "com/acme") && !source_serves_dir(&internal, "com/acme"));
-        assert!(!source_serves(&public, "com.acme", None), "group-level metadata of com.acme");
-        assert!(source_serves(&public, "com.acmecorp", Some("lib")) && !source_serves(&internal, "com.acmecorp", Some("lib")));
+        assert!(
+            !source_serves_dir(&public, "com/acme") && !source_serves_dir(&internal, "com/acme")
+        );
+        assert!(
+            !source_serves(&public, "com.acme", None),
+            "group-level metadata of com.acme"
+        );
+        assert!(
+            source_serves(&public, "com.acmecorp", Some("lib"))
+                && !source_serves(&internal, "com.acmecorp", Some("lib"))
+        );
         assert!(source_serves(&public, "org.apache", Some("commons")));
         assert!(source_serves_dir(&public, "org/apache/maven/plugins"));
         // groupId:artifactId patterns
         let one = source(&[], &["com.acme:secret", "org.*:internal-*"]);
-        assert!(!source_serves(&one, "com.acme", Some("secret")) && source_serves(&one, "com.acme", Some("public")));
+        assert!(
+            !source_serves(&one, "com.acme", Some("secret"))
+                && source_serves(&one, "com.acme", Some("public"))
+        );
         assert!(!source_serves(&one, "org.x", Some("internal-api")));
-        assert!(!source_serves_dir(&one, "com/acme/secret") && source_serves_dir(&one, "com/acme/public"));
-        assert!(source_serves_dir(&one, "com/acme"), "group-level metadata is not one artifact");
+        assert!(
+            !source_serves_dir(&one, "com/acme/secret")
+                && source_serves_dir(&one, "com/acme/public")
+        );
+        assert!(
+            source_serves_dir(&one, "com/acme"),
+            "group-level metadata is not one artifact"
+        );
     }
 
     fn p(path: &str) -> Result<MavenPath, String> {
@@ -221,7 +293,8 @@ mod tests {
 
     #[test]
     fn files_and_metadata() {
-        let f = p("com/fasterxml/jackson/core/jackson-databind/2.17.0/jackson-databind-2.17.0.jar").unwrap();
+        let f = p("com/fasterxml/jackson/core/jackson-databind/2.17.0/jackson-databind-2.17.0.jar")
+            .unwrap();
         assert_eq!(
             f,
             MavenPath::File {
@@ -232,15 +305,33 @@ mod tests {
                 checksum: None
             }
         );
-        assert_eq!(f.main_path(), "com/fasterxml/jackson/core/jackson-databind/2.17.0/jackson-databind-2.17.0.jar");
+        assert_eq!(
+            f.main_path(),
+            "com/fasterxml/jackson/core/jackson-databind/2.17.0/jackson-databind-2.17.0.jar"
+        );
         let s = p("junit/junit/4.13.2/junit-4.13.2.pom.sha1").unwrap();
         assert_eq!(s.checksum(), Some(Checksum::Sha1));
         assert_eq!(s.main_path(), "junit/junit/4.13.2/junit-4.13.2.pom");
-        assert!(matches!(p("org/acme/lib/1.0-SNAPSHOT/lib-1.0-20240101.120000-3.jar").unwrap(), MavenPath::File { .. }));
-        assert!(matches!(p("org/acme/lib/1.0-SNAPSHOT/lib-1.0-SNAPSHOT.jar").unwrap(), MavenPath::File { .. }));
+        assert!(matches!(
+            p("org/acme/lib/1.0-SNAPSHOT/lib-1.0-20240101.120000-3.jar").unwrap(),
+            MavenPath::File { .. }
+        ));
+        assert!(matches!(
+            p("org/acme/lib/1.0-SNAPSHOT/lib-1.0-SNAPSHOT.jar").unwrap(),
+            MavenPath::File { .. }
+        ));
         let m = p("org/acme/lib/maven-metadata.xml.md5").unwrap();
-        assert_eq!(m, MavenPath::Metadata { dir: "org/acme/lib".into(), checksum: Some(Checksum::Md5) });
-        assert!(matches!(p("org/acme/lib/1.0-SNAPSHOT/maven-metadata.xml").unwrap(), MavenPath::Metadata { .. }));
+        assert_eq!(
+            m,
+            MavenPath::Metadata {
+                dir: "org/acme/lib".into(),
+                checksum: Some(Checksum::Md5)
+            }
+        );
+        assert!(matches!(
+            p("org/acme/lib/1.0-SNAPSHOT/maven-metadata.xml").unwrap(),
+            MavenPath::Metadata { .. }
+        ));
     }
 
     #[test]

@@ -29,23 +29,29 @@ use futures::StreamExt;
 use super::coords::{self, content_type, is_snapshot, Checksum, MavenPath};
 use crate::cache::Category;
 use crate::error::ApiError;
+use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Parser};
 use crate::proxy::response;
 use crate::proxy::FetchError;
 use crate::sources::{Protocol, Source};
-use crate::protocols::View;
 use crate::state::AppState;
 use crate::storage::Expected;
 
-
 fn versions_ttl(state: &AppState, source: &Source) -> Duration {
-    source.spec.ttl.as_ref().and_then(|t| t.versions_seconds).map(Duration::from_secs).unwrap_or(state.config.cache.ttl_versions)
+    source
+        .spec
+        .ttl
+        .as_ref()
+        .and_then(|t| t.versions_seconds)
+        .map(Duration::from_secs)
+        .unwrap_or(state.config.cache.ttl_versions)
 }
 
 fn metadata_request(state: &AppState, source: &Arc<Source>, path: &str) -> DocumentRequest {
     let parse: Parser = Arc::new(|body, _ct| {
-        let text = std::str::from_utf8(body).map_err(|_| "maven-metadata.xml is not UTF-8".to_string())?;
+        let text =
+            std::str::from_utf8(body).map_err(|_| "maven-metadata.xml is not UTF-8".to_string())?;
         if !text.contains("<metadata") {
             return Err("upstream maven-metadata.xml has no <metadata> element".into());
         }
@@ -65,8 +71,17 @@ fn metadata_request(state: &AppState, source: &Arc<Source>, path: &str) -> Docum
 
 /// Whether a source has a SNAPSHOT version (its version-level metadata); answers are
 /// cached like documents, 404s negatively.
-fn snapshot_presence_request(state: &AppState, source: &Arc<Source>, group: &str, artifact: &str, version: &str) -> DocumentRequest {
-    let probe = format!("{}/{artifact}/{version}/maven-metadata.xml", group.replace('.', "/"));
+fn snapshot_presence_request(
+    state: &AppState,
+    source: &Arc<Source>,
+    group: &str,
+    artifact: &str,
+    version: &str,
+) -> DocumentRequest {
+    let probe = format!(
+        "{}/{artifact}/{version}/maven-metadata.xml",
+        group.replace('.', "/")
+    );
     DocumentRequest {
         protocol: Protocol::Maven,
         source: source.clone(),
@@ -94,7 +109,12 @@ fn digest_of(algo: Checksum, data: &[u8]) -> String {
     h(None).unwrap_or_default()
 }
 
-async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Checksum>) -> Result<HttpResponse, ApiError> {
+async fn metadata(
+    state: &AppState,
+    view: &View,
+    dir: &str,
+    checksum: Option<Checksum>,
+) -> Result<HttpResponse, ApiError> {
     let path = format!("{dir}/maven-metadata.xml");
     for source in view.sources(state, Protocol::Maven) {
         if !coords::source_serves_dir(&source, dir) {
@@ -108,20 +128,39 @@ async fn metadata(state: &AppState, view: &View, dir: &str, checksum: Option<Che
         let body = document::body(state, &dreq, &doc).await?;
         let res = match checksum {
             Some(algo) => text(digest_of(algo, body.as_bytes()), "text/plain", None),
-            None => text(body.to_string(), "text/xml", Some(format!("W/\"{}\"", doc.digest()))),
+            None => text(
+                body.to_string(),
+                "text/xml",
+                Some(format!("W/\"{}\"", doc.digest())),
+            ),
         };
         return Ok(response::tag(res, status));
     }
-    Err(ApiError::NotFound(format!("{path} not found in any Maven source")))
+    Err(ApiError::NotFound(format!(
+        "{path} not found in any Maven source"
+    )))
 }
 
 /// The source that owns a version in the merged view: the first (by priority) that has
 /// the version's POM — fetched once and stored, so the POM request Maven makes next is
 /// a hit — or, for a SNAPSHOT, its version-level metadata. `None` when no source has it.
-async fn version_owner(state: &AppState, req: &HttpRequest, candidates: &[Arc<Source>], group: &str, artifact: &str, version: &str) -> Result<Option<Arc<Source>>, ApiError> {
+async fn version_owner(
+    state: &AppState,
+    req: &HttpRequest,
+    candidates: &[Arc<Source>],
+    group: &str,
+    artifact: &str,
+    version: &str,
+) -> Result<Option<Arc<Source>>, ApiError> {
     for source in candidates {
         let found = if is_snapshot(version) {
-            document::get(state, &snapshot_presence_request(state, source, group, artifact, version)).await?.0.found()
+            document::get(
+                state,
+                &snapshot_presence_request(state, source, group, artifact, version),
+            )
+            .await?
+            .0
+            .found()
         } else {
             let file = format!("{artifact}-{version}.pom");
             let pom = MavenPath::File {
@@ -132,8 +171,20 @@ async fn version_owner(state: &AppState, req: &HttpRequest, candidates: &[Arc<So
                 checksum: None,
             };
             let main = pom.main_path();
-            let spec = ArtifactSpec { protocol: Protocol::Maven, source: source.clone(), path: main.clone(), content_type: content_type(&file) };
-            match artifact::ensure(state, spec, || resolve_upstream(state, source, &main), pom_hook(req, file.clone())).await {
+            let spec = ArtifactSpec {
+                protocol: Protocol::Maven,
+                source: source.clone(),
+                path: main.clone(),
+                content_type: content_type(&file),
+            };
+            match artifact::ensure(
+                state,
+                spec,
+                || resolve_upstream(state, source, &main),
+                pom_hook(req, file.clone()),
+            )
+            .await
+            {
                 Ok(_) => true,
                 Err(ApiError::NotFound(_)) => false,
                 Err(e) => return Err(e),
@@ -150,58 +201,124 @@ async fn version_owner(state: &AppState, req: &HttpRequest, candidates: &[Arc<So
 /// that an extraction itself asked for (`PARENT_POM_HEADER` from a loopback peer): one
 /// extraction then loads a bounded set of POMs instead of cascading through a chain.
 fn pom_hook(req: &HttpRequest, file: String) -> Option<artifact::CommitHook> {
-    let internal = req.headers().contains_key(crate::deps::local::PARENT_POM_HEADER)
+    let internal = req
+        .headers()
+        .contains_key(crate::deps::local::PARENT_POM_HEADER)
         && req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     if internal {
         return None;
     }
-    Some(Box::new(move |state: AppState, committed: artifact::Committed| {
-        actix_web::rt::spawn(crate::deps::extract_committed(state, "maven", file, committed.sha256));
-    }))
+    Some(Box::new(
+        move |state: AppState, committed: artifact::Committed| {
+            actix_web::rt::spawn(crate::deps::extract_committed(
+                state,
+                "maven",
+                file,
+                committed.sha256,
+            ));
+        },
+    ))
 }
 
 /// Where a file's bytes are upstream, with the digest the upstream declares for them.
-async fn resolve_upstream(state: &AppState, source: &Source, main: &str) -> Result<Upstream, ApiError> {
+async fn resolve_upstream(
+    state: &AppState,
+    source: &Source,
+    main: &str,
+) -> Result<Upstream, ApiError> {
     let sha1 = upstream_sha1(state, source, main).await?;
-    Ok(Upstream { url: source.url(main), expected: Expected { sha1, ..Default::default() } })
+    Ok(Upstream {
+        url: source.url(main),
+        expected: Expected {
+            sha1,
+            ..Default::default()
+        },
+    })
 }
 
 /// The digest the upstream declares for a file (its `.sha1`), if it has one.
-async fn upstream_sha1(state: &AppState, source: &Source, path: &str) -> Result<Option<String>, ApiError> {
+async fn upstream_sha1(
+    state: &AppState,
+    source: &Source,
+    path: &str,
+) -> Result<Option<String>, ApiError> {
     let url = source.url(&format!("{path}.sha1"));
-    let mut resp = state.http.get(Some(source.name()), &url, &[("accept", "text/plain, */*")]).await.map_err(FetchError::from)?;
+    let mut resp = state
+        .http
+        .get(Some(source.name()), &url, &[("accept", "text/plain, */*")])
+        .await
+        .map_err(FetchError::from)?;
     match resp.status().as_u16() {
         200 => {
-            let body = tokio::time::timeout(state.config.http.read_timeout(), resp.body().limit(4096))
-                .await
-                .map_err(|_| ApiError::GatewayTimeout)?
-                .map_err(|e| ApiError::BadGateway(format!("reading the upstream checksum failed: {e}")))?;
+            let body =
+                tokio::time::timeout(state.config.http.read_timeout(), resp.body().limit(4096))
+                    .await
+                    .map_err(|_| ApiError::GatewayTimeout)?
+                    .map_err(|e| {
+                        ApiError::BadGateway(format!("reading the upstream checksum failed: {e}"))
+                    })?;
             let text = String::from_utf8_lossy(&body);
-            let token = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            let token = text
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
             if token.len() == 40 && token.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(Some(token))
             } else {
-                Err(ApiError::BadGateway(format!("the upstream {path}.sha1 is not a SHA-1 digest")))
+                Err(ApiError::BadGateway(format!(
+                    "the upstream {path}.sha1 is not a SHA-1 digest"
+                )))
             }
         }
         404 | 410 => Ok(None),
-        s => Err(ApiError::BadGateway(format!("upstream answered {s} for the checksum of {path}"))),
+        s => Err(ApiError::BadGateway(format!(
+            "upstream answered {s} for the checksum of {path}"
+        ))),
     }
 }
 
-async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath) -> Result<HttpResponse, ApiError> {
-    let MavenPath::File { group, artifact, version, file, checksum } = path else { return Err(ApiError::Internal) };
+async fn file(
+    state: &AppState,
+    req: &HttpRequest,
+    view: &View,
+    path: &MavenPath,
+) -> Result<HttpResponse, ApiError> {
+    let MavenPath::File {
+        group,
+        artifact,
+        version,
+        file,
+        checksum,
+    } = path
+    else {
+        return Err(ApiError::Internal);
+    };
     let name = format!("{group}:{artifact}");
     let candidates: Vec<Arc<Source>> = match view {
-        View::Source(s) if coords::source_serves(s, group, Some(artifact)) => return serve_from(state, req, s.clone(), path).await,
-        View::Source(s) => return Err(ApiError::NotFound(format!("source {:?} does not serve {name}", s.name()))),
-        View::Merged => view.sources(state, Protocol::Maven).into_iter().filter(|s| coords::source_serves(s, group, Some(artifact))).collect(),
+        View::Source(s) if coords::source_serves(s, group, Some(artifact)) => {
+            return serve_from(state, req, s.clone(), path).await
+        }
+        View::Source(s) => {
+            return Err(ApiError::NotFound(format!(
+                "source {:?} does not serve {name}",
+                s.name()
+            )))
+        }
+        View::Merged => view
+            .sources(state, Protocol::Maven)
+            .into_iter()
+            .filter(|s| coords::source_serves(s, group, Some(artifact)))
+            .collect(),
     };
     // The POM decides which source serves a version whenever one has it (so a
     // lower-priority source cannot shadow a version's files: dependency confusion).
-    let is_pom = checksum.is_none() && !is_snapshot(version) && *file == format!("{artifact}-{version}.pom");
+    let is_pom =
+        checksum.is_none() && !is_snapshot(version) && *file == format!("{artifact}-{version}.pom");
     if !is_pom {
-        if let Some(source) = version_owner(state, req, &candidates, group, artifact, version).await? {
+        if let Some(source) =
+            version_owner(state, req, &candidates, group, artifact, version).await?
+        {
             return serve_from(state, req, source, path).await;
         }
     }
@@ -214,19 +331,43 @@ async fn file(state: &AppState, req: &HttpRequest, view: &View, path: &MavenPath
             other => return other,
         }
     }
-    Err(ApiError::NotFound(format!("{} not found in any Maven source ({name}:{version} has no POM in any of them)", path.main_path())))
+    Err(ApiError::NotFound(format!(
+        "{} not found in any Maven source ({name}:{version} has no POM in any of them)",
+        path.main_path()
+    )))
 }
 
 /// Serves one file of a version from one source.
-async fn serve_from(state: &AppState, req: &HttpRequest, source: Arc<Source>, path: &MavenPath) -> Result<HttpResponse, ApiError> {
-    let MavenPath::File { version, file, checksum, .. } = path else { return Err(ApiError::Internal) };
+async fn serve_from(
+    state: &AppState,
+    req: &HttpRequest,
+    source: Arc<Source>,
+    path: &MavenPath,
+) -> Result<HttpResponse, ApiError> {
+    let MavenPath::File {
+        version,
+        file,
+        checksum,
+        ..
+    } = path
+    else {
+        return Err(ApiError::Internal);
+    };
     let main = path.main_path();
     // Non-unique SNAPSHOT files change upstream: one cache entry per TTL window.
     let window = versions_ttl(state, &source).as_secs().max(1);
-    let current = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / window;
+    let current = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        / window;
     let mutable = is_snapshot(version) && file.contains("-SNAPSHOT");
     let windowed = |w: u64| format!("{main}@{w}");
-    let stored_path = if mutable { windowed(current) } else { main.clone() };
+    let stored_path = if mutable {
+        windowed(current)
+    } else {
+        main.clone()
+    };
     let main_spec = || ArtifactSpec {
         protocol: Protocol::Maven,
         source: source.clone(),
@@ -234,15 +375,27 @@ async fn serve_from(state: &AppState, req: &HttpRequest, source: Arc<Source>, pa
         content_type: content_type(file),
     };
     let resolve = || resolve_upstream(state, &source, &main);
-    let hook = || if file.ends_with(".pom") { pom_hook(req, file.to_string()) } else { None };
+    let hook = || {
+        if file.ends_with(".pom") {
+            pom_hook(req, file.to_string())
+        } else {
+            None
+        }
+    };
     match checksum {
         None if mutable => match artifact::serve(state, req, main_spec(), resolve, None).await {
             // The upstream failed: the newest earlier copy within ORCHARD_CACHE_STALE_MAX.
             Err(e @ (ApiError::BadGateway(_) | ApiError::GatewayTimeout)) => {
                 let back = (state.config.cache.stale_max.as_secs() / window).clamp(1, 24);
                 for w in (current.saturating_sub(back)..current).rev() {
-                    let old = ArtifactSpec { path: windowed(w), ..main_spec() };
-                    if let Some(res) = artifact::serve_cached(state, req, &old, crate::routes::CacheStatus::Stale).await? {
+                    let old = ArtifactSpec {
+                        path: windowed(w),
+                        ..main_spec()
+                    };
+                    if let Some(res) =
+                        artifact::serve_cached(state, req, &old, crate::routes::CacheStatus::Stale)
+                            .await?
+                    {
                         return Ok(res);
                     }
                 }
@@ -272,8 +425,16 @@ async fn serve_from(state: &AppState, req: &HttpRequest, source: Arc<Source>, pa
     }
 }
 
-async fn dispatch(state: &AppState, req: &HttpRequest, view: View, tail: &str) -> Result<HttpResponse, ApiError> {
-    let segments: Vec<String> = tail.split('/').map(crate::protocols::decode_segment).collect::<Result<_, _>>()?;
+async fn dispatch(
+    state: &AppState,
+    req: &HttpRequest,
+    view: View,
+    tail: &str,
+) -> Result<HttpResponse, ApiError> {
+    let segments: Vec<String> = tail
+        .split('/')
+        .map(crate::protocols::decode_segment)
+        .collect::<Result<_, _>>()?;
     let path = coords::parse(&segments).map_err(ApiError::BadRequest)?;
     match &path {
         MavenPath::Metadata { dir, checksum } => metadata(state, &view, dir, *checksum).await,
@@ -286,17 +447,24 @@ async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     dispatch(&state, &req, View::Merged, &tail).await
 }
 
-async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn one_source(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let (view, tail) = View::of_source_path(&state, req.path(), Protocol::Maven)?;
     dispatch(&state, &req, view, &tail).await
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/maven/{tail:.*}").route(web::get().to(merged)).route(web::head().to(merged)))
-        .service(
-            web::resource("/sources/{source}/{tail:.*}")
-                .guard(crate::routes::source_protocol(Protocol::Maven))
-                .route(web::get().to(one_source))
-                .route(web::head().to(one_source)),
-        );
+    cfg.service(
+        web::resource("/maven/{tail:.*}")
+            .route(web::get().to(merged))
+            .route(web::head().to(merged)),
+    )
+    .service(
+        web::resource("/sources/{source}/{tail:.*}")
+            .guard(crate::routes::source_protocol(Protocol::Maven))
+            .route(web::get().to(one_source))
+            .route(web::head().to(one_source)),
+    );
 }

@@ -24,12 +24,12 @@ use super::names::{is_valid_tarball, is_valid_version_or_tag, PackageName};
 use super::packument;
 use crate::cache::Category;
 use crate::error::ApiError;
+use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Loaded, Parser};
 use crate::proxy::response;
 use crate::routes::CacheStatus;
 use crate::sources::{Protocol, Source};
-use crate::protocols::View;
 use crate::state::AppState;
 
 const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
@@ -44,7 +44,10 @@ enum NpmRequest {
 
 /// Parses the part of the path after the registry root (still percent-encoded).
 fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
-    let segs: Vec<String> = tail.split('/').map(crate::protocols::decode_segment).collect::<Result<_, _>>()?;
+    let segs: Vec<String> = tail
+        .split('/')
+        .map(crate::protocols::decode_segment)
+        .collect::<Result<_, _>>()?;
     if segs.iter().any(|s| s.is_empty()) {
         return Err(ApiError::NotFound("no such npm route".into()));
     }
@@ -53,7 +56,10 @@ fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
     }
     let (name, rest) = if segs[0].starts_with('@') && !segs[0].contains('/') {
         if segs.len() < 2 {
-            return Err(ApiError::BadRequest(format!("scoped name {:?} needs @scope/name", segs[0])));
+            return Err(ApiError::BadRequest(format!(
+                "scoped name {:?} needs @scope/name",
+                segs[0]
+            )));
         }
         (format!("{}/{}", segs[0], segs[1]), &segs[2..])
     } else {
@@ -63,13 +69,17 @@ fn parse_tail(tail: &str) -> Result<NpmRequest, ApiError> {
     match rest {
         [] => Ok(NpmRequest::Packument(name)),
         [v] if is_valid_version_or_tag(v) => Ok(NpmRequest::Version(name, v.clone())),
-        [v] => Err(ApiError::BadRequest(format!("invalid version or tag {:?}", v.chars().take(60).collect::<String>()))),
-        [dash, file] if dash == "-" && is_valid_tarball(file) => Ok(NpmRequest::Tarball(name, file.clone())),
+        [v] => Err(ApiError::BadRequest(format!(
+            "invalid version or tag {:?}",
+            v.chars().take(60).collect::<String>()
+        ))),
+        [dash, file] if dash == "-" && is_valid_tarball(file) => {
+            Ok(NpmRequest::Tarball(name, file.clone()))
+        }
         [dash, _] if dash == "-" => Err(ApiError::BadRequest("invalid tarball file name".into())),
         _ => Err(ApiError::NotFound("no such npm route".into())),
     }
 }
-
 
 /// scheme://host the client should use for tarball links: `ORCHARD_PUBLIC_URL`, else
 /// the request's `Host` — and `Forwarded` / `X-Forwarded-*` only when the peer is one
@@ -78,17 +88,30 @@ fn base_url(state: &AppState, req: &HttpRequest) -> Result<String, ApiError> {
     if let Some(public) = &state.config.public_url {
         return Ok(public.clone());
     }
-    let trusted = req.peer_addr().is_some_and(|p| state.config.trusted_proxies.iter().any(|c| c.contains(p.ip())));
+    let trusted = req.peer_addr().is_some_and(|p| {
+        state
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(p.ip()))
+    });
     let (scheme, host) = if trusted {
         let info = req.connection_info();
         (info.scheme().to_string(), info.host().to_string())
     } else {
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         ("http".to_string(), host)
     };
     let ok_host = !host.is_empty()
         && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
     if !ok_host || !matches!(scheme.as_str(), "http" | "https") {
         return Err(ApiError::BadRequest("invalid Host header".into()));
     }
@@ -138,7 +161,12 @@ fn wants_abbreviated(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
-fn packument_request(state: &AppState, source: &Arc<Source>, name: &PackageName, abbreviated: bool) -> DocumentRequest {
+fn packument_request(
+    state: &AppState,
+    source: &Arc<Source>,
+    name: &PackageName,
+    abbreviated: bool,
+) -> DocumentRequest {
     let parse_name = name.clone();
     let prefix = format!("/sources/{}", source.name());
     let parse: Parser = Arc::new(move |body, _ct| packument::parse(body, &parse_name, &prefix));
@@ -152,9 +180,21 @@ fn packument_request(state: &AppState, source: &Arc<Source>, name: &PackageName,
     DocumentRequest {
         protocol: Protocol::Npm,
         source: source.clone(),
-        identifier: format!("{}/{}", if abbreviated { "abbreviated" } else { "packument" }, name.full()),
+        identifier: format!(
+            "{}/{}",
+            if abbreviated {
+                "abbreviated"
+            } else {
+                "packument"
+            },
+            name.full()
+        ),
         url: source.url(&name.encoded()),
-        accept: if abbreviated { "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8" } else { "application/json" },
+        accept: if abbreviated {
+            "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8"
+        } else {
+            "application/json"
+        },
         ttl,
         category: Category::PackageVersions,
         parse,
@@ -178,13 +218,28 @@ async fn find_package(
             return Ok((source, dreq, doc, status));
         }
     }
-    Err(ApiError::NotFound(format!("package {:?} not found in any npm source", name.full())))
+    Err(ApiError::NotFound(format!(
+        "package {:?} not found in any npm source",
+        name.full()
+    )))
 }
 
-fn json_response(req: &HttpRequest, content_type: &str, body: Bytes, etag: String, cache: CacheStatus) -> HttpResponse {
-    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+fn json_response(
+    req: &HttpRequest,
+    content_type: &str,
+    body: Bytes,
+    etag: String,
+    cache: CacheStatus,
+) -> HttpResponse {
+    let inm = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
-        HttpResponse::NotModified().insert_header((header::ETAG, etag)).insert_header((header::VARY, "Accept")).finish()
+        HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::VARY, "Accept"))
+            .finish()
     } else {
         HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, content_type))
@@ -196,7 +251,12 @@ fn json_response(req: &HttpRequest, content_type: &str, body: Bytes, etag: Strin
     response::tag(res, cache)
 }
 
-async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName) -> Result<HttpResponse, ApiError> {
+async fn packument(
+    state: &AppState,
+    req: &HttpRequest,
+    view: &View,
+    name: &PackageName,
+) -> Result<HttpResponse, ApiError> {
     let abbreviated = wants_abbreviated(req);
     let base = base_url(state, req)?;
     let (source, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
@@ -205,10 +265,19 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
     let key = state.cache.key(
         Category::PackageVersions,
         "npm",
-        &format!("rendered/{}/{}/{}/{repr}/{base_tag}", source.name(), name.full(), doc.digest()),
+        &format!(
+            "rendered/{}/{}/{}/{repr}/{base_tag}",
+            source.name(),
+            name.full(),
+            doc.digest()
+        ),
     );
     let etag = format!("W/\"{}-{repr}-{base_tag}\"", doc.digest());
-    let content_type = if abbreviated { ABBREVIATED } else { "application/json" };
+    let content_type = if abbreviated {
+        ABBREVIATED
+    } else {
+        "application/json"
+    };
     if let Some(body) = state.cache.get(&key).await {
         return Ok(json_response(req, content_type, body, etag, status));
     }
@@ -225,25 +294,51 @@ async fn packument(state: &AppState, req: &HttpRequest, view: &View, name: &Pack
         })?;
     let body = Bytes::from(rendered);
     if cacheable {
-        state.cache.set_with_ttl(&key, body.clone(), Some(dreq.ttl)).await;
+        state
+            .cache
+            .set_with_ttl(&key, body.clone(), Some(dreq.ttl))
+            .await;
     }
     Ok(json_response(req, content_type, body, etag, status))
 }
 
 /// One render of all versions at a time per packument digest and base, per replica.
-static VERSION_RENDERS: std::sync::LazyLock<crate::proxy::singleflight::SingleFlight<Result<(), String>>> =
-    std::sync::LazyLock::new(Default::default);
+static VERSION_RENDERS: std::sync::LazyLock<
+    crate::proxy::singleflight::SingleFlight<Result<(), String>>,
+> = std::sync::LazyLock::new(Default::default);
 
-async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, wanted: &str) -> Result<HttpResponse, ApiError> {
+async fn version(
+    state: &AppState,
+    req: &HttpRequest,
+    view: &View,
+    name: &PackageName,
+    wanted: &str,
+) -> Result<HttpResponse, ApiError> {
     let base = base_url(state, req)?;
     let (source, dreq, doc, status) = find_package(state, view, name, false).await?;
     // Each version's manifest is rendered once per packument digest and base — all of
     // them in one skim of the stored document, by one request while the others wait —
     // and then served from the cache.
     let base_tag = base_tag(&base);
-    let prefix = format!("rendered-version/{}/{}/{}/{base_tag}", source.name(), name.full(), doc.digest());
-    let key = |v: &str| state.cache.key(Category::PackageVersions, "npm", &format!("{prefix}/{v}"));
-    let respond = |body: Bytes| Ok(response::tag(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, "application/json")).body(body), status));
+    let prefix = format!(
+        "rendered-version/{}/{}/{}/{base_tag}",
+        source.name(),
+        name.full(),
+        doc.digest()
+    );
+    let key = |v: &str| {
+        state
+            .cache
+            .key(Category::PackageVersions, "npm", &format!("{prefix}/{v}"))
+    };
+    let respond = |body: Bytes| {
+        Ok(response::tag(
+            HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, "application/json"))
+                .body(body),
+            status,
+        ))
+    };
     if let Some(body) = state.cache.get(&key(wanted)).await {
         return respond(body);
     }
@@ -254,13 +349,26 @@ async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
                 crate::proxy::singleflight::Role::Leader(leader) => {
                     let stored = document::body(state, &dreq, &doc).await?;
                     let b = base.clone();
-                    let rendered = state.blocking.run(move || packument::all_versions(split_body(&stored)?, &b)).await;
+                    let rendered = state
+                        .blocking
+                        .run(move || packument::all_versions(split_body(&stored)?, &b))
+                        .await;
                     let result = match rendered {
                         Ok(Ok(all)) => {
                             for (v, manifest) in all {
-                                state.cache.set_with_ttl(&key(&v), Bytes::from(manifest), Some(dreq.ttl)).await;
+                                state
+                                    .cache
+                                    .set_with_ttl(&key(&v), Bytes::from(manifest), Some(dreq.ttl))
+                                    .await;
                             }
-                            state.cache.set_with_ttl(&key("@all"), Bytes::from_static(b"1"), Some(dreq.ttl)).await;
+                            state
+                                .cache
+                                .set_with_ttl(
+                                    &key("@all"),
+                                    Bytes::from_static(b"1"),
+                                    Some(dreq.ttl),
+                                )
+                                .await;
                             Ok(())
                         }
                         Ok(Err(e)) => Err(e),
@@ -295,16 +403,29 @@ async fn version(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
 
 /// The packument JSON of a stored packument (after its tarball header line).
 fn split_body(stored: &str) -> Result<&str, String> {
-    stored.split_once('\n').map(|(_, body)| body).ok_or_else(|| "stored packument without header".to_string())
+    stored
+        .split_once('\n')
+        .map(|(_, body)| body)
+        .ok_or_else(|| "stored packument without header".to_string())
 }
 
-async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &PackageName, file: &str) -> Result<HttpResponse, ApiError> {
+async fn tarball(
+    state: &AppState,
+    req: &HttpRequest,
+    view: &View,
+    name: &PackageName,
+    file: &str,
+) -> Result<HttpResponse, ApiError> {
     let source = match view {
         View::Source(s) => s.clone(),
         View::Merged => find_package(state, view, name, true).await?.0,
     };
     if !source.allows_with(|p| crate::sources::wildcard_match(p, &name.full())) {
-        return Err(ApiError::NotFound(format!("source {:?} does not serve {:?}", source.name(), name.full())));
+        return Err(ApiError::NotFound(format!(
+            "source {:?} does not serve {:?}",
+            source.name(),
+            name.full()
+        )));
     }
     let spec = ArtifactSpec {
         protocol: Protocol::Npm,
@@ -316,25 +437,44 @@ async fn tarball(state: &AppState, req: &HttpRequest, view: &View, name: &Packag
         let dreq = packument_request(state, &source, name, true);
         let (doc, _) = document::get(state, &dreq).await?;
         if !doc.found() {
-            return Err(ApiError::NotFound(format!("package {:?} not found in source {:?}", name.full(), source.name())));
+            return Err(ApiError::NotFound(format!(
+                "package {:?} not found in source {:?}",
+                name.full(),
+                source.name()
+            )));
         }
         let stored = document::body(state, &dreq, &doc).await?;
         let (tarballs, _) = packument::split(&stored).map_err(|_| ApiError::Internal)?;
-        let found = tarballs.get(file).ok_or_else(|| ApiError::NotFound(format!("{file:?} is not a tarball of {:?}", name.full())))?;
+        let found = tarballs.get(file).ok_or_else(|| {
+            ApiError::NotFound(format!("{file:?} is not a tarball of {:?}", name.full()))
+        })?;
         let expected = found.expected();
         let url = crate::file_url::vet(&source, &found.url, &expected).await?;
         Ok(Upstream { url, expected })
     };
     let file_name = file.to_string();
-    let hook: artifact::CommitHook = Box::new(move |state: AppState, committed: artifact::Committed| {
-        actix_web::rt::spawn(crate::deps::extract_committed(state, "npm", file_name, committed.sha256));
-    });
+    let hook: artifact::CommitHook =
+        Box::new(move |state: AppState, committed: artifact::Committed| {
+            actix_web::rt::spawn(crate::deps::extract_committed(
+                state,
+                "npm",
+                file_name,
+                committed.sha256,
+            ));
+        });
     artifact::serve(state, req, spec, resolve, Some(hook)).await
 }
 
-async fn dispatch(state: &AppState, req: &HttpRequest, view: View, tail: &str) -> Result<HttpResponse, ApiError> {
+async fn dispatch(
+    state: &AppState,
+    req: &HttpRequest,
+    view: View,
+    tail: &str,
+) -> Result<HttpResponse, ApiError> {
     match parse_tail(tail)? {
-        NpmRequest::Ping => Ok(HttpResponse::Ok().content_type("application/json").body("{}")),
+        NpmRequest::Ping => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body("{}")),
         NpmRequest::Packument(name) => packument(state, req, &view, &name).await,
         NpmRequest::Version(name, v) => version(state, req, &view, &name, &v).await,
         NpmRequest::Tarball(name, file) => tarball(state, req, &view, &name, &file).await,
@@ -346,7 +486,10 @@ async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     dispatch(&state, &req, View::Merged, &tail).await
 }
 
-async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn one_source(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     // /sources/{source}/{tail}: the raw path keeps %2f inside scoped names.
     let (view, tail) = View::of_source_path(&state, req.path(), Protocol::Npm)?;
     dispatch(&state, &req, view, &tail).await
@@ -354,7 +497,9 @@ async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/npm/{tail:.*}").route(web::get().to(merged)).route(web::head().to(merged)),
+        web::resource("/npm/{tail:.*}")
+            .route(web::get().to(merged))
+            .route(web::head().to(merged)),
     )
     .service(
         web::resource("/sources/{source}/{tail:.*}")
@@ -375,23 +520,64 @@ mod tests {
     #[test]
     fn tails() {
         assert_eq!(parse_tail("-/ping").unwrap(), NpmRequest::Ping);
-        assert_eq!(parse_tail("chalk").unwrap(), NpmRequest::Packument(name("chalk")));
-        assert_eq!(parse_tail("@babel/core").unwrap(), NpmRequest::Packument(name("@babel/core")));
-        assert_eq!(parse_tail("@babel%2fcore").unwrap(), NpmRequest::Packument(name("@babel/core")));
-        assert_eq!(parse_tail("@babel%2Fcore").unwrap(), NpmRequest::Packument(name("@babel/core")));
-        assert_eq!(parse_tail("chalk/latest").unwrap(), NpmRequest::Version(name("chalk"), "latest".into()));
-        assert_eq!(parse_tail("@babel/core/7.0.0").unwrap(), NpmRequest::Version(name("@babel/core"), "7.0.0".into()));
-        assert_eq!(parse_tail("@babel%2fcore/7.0.0").unwrap(), NpmRequest::Version(name("@babel/core"), "7.0.0".into()));
-        assert_eq!(parse_tail("chalk/-/chalk-4.1.2.tgz").unwrap(), NpmRequest::Tarball(name("chalk"), "chalk-4.1.2.tgz".into()));
+        assert_eq!(
+            parse_tail("chalk").unwrap(),
+            NpmRequest::Packument(name("chalk"))
+        );
+        assert_eq!(
+            parse_tail("@babel/core").unwrap(),
+            NpmRequest::Packument(name("@babel/core"))
+        );
+        assert_eq!(
+            parse_tail("@babel%2fcore").unwrap(),
+            NpmRequest::Packument(name("@babel/core"))
+        );
+        assert_eq!(
+            parse_tail("@babel%2Fcore").unwrap(),
+            NpmRequest::Packument(name("@babel/core"))
+        );
+        assert_eq!(
+            parse_tail("chalk/latest").unwrap(),
+            NpmRequest::Version(name("chalk"), "latest".into())
+        );
+        assert_eq!(
+            parse_tail("@babel/core/7.0.0").unwrap(),
+            NpmRequest::Version(name("@babel/core"), "7.0.0".into())
+        );
+        assert_eq!(
+            parse_tail("@babel%2fcore/7.0.0").unwrap(),
+            NpmRequest::Version(name("@babel/core"), "7.0.0".into())
+        );
+        assert_eq!(
+            parse_tail("chalk/-/chalk-4.1.2.tgz").unwrap(),
+            NpmRequest::Tarball(name("chalk"), "chalk-4.1.2.tgz".into())
+        );
         assert_eq!(
             parse_tail("@babel/core/-/core-7.0.0.tgz").unwrap(),
             NpmRequest::Tarball(name("@babel/core"), "core-7.0.0.tgz".into())
         );
-        for bad in ["%2e%2e", "@scope/..", "@scope/../x", "..", "chalk/..%2f..%2fetc", "chalk/-/..%2fx.tgz", "a%00b", "@scope", "Bad Name"] {
-            assert!(matches!(parse_tail(bad), Err(ApiError::BadRequest(_))), "{bad}: {:?}", parse_tail(bad));
+        for bad in [
+            "%2e%2e",
+            "@scope/..",
+            "@scope/../x",
+            "..",
+            "chalk/..%2f..%2fetc",
+            "chalk/-/..%2fx.tgz",
+            "a%00b",
+            "@scope",
+            "Bad Name",
+        ] {
+            assert!(
+                matches!(parse_tail(bad), Err(ApiError::BadRequest(_))),
+                "{bad}: {:?}",
+                parse_tail(bad)
+            );
         }
         for missing in ["chalk/1/2", "chalk/", ""] {
-            assert!(matches!(parse_tail(missing), Err(ApiError::NotFound(_))), "{missing}");
+            assert!(
+                matches!(parse_tail(missing), Err(ApiError::NotFound(_))),
+                "{missing}"
+            );
         }
     }
 }

@@ -12,7 +12,8 @@ fn valid_part(p: &str) -> bool {
         && p.len() <= 214
         && !p.starts_with('.')
         && !p.starts_with('_')
-        && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 impl PackageName {
@@ -29,9 +30,17 @@ impl PackageName {
             None => (None, full.to_string()),
         };
         if scope.as_deref().is_some_and(|s| !valid_part(s)) || !valid_part(&name) {
-            return Err(format!("invalid package name {:?}", full.chars().take(100).collect::<String>()));
+            return Err(format!(
+                "invalid package name {:?}",
+                full.chars().take(100).collect::<String>()
+            ));
         }
-        if scope.is_none() && matches!(name.to_ascii_lowercase().as_str(), "node_modules" | "favicon.ico") {
+        if scope.is_none()
+            && matches!(
+                name.to_ascii_lowercase().as_str(),
+                "node_modules" | "favicon.ico"
+            )
+        {
             return Err(format!("{name:?} is a reserved name"));
         }
         Ok(PackageName { scope, name })
@@ -61,7 +70,9 @@ pub fn is_valid_tarball(file: &str) -> bool {
         && file.ends_with(".tgz")
         && !file.starts_with('.')
         && !file.contains("..")
-        && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+'))
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+'))
 }
 
 /// A version or dist-tag as it may appear in a URL.
@@ -69,7 +80,8 @@ pub fn is_valid_version_or_tag(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 256
         && !v.starts_with('.')
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+'))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+'))
 }
 
 #[cfg(test)]
@@ -79,11 +91,31 @@ mod tests {
     #[test]
     fn names() {
         let p = PackageName::parse("@babel/core").unwrap();
-        assert_eq!((p.scope.as_deref(), p.name.as_str()), (Some("babel"), "core"));
+        assert_eq!(
+            (p.scope.as_deref(), p.name.as_str()),
+            (Some("babel"), "core")
+        );
         assert_eq!(p.full(), "@babel/core");
         assert_eq!(p.encoded(), "@babel%2fcore");
-        assert_eq!(PackageName::parse("JSONStream").unwrap().full(), "JSONStream");
-        for bad in ["", "..", "@scope/..", "@/x", "@scope", ".hidden", "_private", "a b", "a/b", "@a/b/c", "node_modules", "%2e%2e", &"a".repeat(215)] {
+        assert_eq!(
+            PackageName::parse("JSONStream").unwrap().full(),
+            "JSONStream"
+        );
+        for bad in [
+            "",
+            "..",
+            "@scope/..",
+            "@/x",
+            "@scope",
+            ".hidden",
+            "_private",
+            "a b",
+            "a/b",
+            "@a/b/c",
+            "node_modules",
+            "%2e%2e",
+            &"a".repeat(215),
+        ] {
             assert!(PackageName::parse(bad).is_err(), "{bad}");
         }
     }

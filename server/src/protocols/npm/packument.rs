@@ -47,7 +47,11 @@ impl TarballRef {
                 }
             }
         }
-        if let Some(s) = self.shasum.as_ref().filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())) {
+        if let Some(s) = self
+            .shasum
+            .as_ref()
+            .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
             e.sha1 = Some(s.to_ascii_lowercase());
         }
         e
@@ -57,13 +61,21 @@ impl TarballRef {
 fn last_segment(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;
     let seg = u.path_segments()?.next_back()?.to_string();
-    Some(url::form_urlencoded::parse(format!("x={}", seg.replace('+', "%2B")).as_bytes()).next()?.1.into_owned())
+    Some(
+        url::form_urlencoded::parse(format!("x={}", seg.replace('+', "%2B")).as_bytes())
+            .next()?
+            .1
+            .into_owned(),
+    )
 }
 
 type RawMap<'a> = BTreeMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>;
 
 /// `{"k":v,…}` from already-serialised values (keys escaped here).
-fn write_object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>, capacity: usize) -> String {
+fn write_object<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    capacity: usize,
+) -> String {
     let mut out = String::with_capacity(capacity);
     out.push('{');
     for (i, (k, v)) in entries.into_iter().enumerate() {
@@ -85,18 +97,30 @@ fn write_object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>, capac
 /// `dist` are read as maps of borrowed raw JSON, and the output is written from those
 /// slices — the work takes about the document's size again, not a multiple of it.
 pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
     if !text.trim_start().starts_with('{') {
-        return Err(if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
-            "upstream packument is not a JSON object".into()
-        } else {
-            "upstream packument is not JSON".into()
-        });
+        return Err(
+            if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                "upstream packument is not a JSON object".into()
+            } else {
+                "upstream packument is not JSON".into()
+            },
+        );
     }
-    let top: RawMap<'_> = serde_json::from_str(text).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
-    match top.get("name").and_then(|n| serde_json::from_str::<String>(n.get()).ok()) {
+    let top: RawMap<'_> =
+        serde_json::from_str(text).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
+    match top
+        .get("name")
+        .and_then(|n| serde_json::from_str::<String>(n.get()).ok())
+    {
         Some(n) if n == name.full() => {}
-        Some(other) => return Err(format!("upstream answered for {other:?} instead of {:?}", name.full())),
+        Some(other) => {
+            return Err(format!(
+                "upstream answered for {other:?} instead of {:?}",
+                name.full()
+            ))
+        }
         None => return Err("upstream packument has no name".into()),
     }
     let mut tarballs = BTreeMap::new();
@@ -110,23 +134,42 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
                     out.push((version.to_string(), keep()));
                     continue;
                 };
-                let dist = manifest.get("dist").and_then(|d| serde_json::from_str::<RawMap<'_>>(d.get()).ok());
+                let dist = manifest
+                    .get("dist")
+                    .and_then(|d| serde_json::from_str::<RawMap<'_>>(d.get()).ok());
                 let Some(dist) = dist else {
                     out.push((version.to_string(), keep()));
                     continue;
                 };
-                let Some(url) = dist.get("tarball").and_then(|t| serde_json::from_str::<String>(t.get()).ok()) else {
+                let Some(url) = dist
+                    .get("tarball")
+                    .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
+                else {
                     out.push((version.to_string(), keep()));
                     continue;
                 };
-                let string_of = |key: &str| dist.get(key).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+                let string_of = |key: &str| {
+                    dist.get(key)
+                        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+                };
                 let new_tarball = match last_segment(&url).filter(|f| is_valid_tarball(f)) {
                     Some(file) => {
                         tarballs.insert(
                             file.clone(),
-                            TarballRef { url, version: version.to_string(), integrity: string_of("integrity"), shasum: string_of("shasum") },
+                            TarballRef {
+                                url,
+                                version: version.to_string(),
+                                integrity: string_of("integrity"),
+                                shasum: string_of("shasum"),
+                            },
                         );
-                        Some(serde_json::to_string(&format!("{BASE}{prefix}/{}/-/{file}", name.full())).map_err(|e| e.to_string())?)
+                        Some(
+                            serde_json::to_string(&format!(
+                                "{BASE}{prefix}/{}/-/{file}",
+                                name.full()
+                            ))
+                            .map_err(|e| e.to_string())?,
+                        )
                     }
                     None => None, // never advertise what cannot be served
                 };
@@ -138,7 +181,16 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
                     256,
                 );
                 let manifest_json = write_object(
-                    manifest.iter().map(|(k, v)| (k.as_ref(), if k.as_ref() == "dist" { dist_json.as_str() } else { v.get() })),
+                    manifest.iter().map(|(k, v)| {
+                        (
+                            k.as_ref(),
+                            if k.as_ref() == "dist" {
+                                dist_json.as_str()
+                            } else {
+                                v.get()
+                            },
+                        )
+                    }),
                     manifest_raw.get().len() + 64,
                 );
                 out.push((version.to_string(), manifest_json));
@@ -180,7 +232,9 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
 
 /// The parts of a stored packument.
 pub fn split(stored: &str) -> Result<(BTreeMap<String, TarballRef>, &str), String> {
-    let (head, body) = stored.split_once('\n').ok_or("stored packument without header")?;
+    let (head, body) = stored
+        .split_once('\n')
+        .ok_or("stored packument without header")?;
     let tarballs = serde_json::from_str(head).map_err(|e| e.to_string())?;
     Ok((tarballs, body))
 }
@@ -212,14 +266,21 @@ pub fn version(stored_body: &str, wanted: &str, base: &str) -> Result<Option<Str
             None => return Ok(None),
         }
     };
-    Ok(doc.versions.get(resolved.as_str()).map(|m| render(m.get(), base)))
+    Ok(doc
+        .versions
+        .get(resolved.as_str())
+        .map(|m| render(m.get(), base)))
 }
 
 /// Every version's manifest and every dist-tag's, rendered, in one skim of the stored
 /// packument: `(version or tag, manifest)`.
 pub fn all_versions(stored_body: &str, base: &str) -> Result<Vec<(String, String)>, String> {
     let doc: Skim<'_> = serde_json::from_str(stored_body).map_err(|e| e.to_string())?;
-    let mut out: Vec<(String, String)> = doc.versions.iter().map(|(v, m)| (v.to_string(), render(m.get(), base))).collect();
+    let mut out: Vec<(String, String)> = doc
+        .versions
+        .iter()
+        .map(|(v, m)| (v.to_string(), render(m.get(), base)))
+        .collect();
     for (tag, v) in &doc.dist_tags {
         if let Some(m) = v.as_str().and_then(|v| doc.versions.get(v)) {
             if !doc.versions.contains_key(tag.as_str()) {
@@ -245,19 +306,46 @@ mod tests {
         let stored = parse(DOC.as_bytes(), &name, "/sources/up").unwrap();
         let (tarballs, body) = split(&stored).unwrap();
         assert_eq!(tarballs.len(), 2, "the unservable tarball is dropped");
-        assert_eq!(tarballs["tool-1.1.0.tgz"].url, "https://upstream.example/@acme%2ftool/-/tool-1.1.0.tgz");
+        assert_eq!(
+            tarballs["tool-1.1.0.tgz"].url,
+            "https://upstream.example/@acme%2ftool/-/tool-1.1.0.tgz"
+        );
         let rendered = render(body, "http://orchard.local:8080");
-        assert!(rendered.contains(r#""tarball":"http://orchard.local:8080/sources/up/@acme/tool/-/tool-1.0.0.tgz""#), "{rendered}");
-        assert!(!rendered.contains("upstream.example"), "no upstream URL leaks");
-        assert!(rendered.contains(r#""integrity":"sha512-AAAA""#) && rendered.contains(r#""shasum":"aa""#));
-        let v: serde_json::Value = serde_json::from_str(&version(body, "latest", "http://b").unwrap().unwrap()).unwrap();
+        assert!(
+            rendered.contains(
+                r#""tarball":"http://orchard.local:8080/sources/up/@acme/tool/-/tool-1.0.0.tgz""#
+            ),
+            "{rendered}"
+        );
+        assert!(
+            !rendered.contains("upstream.example"),
+            "no upstream URL leaks"
+        );
+        assert!(
+            rendered.contains(r#""integrity":"sha512-AAAA""#)
+                && rendered.contains(r#""shasum":"aa""#)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&version(body, "latest", "http://b").unwrap().unwrap()).unwrap();
         assert_eq!(v["version"], "1.1.0");
-        assert_eq!(v["dist"]["tarball"], "http://b/sources/up/@acme/tool/-/tool-1.1.0.tgz");
+        assert_eq!(
+            v["dist"]["tarball"],
+            "http://b/sources/up/@acme/tool/-/tool-1.1.0.tgz"
+        );
         assert!(version(body, "9.9.9", "http://b").unwrap().is_none());
-        let all: BTreeMap<String, String> = all_versions(body, "http://b").unwrap().into_iter().collect();
-        assert_eq!(all.keys().collect::<Vec<_>>(), ["1.0.0", "1.1.0", "2.0.0", "latest"]);
+        let all: BTreeMap<String, String> = all_versions(body, "http://b")
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            all.keys().collect::<Vec<_>>(),
+            ["1.0.0", "1.1.0", "2.0.0", "latest"]
+        );
         assert_eq!(all["latest"], all["1.1.0"]);
-        assert_eq!(all["1.1.0"], version(body, "1.1.0", "http://b").unwrap().unwrap());
+        assert_eq!(
+            all["1.1.0"],
+            version(body, "1.1.0", "http://b").unwrap().unwrap()
+        );
         let e = tarballs["tool-1.1.0.tgz"].expected();
         assert_eq!(e.sha512.as_deref().map(str::len), Some(128));
     }
@@ -265,7 +353,9 @@ mod tests {
     #[test]
     fn refuses_a_packument_for_another_name() {
         let name = PackageName::parse("tool").unwrap();
-        assert!(parse(DOC.as_bytes(), &name, "/npm").unwrap_err().contains("instead of"));
+        assert!(parse(DOC.as_bytes(), &name, "/npm")
+            .unwrap_err()
+            .contains("instead of"));
         assert!(parse(b"[1,2]", &name, "/npm").is_err());
         assert!(parse(b"{not json", &name, "/npm").is_err());
     }

@@ -25,12 +25,12 @@ use super::negotiate::{negotiate, Representation};
 use super::{metadata, parse, render};
 use crate::cache::Category;
 use crate::error::ApiError;
+use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Parser};
 use crate::proxy::response;
 use crate::routes::CacheStatus;
 use crate::sources::{Protocol, Source};
-use crate::protocols::View;
 use crate::state::AppState;
 use crate::storage::Expected;
 
@@ -53,11 +53,17 @@ fn view_label(view: &View) -> &str {
 }
 
 fn pypi_source(state: &AppState, name: &str) -> Result<Arc<Source>, ApiError> {
-    state.sources.get(Protocol::Pypi, name).ok_or_else(|| ApiError::NotFound(format!("no enabled PyPI source named {name:?}")))
+    state
+        .sources
+        .get(Protocol::Pypi, name)
+        .ok_or_else(|| ApiError::NotFound(format!("no enabled PyPI source named {name:?}")))
 }
 
 fn representation(req: &HttpRequest) -> Result<Representation, ApiError> {
-    let accept = req.headers().get(header::ACCEPT).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
     negotiate(accept).ok_or_else(|| {
         ApiError::NotAcceptable(
             "none of the offered types is acceptable: application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html, text/html".into(),
@@ -101,10 +107,22 @@ fn root_request(state: &AppState, source: &Arc<Source>) -> DocumentRequest {
     }
 }
 
-fn page_response(req: &HttpRequest, repr: Representation, body: Bytes, etag: String, cache: CacheStatus) -> HttpResponse {
-    let inm = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+fn page_response(
+    req: &HttpRequest,
+    repr: Representation,
+    body: Bytes,
+    etag: String,
+    cache: CacheStatus,
+) -> HttpResponse {
+    let inm = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
-        HttpResponse::NotModified().insert_header((header::ETAG, etag)).insert_header((header::VARY, "Accept")).finish()
+        HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::VARY, "Accept"))
+            .finish()
     } else {
         HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, repr.content_type()))
@@ -118,25 +136,35 @@ fn page_response(req: &HttpRequest, repr: Representation, body: Bytes, etag: Str
 
 /// Redirect to the normalised, trailing-slash URL (relative, so path prefixes work).
 fn redirect(location: String) -> HttpResponse {
-    HttpResponse::MovedPermanently().insert_header((header::LOCATION, location)).finish()
+    HttpResponse::MovedPermanently()
+        .insert_header((header::LOCATION, location))
+        .finish()
 }
 
 fn checked_project(raw: &str) -> Result<String, ApiError> {
     if !is_valid_project_name(raw) {
-        return Err(ApiError::BadRequest(format!("invalid project name {:?}", raw.chars().take(100).collect::<String>())));
+        return Err(ApiError::BadRequest(format!(
+            "invalid project name {:?}",
+            raw.chars().take(100).collect::<String>()
+        )));
     }
     Ok(normalize(raw))
 }
 
 /// One render of a merged root at a time per key, per replica.
-static ROOT_RENDERS: std::sync::LazyLock<crate::proxy::singleflight::SingleFlight<Result<(), String>>> =
-    std::sync::LazyLock::new(Default::default);
+static ROOT_RENDERS: std::sync::LazyLock<
+    crate::proxy::singleflight::SingleFlight<Result<(), String>>,
+> = std::sync::LazyLock::new(Default::default);
 
 /// The root index: each source's page is a cached document; the merged, filtered and
 /// rendered page is cached too, keyed by the sources' document digests and patterns,
 /// and built on the blocking pool by one request while the others wait (a root can list
 /// hundreds of thousands of projects).
-async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<HttpResponse, ApiError> {
+async fn root_page(
+    state: &AppState,
+    req: &HttpRequest,
+    view: View,
+) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
     let mut worst = CacheStatus::Hit;
     let mut parts = Vec::new();
@@ -148,16 +176,30 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
         if !doc.found() {
             continue;
         }
-        identity.update(format!("{}\0{}\0{:?}\0{:?}\0", source.name(), doc.digest(), source.spec.include, source.spec.exclude));
+        identity.update(format!(
+            "{}\0{}\0{:?}\0{:?}\0",
+            source.name(),
+            doc.digest(),
+            source.spec.include,
+            source.spec.exclude
+        ));
         parts.push((source, dreq, doc));
     }
     let id = hex::encode(&identity.finalize()[..12]);
-    let key = state.cache.key(Category::PackageIndex, "pypi", &format!("rendered-root/{id}/{}", repr.cache_suffix()));
+    let key = state.cache.key(
+        Category::PackageIndex,
+        "pypi",
+        &format!("rendered-root/{id}/{}", repr.cache_suffix()),
+    );
     let etag = format!("W/\"root-{id}-{}\"", repr.cache_suffix());
     if let Some(body) = state.cache.get(&key).await {
         return Ok(page_response(req, repr, body, etag, worst));
     }
-    let ttl = parts.iter().map(|(_, d, _)| d.ttl).min().unwrap_or(state.config.cache.ttl_index);
+    let ttl = parts
+        .iter()
+        .map(|(_, d, _)| d.ttl)
+        .min()
+        .unwrap_or(state.config.cache.ttl_index);
     loop {
         match ROOT_RENDERS.join(&key) {
             crate::proxy::singleflight::Role::Leader(leader) => {
@@ -169,10 +211,14 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
                 let rendered = state
                     .blocking
                     .run(move || -> Result<Bytes, String> {
-                        crate::metrics::metrics().page_renders.with_label_values(&["pypi", "root"]).inc();
+                        crate::metrics::metrics()
+                            .page_renders
+                            .with_label_values(&["pypi", "root"])
+                            .inc();
                         let mut names: BTreeMap<String, String> = BTreeMap::new();
                         for (source, body) in inputs {
-                            let root: RootIndex = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                            let root: RootIndex =
+                                serde_json::from_str(&body).map_err(|e| e.to_string())?;
                             for p in root.projects {
                                 let n = normalize(&p);
                                 if super::names::source_serves(&source, &n) {
@@ -181,7 +227,11 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
                             }
                         }
                         let projects: Vec<String> = names.into_values().collect();
-                        Ok(if json { render::root_json(&projects).into() } else { render::root_html(&projects).into() })
+                        Ok(if json {
+                            render::root_json(&projects).into()
+                        } else {
+                            render::root_html(&projects).into()
+                        })
                     })
                     .await;
                 let body = match rendered {
@@ -193,7 +243,10 @@ async fn root_page(state: &AppState, req: &HttpRequest, view: View) -> Result<Ht
                     }
                     Err(_) => return Err(ApiError::Internal),
                 };
-                state.cache.set_with_ttl(&key, body.clone(), Some(ttl)).await;
+                state
+                    .cache
+                    .set_with_ttl(&key, body.clone(), Some(ttl))
+                    .await;
                 leader.finish(Ok(()));
                 return Ok(page_response(req, repr, body, etag, worst));
             }
@@ -216,10 +269,19 @@ fn worse(a: CacheStatus, b: CacheStatus) -> CacheStatus {
         CacheStatus::Miss => 2,
         CacheStatus::Stale => 3,
     };
-    if rank(b) > rank(a) { b } else { a }
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
 }
 
-async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: &str) -> Result<HttpResponse, ApiError> {
+async fn project_page(
+    state: &AppState,
+    req: &HttpRequest,
+    view: View,
+    project: &str,
+) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
     for source in view.sources(state, Protocol::Pypi) {
         if !super::names::source_serves(&source, project) {
@@ -231,13 +293,24 @@ async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: 
             continue;
         }
         let cached_meta = cached_metadata(state, &source, project).await?;
-        let meta_digest = hex::encode(&Sha256::digest(serde_json::to_vec(&cached_meta).unwrap_or_default())[..8]);
+        let meta_digest =
+            hex::encode(&Sha256::digest(serde_json::to_vec(&cached_meta).unwrap_or_default())[..8]);
         let rendered_key = state.cache.key(
             Category::PackageIndex,
             "pypi",
-            &format!("rendered/{}/{}/{project}/{}/{meta_digest}/{}", view_label(&view), source.name(), doc.digest(), repr.cache_suffix()),
+            &format!(
+                "rendered/{}/{}/{project}/{}/{meta_digest}/{}",
+                view_label(&view),
+                source.name(),
+                doc.digest(),
+                repr.cache_suffix()
+            ),
         );
-        let etag = format!("W/\"{}-{meta_digest}-{}\"", doc.digest(), repr.cache_suffix());
+        let etag = format!(
+            "W/\"{}-{meta_digest}-{}\"",
+            doc.digest(),
+            repr.cache_suffix()
+        );
         if let Some(body) = state.cache.get(&rendered_key).await {
             return Ok(page_response(req, repr, body, etag, status));
         }
@@ -251,7 +324,9 @@ async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: 
                 file: f,
                 href: file_href(&view, source.name(), project, &f.filename),
                 metadata: f.core_metadata.clone().or_else(|| {
-                    cached_meta.get(&f.filename).map(|sha| BTreeMap::from([("sha256".to_string(), sha.clone())]))
+                    cached_meta
+                        .get(&f.filename)
+                        .map(|sha| BTreeMap::from([("sha256".to_string(), sha.clone())]))
                 }),
             })
             .collect();
@@ -260,21 +335,42 @@ async fn project_page(state: &AppState, req: &HttpRequest, view: View, project: 
         } else {
             render::project_html(&page.name, &links).into()
         };
-        state.cache.set_with_ttl(&rendered_key, body.clone(), Some(source.index_ttl(state.config.cache.ttl_index))).await;
+        state
+            .cache
+            .set_with_ttl(
+                &rendered_key,
+                body.clone(),
+                Some(source.index_ttl(state.config.cache.ttl_index)),
+            )
+            .await;
         return Ok(page_response(req, repr, body, etag, status));
     }
-    Err(ApiError::NotFound(format!("project {project:?} not found in any PyPI source")))
+    Err(ApiError::NotFound(format!(
+        "project {project:?} not found in any PyPI source"
+    )))
 }
 
 /// Cache key of the project's cached-metadata list (dropped when a wheel's metadata is
 /// extracted).
 pub(super) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
-    state.cache.source_key(Category::PackageIndex, "pypi", source, &format!("metadata/{project}")).await
+    state
+        .cache
+        .source_key(
+            Category::PackageIndex,
+            "pypi",
+            source,
+            &format!("metadata/{project}"),
+        )
+        .await
 }
 
 /// File name → sha256 of every `.metadata` Orchard holds for the project (cached; one
 /// query on a miss).
-async fn cached_metadata(state: &AppState, source: &Source, project: &str) -> Result<BTreeMap<String, String>, ApiError> {
+async fn cached_metadata(
+    state: &AppState,
+    source: &Source,
+    project: &str,
+) -> Result<BTreeMap<String, String>, ApiError> {
     let key = metadata_list_key(state, source.name(), project).await;
     if let Some(list) = state.cache.get_json::<BTreeMap<String, String>>(&key).await {
         return Ok(list);
@@ -285,18 +381,33 @@ async fn cached_metadata(state: &AppState, source: &Source, project: &str) -> Re
         .list_cached_paths("pypi", source.name(), &prefix)
         .await?
         .into_iter()
-        .filter_map(|(path, sha)| path.strip_prefix(&prefix).and_then(|f| f.strip_suffix(".metadata")).map(|f| (f.to_string(), sha)))
+        .filter_map(|(path, sha)| {
+            path.strip_prefix(&prefix)
+                .and_then(|f| f.strip_suffix(".metadata"))
+                .map(|f| (f.to_string(), sha))
+        })
         .collect();
-    state.cache.set_json(&key, &list, Category::PackageIndex).await;
+    state
+        .cache
+        .set_json(&key, &list, Category::PackageIndex)
+        .await;
     Ok(list)
 }
 
 /// The file entry of `filename` on the source's project page.
-async fn find_file(state: &AppState, source: &Arc<Source>, project: &str, filename: &str) -> Result<super::model::FileEntry, ApiError> {
+async fn find_file(
+    state: &AppState,
+    source: &Arc<Source>,
+    project: &str,
+    filename: &str,
+) -> Result<super::model::FileEntry, ApiError> {
     let dreq = project_request(state, source, project);
     let (doc, _) = document::get(state, &dreq).await?;
     if !doc.found() {
-        return Err(ApiError::NotFound(format!("project {project:?} not found in source {:?}", source.name())));
+        return Err(ApiError::NotFound(format!(
+            "project {project:?} not found in source {:?}",
+            source.name()
+        )));
     }
     let body = document::body(state, &dreq, &doc).await?;
     let page: ProjectPage = serde_json::from_str(&body).map_err(|_| ApiError::Internal)?;
@@ -306,17 +417,28 @@ async fn find_file(state: &AppState, source: &Arc<Source>, project: &str, filena
         .ok_or_else(|| ApiError::NotFound(format!("{filename:?} is not listed for {project:?}")))
 }
 
-async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, filename: &str) -> Result<HttpResponse, ApiError> {
+async fn file(
+    state: &AppState,
+    req: &HttpRequest,
+    source: &str,
+    project: &str,
+    filename: &str,
+) -> Result<HttpResponse, ApiError> {
     let project = checked_project(project)?;
     let source = pypi_source(state, source)?;
     if !super::names::source_serves(&source, &project) {
-        return Err(ApiError::NotFound(format!("source {:?} does not serve {project:?}", source.name())));
+        return Err(ApiError::NotFound(format!(
+            "source {:?} does not serve {project:?}",
+            source.name()
+        )));
     }
     if let Some(dist) = filename.strip_suffix(".metadata") {
         return core_metadata(state, req, source, &project, dist).await;
     }
     if !is_valid_filename(filename) {
-        return Err(ApiError::BadRequest("invalid distribution file name".into()));
+        return Err(ApiError::BadRequest(
+            "invalid distribution file name".into(),
+        ));
     }
     let spec = ArtifactSpec {
         protocol: Protocol::Pypi,
@@ -324,15 +446,24 @@ async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, 
         path: format!("{project}/{filename}"),
         content_type: content_type(filename),
     };
-    let hook: Option<artifact::CommitHook> = crate::deps::extractable("pypi", filename).then(|| {
-        let (source, project, filename) = (source.clone(), project.clone(), filename.to_string());
-        Box::new(move |state: AppState, committed: artifact::Committed| {
-            actix_web::rt::spawn(crate::deps::extract_committed(state.clone(), "pypi", filename.clone(), committed.sha256.clone()));
-            if is_wheel(&filename) {
-                actix_web::rt::spawn(metadata::extract_and_store(state, source, project, filename, committed));
-            }
-        }) as artifact::CommitHook
-    });
+    let hook: Option<artifact::CommitHook> =
+        crate::deps::extractable("pypi", filename).then(|| {
+            let (source, project, filename) =
+                (source.clone(), project.clone(), filename.to_string());
+            Box::new(move |state: AppState, committed: artifact::Committed| {
+                actix_web::rt::spawn(crate::deps::extract_committed(
+                    state.clone(),
+                    "pypi",
+                    filename.clone(),
+                    committed.sha256.clone(),
+                ));
+                if is_wheel(&filename) {
+                    actix_web::rt::spawn(metadata::extract_and_store(
+                        state, source, project, filename, committed,
+                    ));
+                }
+            }) as artifact::CommitHook
+        });
     let resolve = || async {
         let entry = find_file(state, &source, &project, filename).await?;
         let expected = expected_of(&entry.hashes);
@@ -344,13 +475,25 @@ async fn file(state: &AppState, req: &HttpRequest, source: &str, project: &str, 
 
 /// The index's hashes that storage can verify.
 fn expected_of(hashes: &BTreeMap<String, String>) -> Expected {
-    Expected { sha256: hashes.get("sha256").cloned(), sha512: hashes.get("sha512").cloned(), sha1: hashes.get("sha1").cloned() }
+    Expected {
+        sha256: hashes.get("sha256").cloned(),
+        sha512: hashes.get("sha512").cloned(),
+        sha1: hashes.get("sha1").cloned(),
+    }
 }
 
 /// `<file>.metadata`: Orchard's extracted copy, or the upstream's when it offers one.
-async fn core_metadata(state: &AppState, req: &HttpRequest, source: Arc<Source>, project: &str, dist: &str) -> Result<HttpResponse, ApiError> {
+async fn core_metadata(
+    state: &AppState,
+    req: &HttpRequest,
+    source: Arc<Source>,
+    project: &str,
+    dist: &str,
+) -> Result<HttpResponse, ApiError> {
     if !is_valid_filename(dist) {
-        return Err(ApiError::BadRequest("invalid distribution file name".into()));
+        return Err(ApiError::BadRequest(
+            "invalid distribution file name".into(),
+        ));
     }
     let spec = ArtifactSpec {
         protocol: Protocol::Pypi,
@@ -363,10 +506,14 @@ async fn core_metadata(state: &AppState, req: &HttpRequest, source: Arc<Source>,
         match &entry.core_metadata {
             Some(hashes) => {
                 let expected = expected_of(hashes);
-                let url = crate::file_url::vet(&source, &format!("{}.metadata", entry.url), &expected).await?;
+                let url =
+                    crate::file_url::vet(&source, &format!("{}.metadata", entry.url), &expected)
+                        .await?;
                 Ok(Upstream { url, expected })
             }
-            None => Err(ApiError::NotFound(format!("no metadata for {dist:?} (yet)"))),
+            None => Err(ApiError::NotFound(format!(
+                "no metadata for {dist:?} (yet)"
+            ))),
         }
     };
     artifact::serve(state, req, spec, resolve, None).await
@@ -378,11 +525,18 @@ async fn merged_root_no_slash() -> HttpResponse {
     redirect("simple/".into())
 }
 
-async fn merged_root(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn merged_root(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     root_page(&state, &req, View::Merged).await
 }
 
-async fn merged_project(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn merged_project(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
     let project = checked_project(&raw)?;
     if project != raw {
@@ -396,7 +550,9 @@ async fn project_no_slash(path: web::Path<(String,)>) -> Result<HttpResponse, Ap
     Ok(redirect(format!("{project}/")))
 }
 
-async fn source_project_no_slash(path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn source_project_no_slash(
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let project = checked_project(&path.into_inner().1)?;
     Ok(redirect(format!("{project}/")))
 }
@@ -405,12 +561,20 @@ async fn source_root_no_slash() -> HttpResponse {
     redirect("simple/".into())
 }
 
-async fn source_root(state: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn source_root(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let source = pypi_source(&state, &path.into_inner())?;
     root_page(&state, &req, View::Source(source)).await
 }
 
-async fn source_project(state: web::Data<AppState>, req: HttpRequest, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn source_project(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (source, raw) = path.into_inner();
     let project = checked_project(&raw)?;
     let source = pypi_source(&state, &source)?;
@@ -420,7 +584,11 @@ async fn source_project(state: web::Data<AppState>, req: HttpRequest, path: web:
     project_page(&state, &req, View::Source(source), &project).await
 }
 
-async fn source_file(state: web::Data<AppState>, req: HttpRequest, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+async fn source_file(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (source, project, filename) = path.into_inner();
     file(&state, &req, &source, &project, &filename).await
 }
@@ -438,7 +606,9 @@ where
     } else {
         resource
     };
-    resource.route(web::get().to(handler.clone())).route(web::head().to(handler))
+    resource
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -446,9 +616,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/pypi/simple/", merged_root))
         .service(get_and_head("/pypi/simple/{project}", project_no_slash))
         .service(get_and_head("/pypi/simple/{project}/", merged_project))
-        .service(get_and_head("/sources/{source}/simple", source_root_no_slash))
+        .service(get_and_head(
+            "/sources/{source}/simple",
+            source_root_no_slash,
+        ))
         .service(get_and_head("/sources/{source}/simple/", source_root))
-        .service(get_and_head("/sources/{source}/simple/{project}", source_project_no_slash))
-        .service(get_and_head("/sources/{source}/simple/{project}/", source_project))
-        .service(get_and_head("/sources/{source}/files/{project}/{filename}", source_file));
+        .service(get_and_head(
+            "/sources/{source}/simple/{project}",
+            source_project_no_slash,
+        ))
+        .service(get_and_head(
+            "/sources/{source}/simple/{project}/",
+            source_project,
+        ))
+        .service(get_and_head(
+            "/sources/{source}/files/{project}/{filename}",
+            source_file,
+        ));
 }

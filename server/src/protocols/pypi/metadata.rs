@@ -29,38 +29,72 @@ pub fn extract_from_wheel(path: &std::path::Path) -> Result<Vec<u8>, String> {
         .map(str::to_string)
         .collect();
     let [name] = names.as_slice() else {
-        return Err(format!("expected one .dist-info/METADATA, found {}", names.len()));
+        return Err(format!(
+            "expected one .dist-info/METADATA, found {}",
+            names.len()
+        ));
     };
     let entry = zip.by_name(name).map_err(|e| e.to_string())?;
     if entry.size() > MAX_METADATA_BYTES {
         return Err("METADATA is too large".into());
     }
     let mut out = Vec::with_capacity(entry.size() as usize);
-    entry.take(MAX_METADATA_BYTES).read_to_end(&mut out).map_err(|e| e.to_string())?;
+    entry
+        .take(MAX_METADATA_BYTES)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
 /// Extracts and stores the metadata of a committed wheel. Failures are logged: the
 /// page simply does not advertise metadata for that file.
-pub async fn extract_and_store(state: AppState, source: Arc<Source>, project: String, filename: String, wheel: Committed) {
+pub async fn extract_and_store(
+    state: AppState,
+    source: Arc<Source>,
+    project: String,
+    filename: String,
+    wheel: Committed,
+) {
     if let Err(e) = try_extract(&state, &source, &project, &filename, &wheel).await {
         tracing::warn!(upstream.source = source.name(), package.file = %filename, error = %e, "no metadata extracted from wheel");
     }
 }
 
-async fn try_extract(state: &AppState, source: &Source, project: &str, filename: &str, wheel: &Committed) -> Result<(), String> {
+async fn try_extract(
+    state: &AppState,
+    source: &Source,
+    project: &str,
+    filename: &str,
+    wheel: &Committed,
+) -> Result<(), String> {
     let repo = state.db().ok_or("database not ready")?.clone();
     let path = format!("{project}/{filename}.metadata");
-    if repo.get_cached_url_with_artifact("pypi", source.name(), &path).await.map_err(|e| e.to_string())?.is_some() {
+    if repo
+        .get_cached_url_with_artifact("pypi", source.name(), &path)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
         return Ok(());
     }
-    let tmp = state.storage.to_temp_file(&wheel.sha256).await.map_err(|e| e.to_string())?;
+    let tmp = state
+        .storage
+        .to_temp_file(&wheel.sha256)
+        .await
+        .map_err(|e| e.to_string())?;
     let local = tmp.path().to_path_buf();
-    let metadata = state.blocking.run(move || extract_from_wheel(&local)).await.map_err(|e| e.to_string())??;
+    let metadata = state
+        .blocking
+        .run(move || extract_from_wheel(&local))
+        .await
+        .map_err(|e| e.to_string())??;
     drop(tmp);
     let stored = state
         .storage
-        .put_stream(futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(metadata)) }), &Default::default())
+        .put_stream(
+            futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(metadata)) }),
+            &Default::default(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let art = Artifact {
@@ -69,7 +103,9 @@ async fn try_extract(state: &AppState, source: &Source, project: &str, filename:
         content_type: "application/octet-stream".into(),
         created_at: now_unix(),
     };
-    repo.get_or_create_artifact(&art).await.map_err(|e| e.to_string())?;
+    repo.get_or_create_artifact(&art)
+        .await
+        .map_err(|e| e.to_string())?;
     repo.upsert_cached_url(&CachedUrl {
         protocol: "pypi".into(),
         source: source.name().to_string(),
@@ -95,7 +131,8 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         let mut z = zip::ZipWriter::new(f.reopen().unwrap());
         for (name, data) in entries {
-            z.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            z.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
             z.write_all(data).unwrap();
         }
         z.finish().unwrap();
@@ -106,16 +143,25 @@ mod tests {
     fn finds_the_one_metadata_file() {
         let w = wheel(&[
             ("demo/__init__.py", b""),
-            ("demo-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: demo\n"),
+            (
+                "demo-1.0.dist-info/METADATA",
+                b"Metadata-Version: 2.1\nName: demo\n",
+            ),
             ("demo-1.0.dist-info/RECORD", b""),
             ("demo/vendored/x.dist-info/METADATA", b"nested, ignored"),
         ]);
-        assert_eq!(extract_from_wheel(w.path()).unwrap(), b"Metadata-Version: 2.1\nName: demo\n");
+        assert_eq!(
+            extract_from_wheel(w.path()).unwrap(),
+            b"Metadata-Version: 2.1\nName: demo\n"
+        );
     }
 
     #[test]
     fn refuses_ambiguous_or_missing_metadata() {
-        let w = wheel(&[("a-1.dist-info/METADATA", b"x"), ("b-1.dist-info/METADATA", b"y")]);
+        let w = wheel(&[
+            ("a-1.dist-info/METADATA", b"x"),
+            ("b-1.dist-info/METADATA", b"y"),
+        ]);
         assert!(extract_from_wheel(w.path()).is_err());
         let w = wheel(&[("a/__init__.py", b"")]);
         assert!(extract_from_wheel(w.path()).is_err());

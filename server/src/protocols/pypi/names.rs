@@ -8,7 +8,11 @@ pub fn source_serves(source: &crate::sources::Source, project: &str) -> bool {
 
 /// PEP 503 normalisation of a name pattern, keeping its `*` wildcards.
 pub fn normalize_pattern(pattern: &str) -> String {
-    pattern.split('*').map(normalize).collect::<Vec<_>>().join("*")
+    pattern
+        .split('*')
+        .map(normalize)
+        .collect::<Vec<_>>()
+        .join("*")
 }
 
 /// PEP 503 normalisation: lowercase, runs of `-`, `_`, `.` become one `-`.
@@ -37,19 +41,26 @@ pub fn is_valid_project_name(name: &str) -> bool {
         && b.len() <= 200
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-const DIST_EXTENSIONS: [&str; 7] = [".whl", ".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".egg"];
+const DIST_EXTENSIONS: [&str; 7] = [
+    ".whl", ".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".egg",
+];
 
 /// A distribution file name that can be a path segment: printable ASCII without
 /// separators, not starting with a dot, with a known distribution extension.
 pub fn is_valid_filename(name: &str) -> bool {
     name.len() <= 255
         && !name.starts_with('.')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'+' | b'!' | b'~'))
+        && name.bytes().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'+' | b'!' | b'~')
+        })
         && !name.contains("..")
-        && DIST_EXTENSIONS.iter().any(|ext| name.len() > ext.len() && name.ends_with(ext))
+        && DIST_EXTENSIONS
+            .iter()
+            .any(|ext| name.len() > ext.len() && name.ends_with(ext))
 }
 
 pub fn is_wheel(filename: &str) -> bool {
@@ -58,7 +69,9 @@ pub fn is_wheel(filename: &str) -> bool {
 
 /// The project part of a wheel or sdist file name, normalised, when it can be told.
 pub fn project_of_filename(filename: &str) -> Option<String> {
-    let stem = DIST_EXTENSIONS.iter().find_map(|ext| filename.strip_suffix(ext))?;
+    let stem = DIST_EXTENSIONS
+        .iter()
+        .find_map(|ext| filename.strip_suffix(ext))?;
     if filename.ends_with(".whl") {
         return stem.split('-').next().map(normalize);
     }
@@ -69,17 +82,22 @@ pub fn project_of_filename(filename: &str) -> Option<String> {
 
 /// The version part of a wheel or sdist file name.
 pub fn version_of_filename(filename: &str) -> Option<String> {
-    let stem = DIST_EXTENSIONS.iter().find_map(|ext| filename.strip_suffix(ext))?;
+    let stem = DIST_EXTENSIONS
+        .iter()
+        .find_map(|ext| filename.strip_suffix(ext))?;
     if filename.ends_with(".whl") {
         return stem.split('-').nth(1).map(str::to_string);
     }
-    stem.rfind('-').map(|i| stem[i + 1..].to_string()).filter(|v| !v.is_empty())
+    stem.rfind('-')
+        .map(|i| stem[i + 1..].to_string())
+        .filter(|v| !v.is_empty())
 }
 
 pub fn content_type(filename: &str) -> &'static str {
     if filename.ends_with(".metadata") {
         "application/octet-stream"
-    } else if filename.ends_with(".whl") || filename.ends_with(".zip") || filename.ends_with(".egg") {
+    } else if filename.ends_with(".whl") || filename.ends_with(".zip") || filename.ends_with(".egg")
+    {
         "application/zip"
     } else if filename.ends_with(".tar.gz") || filename.ends_with(".tgz") {
         "application/gzip"
@@ -110,7 +128,10 @@ mod tests {
             exclude: vec!["acme_secret*".into()],
             file_hosts: vec![],
         };
-        let s = crate::sources::Source { base: url::Url::parse(&spec.url).unwrap(), spec };
+        let s = crate::sources::Source {
+            base: url::Url::parse(&spec.url).unwrap(),
+            spec,
+        };
         assert!(source_serves(&s, &normalize("acme-x")));
         assert!(source_serves(&s, &normalize("ACME.Y")));
         assert!(source_serves(&s, &normalize("internal_tools")));
@@ -133,22 +154,51 @@ mod tests {
         for ok in ["a", "requests", "zope.interface", "Foo_Bar-2", "x1"] {
             assert!(is_valid_project_name(ok), "{ok}");
         }
-        for bad in ["", "..", "-a", "a-", "a/b", "a b", "ä", "%2e%2e", ".hidden", &"a".repeat(201)] {
+        for bad in [
+            "",
+            "..",
+            "-a",
+            "a-",
+            "a/b",
+            "a b",
+            "ä",
+            "%2e%2e",
+            ".hidden",
+            &"a".repeat(201),
+        ] {
             assert!(!is_valid_project_name(bad), "{bad}");
         }
     }
 
     #[test]
     fn filenames() {
-        for ok in ["six-1.16.0-py2.py3-none-any.whl", "idna-3.4.tar.gz", "pkg-1.0+local.zip"] {
+        for ok in [
+            "six-1.16.0-py2.py3-none-any.whl",
+            "idna-3.4.tar.gz",
+            "pkg-1.0+local.zip",
+        ] {
             assert!(is_valid_filename(ok), "{ok}");
         }
-        for bad in ["../x.whl", "a/b.whl", ".whl", "x.exe", "x..whl", "x%2f.whl", "x.whl\n", ""] {
+        for bad in [
+            "../x.whl", "a/b.whl", ".whl", "x.exe", "x..whl", "x%2f.whl", "x.whl\n", "",
+        ] {
             assert!(!is_valid_filename(bad), "{bad}");
         }
-        assert_eq!(project_of_filename("Zope.Interface-5.0-cp311-cp311-linux_x86_64.whl").as_deref(), Some("zope-interface"));
-        assert_eq!(project_of_filename("python-dateutil-2.8.2.tar.gz").as_deref(), Some("python-dateutil"));
-        assert_eq!(version_of_filename("python-dateutil-2.8.2.tar.gz").as_deref(), Some("2.8.2"));
-        assert_eq!(version_of_filename("six-1.16.0-py2.py3-none-any.whl").as_deref(), Some("1.16.0"));
+        assert_eq!(
+            project_of_filename("Zope.Interface-5.0-cp311-cp311-linux_x86_64.whl").as_deref(),
+            Some("zope-interface")
+        );
+        assert_eq!(
+            project_of_filename("python-dateutil-2.8.2.tar.gz").as_deref(),
+            Some("python-dateutil")
+        );
+        assert_eq!(
+            version_of_filename("python-dateutil-2.8.2.tar.gz").as_deref(),
+            Some("2.8.2")
+        );
+        assert_eq!(
+            version_of_filename("six-1.16.0-py2.py3-none-any.whl").as_deref(),
+            Some("1.16.0")
+        );
     }
 }

@@ -32,15 +32,25 @@ impl Representation {
     fn names(self) -> &'static [&'static str] {
         match self {
             Representation::TextHtml => &["text/html"],
-            Representation::JsonV1 => &["application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.latest+json"],
-            Representation::HtmlV1 => &["application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.latest+html"],
+            Representation::JsonV1 => &[
+                "application/vnd.pypi.simple.v1+json",
+                "application/vnd.pypi.simple.latest+json",
+            ],
+            Representation::HtmlV1 => &[
+                "application/vnd.pypi.simple.v1+html",
+                "application/vnd.pypi.simple.latest+html",
+            ],
         }
     }
 }
 
 /// Server preference among equally good matches: plain HTML first, so that `*/*` (or no
 /// header at all) gets what browsers and old clients expect.
-const PREFERENCE: [Representation; 3] = [Representation::TextHtml, Representation::JsonV1, Representation::HtmlV1];
+const PREFERENCE: [Representation; 3] = [
+    Representation::TextHtml,
+    Representation::JsonV1,
+    Representation::HtmlV1,
+];
 
 /// The representation to send, or `None` when nothing the client accepts is on offer
 /// (→ 406).
@@ -60,7 +70,12 @@ pub fn negotiate(accept: Option<&str>) -> Option<Representation> {
         for p in pieces {
             if let Some((k, v)) = p.split_once('=') {
                 if k.trim().eq_ignore_ascii_case("q") {
-                    q = v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0);
+                    q = v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0);
                 }
             }
         }
@@ -73,7 +88,12 @@ pub fn negotiate(accept: Option<&str>) -> Option<Representation> {
         for (media, q) in &ranges {
             let specificity = if rep.names().contains(&media.as_str()) {
                 2
-            } else if media.ends_with("/*") && rep.names().iter().any(|n| n.starts_with(&media[..media.len() - 1])) {
+            } else if media.ends_with("/*")
+                && rep
+                    .names()
+                    .iter()
+                    .any(|n| n.starts_with(&media[..media.len() - 1]))
+            {
                 1
             } else if media == "*/*" {
                 0
@@ -84,13 +104,17 @@ pub fn negotiate(accept: Option<&str>) -> Option<Representation> {
                 matched = Some((specificity, *q));
             }
         }
-        let Some((specificity, q)) = matched else { continue };
+        let Some((specificity, q)) = matched else {
+            continue;
+        };
         if q <= 0.0 {
             continue;
         }
         let better = match best {
             None => true,
-            Some((bq, bs, bp, _)) => q > bq || (q == bq && (specificity > bs || (specificity == bs && pref < bp))),
+            Some((bq, bs, bp, _)) => {
+                q > bq || (q == bq && (specificity > bs || (specificity == bs && pref < bp)))
+            }
         };
         if better {
             best = Some((q, specificity, pref, *rep));
@@ -113,14 +137,29 @@ mod tests {
             negotiate(Some("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01")),
             Some(JsonV1)
         );
-        assert_eq!(negotiate(Some("application/vnd.pypi.simple.v1+html")), Some(HtmlV1));
-        assert_eq!(negotiate(Some("application/vnd.pypi.simple.latest+json")), Some(JsonV1));
-        assert_eq!(negotiate(Some("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.9")), Some(JsonV1));
+        assert_eq!(
+            negotiate(Some("application/vnd.pypi.simple.v1+html")),
+            Some(HtmlV1)
+        );
+        assert_eq!(
+            negotiate(Some("application/vnd.pypi.simple.latest+json")),
+            Some(JsonV1)
+        );
+        assert_eq!(
+            negotiate(Some(
+                "text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.9"
+            )),
+            Some(JsonV1)
+        );
         assert_eq!(negotiate(Some("application/*")), Some(JsonV1));
         assert_eq!(negotiate(Some("application/json")), None);
         assert_eq!(negotiate(Some("image/png")), None);
         assert_eq!(negotiate(Some("text/html;q=0")), None);
         assert_eq!(negotiate(Some("*/*;q=0.1, text/html;q=0")), Some(JsonV1));
-        assert_eq!(negotiate(Some("text/html;q=abc")), None, "a malformed weight counts as 0");
+        assert_eq!(
+            negotiate(Some("text/html;q=abc")),
+            None,
+            "a malformed weight counts as 0"
+        );
     }
 }

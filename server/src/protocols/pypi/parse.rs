@@ -18,7 +18,12 @@ pub enum ParseError {
 }
 
 pub fn is_json(content_type: &str) -> bool {
-    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     ct.ends_with("+json") || ct == "application/json"
 }
 
@@ -42,7 +47,9 @@ enum Hash {
 
 /// `sha256=<64 hex>` → Valid("sha256", …), lower-cased; lengths checked per algorithm.
 fn hash_field(s: &str) -> Hash {
-    let Some((alg, digest)) = s.split_once('=') else { return Hash::Unknown };
+    let Some((alg, digest)) = s.split_once('=') else {
+        return Hash::Unknown;
+    };
     let alg = alg.trim().to_ascii_lowercase();
     let digest = digest.trim().to_ascii_lowercase();
     let len = match alg.as_str() {
@@ -85,7 +92,10 @@ fn resolve(base: &url::Url, href: &str) -> Option<String> {
 fn file_name_from_url(url: &str) -> String {
     url::Url::parse(url)
         .ok()
-        .and_then(|u| u.path_segments().and_then(|mut s| s.next_back().map(str::to_string)))
+        .and_then(|u| {
+            u.path_segments()
+                .and_then(|mut s| s.next_back().map(str::to_string))
+        })
         .map(|s| percent_decode(&s))
         .unwrap_or_default()
 }
@@ -98,34 +108,53 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A PEP 503 project page.
-pub fn parse_project_html(body: &[u8], base: &url::Url, project: &str) -> Result<ProjectPage, ParseError> {
+pub fn parse_project_html(
+    body: &[u8],
+    base: &url::Url,
+    project: &str,
+) -> Result<ProjectPage, ParseError> {
     let text = std::str::from_utf8(body).map_err(|_| ParseError::Encoding)?;
     let dom = tl::parse(text, tl::ParserOptions::default()).map_err(|_| ParseError::Html)?;
     let parser = dom.parser();
     let mut files = Vec::new();
     for handle in dom.query_selector("a").into_iter().flatten() {
-        let Some(tag) = handle.get(parser).and_then(|n| n.as_tag()) else { continue };
+        let Some(tag) = handle.get(parser).and_then(|n| n.as_tag()) else {
+            continue;
+        };
         let attrs = tag.attributes();
         let attr = |name: &str| -> Option<String> {
-            attrs
-                .get(name)
-                .map(|v| v.map(|b| html_escape::decode_html_entities(&b.as_utf8_str()).into_owned()).unwrap_or_default())
+            attrs.get(name).map(|v| {
+                v.map(|b| html_escape::decode_html_entities(&b.as_utf8_str()).into_owned())
+                    .unwrap_or_default()
+            })
         };
         let Some(href) = attr("href") else { continue };
         let (target, fragment) = split_fragment(&href);
-        let Some(url) = resolve(base, target) else { continue };
-        let text = html_escape::decode_html_entities(&tag.inner_text(parser)).trim().to_string();
-        let filename = if text.is_empty() { file_name_from_url(&url) } else { text };
-        let Some(hashes) = hashes_of(fragment.map(str::to_string)) else { continue };
-        let core_metadata = attr("data-core-metadata").or_else(|| attr("data-dist-info-metadata")).and_then(|v| {
-            if v.eq_ignore_ascii_case("false") {
-                None
-            } else if v.eq_ignore_ascii_case("true") {
-                Some(BTreeMap::new())
-            } else {
-                hashes_of([v]) // an invalid metadata hash: no metadata offered
-            }
-        });
+        let Some(url) = resolve(base, target) else {
+            continue;
+        };
+        let text = html_escape::decode_html_entities(&tag.inner_text(parser))
+            .trim()
+            .to_string();
+        let filename = if text.is_empty() {
+            file_name_from_url(&url)
+        } else {
+            text
+        };
+        let Some(hashes) = hashes_of(fragment.map(str::to_string)) else {
+            continue;
+        };
+        let core_metadata = attr("data-core-metadata")
+            .or_else(|| attr("data-dist-info-metadata"))
+            .and_then(|v| {
+                if v.eq_ignore_ascii_case("false") {
+                    None
+                } else if v.eq_ignore_ascii_case("true") {
+                    Some(BTreeMap::new())
+                } else {
+                    hashes_of([v]) // an invalid metadata hash: no metadata offered
+                }
+            });
         files.push(FileEntry {
             filename,
             url,
@@ -137,7 +166,11 @@ pub fn parse_project_html(body: &[u8], base: &url::Url, project: &str) -> Result
             upload_time: None,
         });
     }
-    Ok(ProjectPage { name: project.to_string(), files, versions: Vec::new() })
+    Ok(ProjectPage {
+        name: project.to_string(),
+        files,
+        versions: Vec::new(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -185,7 +218,11 @@ struct JsonFile {
 }
 
 /// A PEP 691 project page.
-pub fn parse_project_json(body: &[u8], base: &url::Url, project: &str) -> Result<ProjectPage, ParseError> {
+pub fn parse_project_json(
+    body: &[u8],
+    base: &url::Url,
+    project: &str,
+) -> Result<ProjectPage, ParseError> {
     let page: JsonPage = serde_json::from_slice(body)?;
     let files = page
         .files
@@ -196,7 +233,9 @@ pub fn parse_project_json(body: &[u8], base: &url::Url, project: &str) -> Result
             let core_metadata = match f.core_metadata.or(f.dist_info_metadata) {
                 None | Some(BoolOrHashes::Bool(false)) => None,
                 Some(BoolOrHashes::Bool(true)) => Some(BTreeMap::new()),
-                Some(BoolOrHashes::Hashes(h)) => hashes_of(h.into_iter().map(|(k, v)| format!("{k}={v}"))),
+                Some(BoolOrHashes::Hashes(h)) => {
+                    hashes_of(h.into_iter().map(|(k, v)| format!("{k}={v}")))
+                }
             };
             let yanked = match f.yanked {
                 None | Some(BoolOrString::Bool(false)) => None,
@@ -215,10 +254,19 @@ pub fn parse_project_json(body: &[u8], base: &url::Url, project: &str) -> Result
             })
         })
         .collect();
-    Ok(ProjectPage { name: page.name.unwrap_or_else(|| project.to_string()), files, versions: page.versions })
+    Ok(ProjectPage {
+        name: page.name.unwrap_or_else(|| project.to_string()),
+        files,
+        versions: page.versions,
+    })
 }
 
-pub fn parse_project(body: &[u8], content_type: &str, base: &url::Url, project: &str) -> Result<ProjectPage, ParseError> {
+pub fn parse_project(
+    body: &[u8],
+    content_type: &str,
+    base: &url::Url,
+    project: &str,
+) -> Result<ProjectPage, ParseError> {
     if is_json(content_type) {
         parse_project_json(body, base, project)
     } else {
@@ -248,7 +296,11 @@ pub fn parse_root(body: &[u8], content_type: &str) -> Result<RootIndex, ParseErr
             .into_iter()
             .flatten()
             .filter_map(|h| h.get(parser))
-            .map(|n| html_escape::decode_html_entities(&n.inner_text(parser)).trim().to_string())
+            .map(|n| {
+                html_escape::decode_html_entities(&n.inner_text(parser))
+                    .trim()
+                    .to_string()
+            })
             .filter(|t| super::names::is_valid_project_name(t))
             .collect()
     };
@@ -277,16 +329,32 @@ mod tests {
         assert_eq!(page.files.len(), 3, "non-http links are dropped");
         let f = &page.files[0];
         assert_eq!(f.url, "https://upstream.example/packages/demo-1.0.tar.gz");
-        assert_eq!(f.sha256(), Some("aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb"));
+        assert_eq!(
+            f.sha256(),
+            Some("aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb")
+        );
         assert_eq!(f.requires_python.as_deref(), Some(">=3.8,<4"));
         assert_eq!(f.yanked, None);
         assert_eq!(f.core_metadata, None);
         let f = &page.files[1];
-        assert_eq!(f.hashes.get("md5").map(String::as_str), Some("0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"));
+        assert_eq!(
+            f.hashes.get("md5").map(String::as_str),
+            Some("0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f")
+        );
         assert_eq!(f.yanked.as_deref(), Some("broken & bad"));
-        assert_eq!(f.core_metadata.as_ref().unwrap().get("sha256").map(String::as_str), Some("cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"));
+        assert_eq!(
+            f.core_metadata
+                .as_ref()
+                .unwrap()
+                .get("sha256")
+                .map(String::as_str),
+            Some("cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc")
+        );
         let f = &page.files[2];
-        assert_eq!(f.url, "https://upstream.example/x/demo-3.0-py3-none-any.whl");
+        assert_eq!(
+            f.url,
+            "https://upstream.example/x/demo-3.0-py3-none-any.whl"
+        );
         assert_eq!(f.yanked.as_deref(), Some(""));
         assert_eq!(f.core_metadata, Some(BTreeMap::new()));
     }
@@ -300,9 +368,15 @@ mod tests {
 ]}"#;
         let page = parse_project_json(json.as_bytes(), &base(), "demo").unwrap();
         assert_eq!(page.versions, ["1.0", "2.0"]);
-        assert_eq!(page.files[0].url, "https://upstream.example/packages/demo-1.0.tar.gz");
+        assert_eq!(
+            page.files[0].url,
+            "https://upstream.example/packages/demo-1.0.tar.gz"
+        );
         assert_eq!(page.files[0].size, Some(10));
-        assert_eq!(page.files[0].upload_time.as_deref(), Some("2024-01-01T00:00:00Z"));
+        assert_eq!(
+            page.files[0].upload_time.as_deref(),
+            Some("2024-01-01T00:00:00Z")
+        );
         assert_eq!(page.files[1].yanked.as_deref(), Some("reason"));
         assert_eq!(page.files[2].yanked.as_deref(), Some(""));
         assert_eq!(page.files[2].core_metadata, Some(BTreeMap::new()));
@@ -312,18 +386,35 @@ mod tests {
     #[test]
     fn a_link_whose_declared_hash_cannot_be_checked_is_dropped() {
         let good = "ab".repeat(32);
-        let html = format!(r#"<a href="/p/demo-1.0.tar.gz#sha256=abcd">demo-1.0.tar.gz</a>
+        let html = format!(
+            r#"<a href="/p/demo-1.0.tar.gz#sha256=abcd">demo-1.0.tar.gz</a>
 <a href="/p/demo-1.1.tar.gz#sha256={good}x">demo-1.1.tar.gz</a>
 <a href="/p/demo-1.2.tar.gz#sha256={good}">demo-1.2.tar.gz</a>
 <a href="/p/demo-1.3.tar.gz#blake2b=abcd">demo-1.3.tar.gz</a>
-<a href="/p/demo-1.4-py3-none-any.whl#sha256={good}" data-core-metadata="sha256=12">demo-1.4-py3-none-any.whl</a>"#);
+<a href="/p/demo-1.4-py3-none-any.whl#sha256={good}" data-core-metadata="sha256=12">demo-1.4-py3-none-any.whl</a>"#
+        );
         let page = parse_project_html(html.as_bytes(), &base(), "demo").unwrap();
         let names: Vec<&str> = page.files.iter().map(|f| f.filename.as_str()).collect();
-        assert_eq!(names, ["demo-1.2.tar.gz", "demo-1.3.tar.gz", "demo-1.4-py3-none-any.whl"]);
-        assert!(page.files[1].hashes.is_empty(), "an unknown algorithm is ignored");
-        assert_eq!(page.files[2].core_metadata, None, "metadata with a bad hash is not offered");
-        let json = format!(r#"{{"files":[{{"filename":"a.tar.gz","url":"a.tar.gz","hashes":{{"sha256":"ab"}}}},
- {{"filename":"b.tar.gz","url":"b.tar.gz","hashes":{{"sha256":"{good}"}}}}]}}"#);
+        assert_eq!(
+            names,
+            [
+                "demo-1.2.tar.gz",
+                "demo-1.3.tar.gz",
+                "demo-1.4-py3-none-any.whl"
+            ]
+        );
+        assert!(
+            page.files[1].hashes.is_empty(),
+            "an unknown algorithm is ignored"
+        );
+        assert_eq!(
+            page.files[2].core_metadata, None,
+            "metadata with a bad hash is not offered"
+        );
+        let json = format!(
+            r#"{{"files":[{{"filename":"a.tar.gz","url":"a.tar.gz","hashes":{{"sha256":"ab"}}}},
+ {{"filename":"b.tar.gz","url":"b.tar.gz","hashes":{{"sha256":"{good}"}}}}]}}"#
+        );
         let page = parse_project_json(json.as_bytes(), &base(), "demo").unwrap();
         assert_eq!(page.files.len(), 1);
         assert_eq!(page.files[0].filename, "b.tar.gz");
@@ -334,7 +425,11 @@ mod tests {
         let html = r#"<html><body><a href="six/">six</a><a href="Zope.Interface/">Zope.Interface</a><a href="x">../etc</a></body></html>"#;
         let r = parse_root(html.as_bytes(), "text/html").unwrap();
         assert_eq!(r.projects, ["six", "Zope.Interface"]);
-        let r = parse_root(br#"{"meta":{"api-version":"1.0"},"projects":[{"name":"a"},{"name":"b"}]}"#, "application/vnd.pypi.simple.v1+json").unwrap();
+        let r = parse_root(
+            br#"{"meta":{"api-version":"1.0"},"projects":[{"name":"a"},{"name":"b"}]}"#,
+            "application/vnd.pypi.simple.v1+json",
+        )
+        .unwrap();
         assert_eq!(r.projects, ["a", "b"]);
     }
 }

@@ -25,7 +25,11 @@ fn text(s: &str) -> String {
 }
 
 fn hash_attr(hashes: &BTreeMap<String, String>) -> String {
-    match hashes.get("sha256").map(|h| ("sha256", h)).or_else(|| hashes.iter().next().map(|(k, v)| (k.as_str(), v))) {
+    match hashes
+        .get("sha256")
+        .map(|h| ("sha256", h))
+        .or_else(|| hashes.iter().next().map(|(k, v)| (k.as_str(), v)))
+    {
         Some((k, v)) => format!("{k}={v}"),
         None => "true".to_string(),
     }
@@ -41,7 +45,12 @@ pub fn project_html(name: &str, links: &[Link<'_>]) -> String {
     for l in links {
         let f = l.file;
         let mut href = l.href.clone();
-        if let Some((alg, digest)) = f.hashes.get("sha256").map(|h| ("sha256", h)).or_else(|| f.hashes.iter().next().map(|(k, v)| (k.as_str(), v))) {
+        if let Some((alg, digest)) = f
+            .hashes
+            .get("sha256")
+            .map(|h| ("sha256", h))
+            .or_else(|| f.hashes.iter().next().map(|(k, v)| (k.as_str(), v)))
+        {
             let _ = write!(href, "#{alg}={digest}");
         }
         let _ = write!(out, "<a href=\"{}\"", esc(&href));
@@ -53,7 +62,10 @@ pub fn project_html(name: &str, links: &[Link<'_>]) -> String {
         }
         if let Some(m) = &l.metadata {
             let v = esc(&hash_attr(m));
-            let _ = write!(out, " data-core-metadata=\"{v}\" data-dist-info-metadata=\"{v}\"");
+            let _ = write!(
+                out,
+                " data-core-metadata=\"{v}\" data-dist-info-metadata=\"{v}\""
+            );
         }
         let _ = writeln!(out, ">{}</a><br/>", text(&f.filename));
     }
@@ -82,7 +94,10 @@ pub fn project_json(name: &str, links: &[Link<'_>], listed_versions: &[String]) 
             let mut o = serde_json::Map::new();
             o.insert("filename".into(), f.filename.clone().into());
             o.insert("url".into(), l.href.clone().into());
-            o.insert("hashes".into(), serde_json::to_value(&f.hashes).unwrap_or_default());
+            o.insert(
+                "hashes".into(),
+                serde_json::to_value(&f.hashes).unwrap_or_default(),
+            );
             if let Some(rp) = &f.requires_python {
                 o.insert("requires-python".into(), rp.clone().into());
             }
@@ -92,7 +107,11 @@ pub fn project_json(name: &str, links: &[Link<'_>], listed_versions: &[String]) 
                 Some(r) => o.insert("yanked".into(), r.clone().into()),
             };
             if let Some(m) = &l.metadata {
-                let v = if m.is_empty() { serde_json::Value::Bool(true) } else { serde_json::to_value(m).unwrap_or_default() };
+                let v = if m.is_empty() {
+                    serde_json::Value::Bool(true)
+                } else {
+                    serde_json::to_value(m).unwrap_or_default()
+                };
                 o.insert("core-metadata".into(), v.clone());
                 o.insert("dist-info-metadata".into(), v);
             }
@@ -111,7 +130,8 @@ pub fn project_json(name: &str, links: &[Link<'_>], listed_versions: &[String]) 
         "files": files,
     });
     if all_sizes {
-        doc["versions"] = serde_json::to_value(versions_of(links, listed_versions)).unwrap_or_default();
+        doc["versions"] =
+            serde_json::to_value(versions_of(links, listed_versions)).unwrap_or_default();
     }
     serde_json::to_vec(&doc).unwrap_or_default()
 }
@@ -129,8 +149,12 @@ pub fn root_html(projects: &[String]) -> String {
 }
 
 pub fn root_json(projects: &[String]) -> Vec<u8> {
-    let projects: Vec<_> = projects.iter().map(|p| serde_json::json!({"name": p})).collect();
-    serde_json::to_vec(&serde_json::json!({"meta": {"api-version": "1.1"}, "projects": projects})).unwrap_or_default()
+    let projects: Vec<_> = projects
+        .iter()
+        .map(|p| serde_json::json!({"name": p}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"meta": {"api-version": "1.1"}, "projects": projects}))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -141,7 +165,11 @@ mod tests {
         FileEntry {
             filename: "demo-1.0-py3-none-any.whl".into(),
             url: "https://upstream.example/demo-1.0-py3-none-any.whl".into(),
-            hashes: [("sha256".to_string(), "aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb".to_string())].into(),
+            hashes: [(
+                "sha256".to_string(),
+                "aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb".to_string(),
+            )]
+            .into(),
             requires_python: Some(">=3.8,<4\"".into()),
             yanked: Some("bad <release>".into()),
             core_metadata: None,
@@ -153,13 +181,32 @@ mod tests {
     #[test]
     fn html_escapes_and_keeps_fragments() {
         let e = entry();
-        let links = [Link { file: &e, href: "../../files/demo/demo-1.0-py3-none-any.whl".into(), metadata: Some([("sha256".to_string(), "ccddccddccddccddccddccddccddccddccddccddccddccddccddccddccddccdd".to_string())].into()) }];
+        let links = [Link {
+            file: &e,
+            href: "../../files/demo/demo-1.0-py3-none-any.whl".into(),
+            metadata: Some(
+                [(
+                    "sha256".to_string(),
+                    "ccddccddccddccddccddccddccddccddccddccddccddccddccddccddccddccdd".to_string(),
+                )]
+                .into(),
+            ),
+        }];
         let html = project_html("demo", &links);
         assert!(html.contains(r#"href="../../files/demo/demo-1.0-py3-none-any.whl#sha256=aabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabbaabb""#), "{html}");
-        assert!(html.contains(r#"data-requires-python="&gt;=3.8,&lt;4&quot;""#), "{html}");
-        assert!(html.contains(r#"data-yanked="bad &lt;release&gt;""#), "{html}");
+        assert!(
+            html.contains(r#"data-requires-python="&gt;=3.8,&lt;4&quot;""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"data-yanked="bad &lt;release&gt;""#),
+            "{html}"
+        );
         assert!(html.contains(r#"data-core-metadata="sha256=ccddccddccddccddccddccddccddccddccddccddccddccddccddccddccddccdd""#), "{html}");
-        assert!(!html.contains("upstream.example"), "no upstream URL leaks into the page");
+        assert!(
+            !html.contains("upstream.example"),
+            "no upstream URL leaks into the page"
+        );
         // Round trip through the parser.
         let base = url::Url::parse("http://orchard.local/pypi/simple/demo/").unwrap();
         let back = super::super::parse::parse_project_html(html.as_bytes(), &base, "demo").unwrap();
@@ -170,8 +217,13 @@ mod tests {
     #[test]
     fn json_has_pep700_fields() {
         let e = entry();
-        let links = [Link { file: &e, href: "x.whl".into(), metadata: None }];
-        let v: serde_json::Value = serde_json::from_slice(&project_json("Demo", &links, &[])).unwrap();
+        let links = [Link {
+            file: &e,
+            href: "x.whl".into(),
+            metadata: None,
+        }];
+        let v: serde_json::Value =
+            serde_json::from_slice(&project_json("Demo", &links, &[])).unwrap();
         assert_eq!(v["meta"]["api-version"], "1.1");
         assert_eq!(v["name"], "demo");
         assert_eq!(v["versions"], serde_json::json!(["1.0"]));
@@ -180,8 +232,16 @@ mod tests {
         assert!(v["files"][0].get("core-metadata").is_none());
         let mut no_size = entry();
         no_size.size = None;
-        let links = [Link { file: &no_size, href: "x.whl".into(), metadata: None }];
-        let v: serde_json::Value = serde_json::from_slice(&project_json("demo", &links, &[])).unwrap();
-        assert_eq!(v["meta"]["api-version"], "1.0", "without sizes the page cannot claim PEP 700");
+        let links = [Link {
+            file: &no_size,
+            href: "x.whl".into(),
+            metadata: None,
+        }];
+        let v: serde_json::Value =
+            serde_json::from_slice(&project_json("demo", &links, &[])).unwrap();
+        assert_eq!(
+            v["meta"]["api-version"], "1.0",
+            "without sizes the page cannot claim PEP 700"
+        );
     }
 }
