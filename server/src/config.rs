@@ -69,9 +69,12 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Where an `Env` reads a variable from.
+type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
 /// Reads variables from any source (the process environment, or a map in tests).
 pub struct Env<'a> {
-    lookup: Box<dyn Fn(&str) -> Option<String> + 'a>,
+    lookup: Lookup<'a>,
 }
 
 impl<'a> Env<'a> {
@@ -441,44 +444,45 @@ impl ServerConfig {
 impl DatabaseConfig {
     pub fn from_env(env: &Env<'_>, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
         const VAR: &str = "ORCHARD_DATABASE_URL";
-        let url =
-            match env.var(VAR) {
-                None => DatabaseUrl::Sqlite(data_dir.join("orchard.db")),
-                Some(raw) => {
-                    let scheme = raw.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-                    match scheme.as_deref() {
-                        Some("postgres") | Some("postgresql") => {
-                            url::Url::parse(&raw).map_err(|e| ConfigError {
+        let url = match env.var(VAR) {
+            None => DatabaseUrl::Sqlite(data_dir.join("orchard.db")),
+            Some(raw) => {
+                let scheme = raw.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+                match scheme.as_deref() {
+                    Some("postgres") | Some("postgresql") => {
+                        url::Url::parse(&raw).map_err(|e| ConfigError {
+                            var: VAR,
+                            message: format!("not a valid URL: {e}"),
+                        })?;
+                        DatabaseUrl::Postgres(SecretString::from(raw))
+                    }
+                    Some("sqlite") => {
+                        let path = &raw["sqlite://".len()..];
+                        if path.is_empty() {
+                            return Err(ConfigError {
                                 var: VAR,
-                                message: format!("not a valid URL: {e}"),
-                            })?;
-                            DatabaseUrl::Postgres(SecretString::from(raw))
+                                message: "sqlite:// needs a file path".into(),
+                            });
                         }
-                        Some("sqlite") => {
-                            let path = &raw["sqlite://".len()..];
-                            if path.is_empty() {
-                                return Err(ConfigError {
-                                    var: VAR,
-                                    message: "sqlite:// needs a file path".into(),
-                                });
-                            }
-                            DatabaseUrl::Sqlite(PathBuf::from(path))
-                        }
-                        Some(other) => return Err(ConfigError {
+                        DatabaseUrl::Sqlite(PathBuf::from(path))
+                    }
+                    Some(other) => {
+                        return Err(ConfigError {
                             var: VAR,
                             message: format!(
                                 "unknown URL scheme {other:?} (expected postgres:// or sqlite://)"
                             ),
-                        }),
-                        None => {
-                            return Err(ConfigError {
-                                var: VAR,
-                                message: "expected postgres://… or sqlite://…".into(),
-                            })
-                        }
+                        })
+                    }
+                    None => {
+                        return Err(ConfigError {
+                            var: VAR,
+                            message: "expected postgres://… or sqlite://…".into(),
+                        })
                     }
                 }
-            };
+            }
+        };
         Ok(DatabaseConfig {
             url,
             pool_size: env.var_in_range("ORCHARD_DATABASE_POOL_SIZE", 20, 1, 10_000)? as u32,

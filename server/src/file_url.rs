@@ -321,10 +321,7 @@ mod tests {
                 port: 443
             })
         );
-        assert_eq!(
-            check(&s, "https://FILES.upstream.example/a.whl", &sha256()).is_ok(),
-            true
-        );
+        assert!(check(&s, "https://FILES.upstream.example/a.whl", &sha256()).is_ok());
         assert!(check(&s, "https://cdn.example:8443/a.whl", &sha256()).is_ok());
         assert!(matches!(
             check(&s, "https://cdn.example/a.whl", &sha256()),

@@ -121,7 +121,7 @@ mod tests {
             t.await.unwrap();
         }
         let peak = peak.load(Ordering::SeqCst);
-        assert!(peak >= 2 && peak <= 3, "peak {peak}");
+        assert!((2..=3).contains(&peak), "peak {peak}");
         assert_eq!(pool.active(), 0);
         pool.close();
         assert!(matches!(

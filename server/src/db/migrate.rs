@@ -12,7 +12,7 @@ use crate::config::DatabaseUrl;
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 const SQLITE: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 /// Arbitrary, fixed: the advisory lock id of Orchard's migrations.
-const MIGRATION_LOCK_ID: i64 = 0x6f72_6368_6172_64;
+const MIGRATION_LOCK_ID: i64 = 0x006f_7263_6861_7264;
 
 /// Applies pending migrations; returns the versions applied now.
 pub async fn run_migrations(url: &DatabaseUrl) -> Result<Vec<String>, DbError> {

@@ -420,9 +420,10 @@ mod tests {
     use super::*;
     use crate::deps::dep;
 
-    struct World(
-        BTreeMap<(String, String), Vec<(&'static str, Vec<(&'static str, &'static str)>)>>,
-    );
+    /// Versions of a package and the dependencies of each.
+    type Versions = Vec<(&'static str, Vec<(&'static str, &'static str)>)>;
+
+    struct World(BTreeMap<(String, String), Versions>);
 
     impl Universe for World {
         fn versions<'a>(

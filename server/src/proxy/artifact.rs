@@ -60,6 +60,8 @@ pub struct ArtifactSpec {
 }
 
 type ClientTx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+/// Tells the leader's response the upstream's length (or failure) once its head arrived.
+type LengthTx = tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>;
 
 /// Serves the artifact: from storage on a hit, through a fill on a miss.
 pub async fn serve<R, RF>(
@@ -516,10 +518,7 @@ async fn fill(
     state: &AppState,
     spec: &ArtifactSpec,
     upstream: &Upstream,
-    client: Option<(
-        ClientTx,
-        tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>,
-    )>,
+    client: Option<(ClientTx, LengthTx)>,
 ) -> FillResult {
     let (mut client_tx, len_tx) = match client {
         Some((tx, len)) => (Some(tx), Some(len)),
@@ -668,7 +667,7 @@ async fn fill(
 }
 
 enum LockOutcome {
-    Held(FillLock),
+    Held(Box<FillLock>),
     /// The cache cannot hold locks right now: fill without one (per-replica
     /// single-flight still applies).
     Unavailable,
@@ -756,7 +755,7 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
                     .fill_locks
                     .with_label_values(&[if waited { "took_over" } else { "acquired" }])
                     .inc();
-                return LockOutcome::Held(FillLock::new(state, key, token));
+                return LockOutcome::Held(Box::new(FillLock::new(state, key, token)));
             }
             Some(false) => {}
         }

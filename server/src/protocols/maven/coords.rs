@@ -8,6 +8,9 @@ pub enum Checksum {
     Sha512,
 }
 
+/// Fed chunks (`Some`), then `None` for the lower-case hex digest.
+pub type Hasher = Box<dyn FnMut(Option<&[u8]>) -> Option<String> + Send>;
+
 impl Checksum {
     pub const ALL: [Checksum; 4] = [
         Checksum::Sha1,
@@ -30,7 +33,7 @@ impl Checksum {
     }
 
     /// Lower-case hex digest of `data` fed in pieces.
-    pub fn hasher(self) -> Box<dyn FnMut(Option<&[u8]>) -> Option<String> + Send> {
+    pub fn hasher(self) -> Hasher {
         use sha2::Digest;
         macro_rules! h {
             ($t:ty) => {{
