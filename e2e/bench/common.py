@@ -113,6 +113,16 @@ def reset_peak(pids):
                 pass
 
 
+def current_rss_mib(pid):
+    """VmRSS (MiB) of one process."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            m = re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M)
+        return int(m.group(1)) / 1024 if m else 0
+    except OSError:
+        return 0
+
+
 def peak_rss_mib(pids):
     """Sum of VmHWM (MiB) over the processes and their descendants."""
     total = 0

@@ -22,7 +22,7 @@ import tarfile
 import threading
 import time
 
-from common import (E2E, Stack, f0, free_port, http, measure, peak_rss_mib, ratio, reset_peak, server_cells, table,
+from common import (E2E, Stack, current_rss_mib, f0, free_port, http, measure, peak_rss_mib, ratio, reset_peak, server_cells, table,
                     terminate_on_signals, wait_http, wrk)
 
 ABBREV = "application/vnd.npm.install-v1+json"
@@ -111,12 +111,16 @@ def run(args):
         table(f"3. Warm npm ({c} connections, {secs} s per run), reference Verdaccio serving the same packages from its storage",
               ["scenario", "server", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB", "Orchard/this req/s"], rows)
 
-        # 20 MB packument
-        reset_peak([o.pid])
+        # 20 MB packument: what fetching it costs each server in memory (VmHWM reset first)
+        reset_peak([o.pid, v.p.pid])
+        o_before, v_before = current_rss_mib(o.pid), current_rss_mib(v.p.pid)
         status, size, cold = timed_get(f"{base}/npm/bench-huge", h)
         assert status == 200
+        o_fetch_peak = peak_rss_mib([o.pid])
         _, _, upstream = timed_get(f"{verdaccio}/bench-huge", h)
+        v_peak = peak_rss_mib([v.p.pid])
         _, _, warm = timed_get(f"{base}/npm/bench-huge", h)
+        doc_mib = size / 2**20
         stop = threading.Event()
         renders = []
 
@@ -147,6 +151,13 @@ def run(args):
             [f"`/npm/-/ping` p99 while 20 MB re-renders run (16 connections, {ping_secs} s)", f"{ping['p99']:.2f} ms ({ping['rps']:.0f} req/s)"],
             [f"`/npm/-/ping` p99 idle (16 connections, {ping_secs} s)", f"{idle['p99']:.2f} ms ({idle['rps']:.0f} req/s)"],
             ["Orchard peak RSS over this part", f"{f0(peak_rss_mib([o.pid]))} MiB"],
+        ])
+        table(f"3c. Memory for the {size / 1e6:.1f} MB packument (VmHWM reset before; growth = peak − RSS before)",
+              ["server", "RSS before MiB", "peak MiB", "growth MiB", "growth / document"], [
+            ["Orchard (cold fetch: upstream read, parse, rewrite, store, serve)", f0(o_before), f0(o_fetch_peak),
+             f0(o_fetch_peak - o_before), f"{(o_fetch_peak - o_before) / doc_mib:.1f}×"],
+            [f"{vname} (serving it to Orchard, then directly)", f0(v_before), f0(v_peak),
+             f0(v_peak - v_before), f"{(v_peak - v_before) / doc_mib:.1f}×"],
         ])
 
 

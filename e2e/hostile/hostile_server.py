@@ -12,12 +12,14 @@ every request it gets (the "other host" a hostile index points Orchard at).
             local-*      link a file on this host (with its sha256 and PEP 658 metadata)
             bomb-tar     an sdist whose tar carries a 1 GiB GNU long-name header (~1 MB gzipped)
             bomb-zip     a wheel whose METADATA inflates to 1 GiB
+            bomb-cd      a wheel (~11 MB) whose central directory lists 120,001 entries
+            drip-*       a 32 kB wheel sent 2 kB every 0.25 s (4 s in all)
             huge-*       a 64 MiB wheel on this host (with its sha256)
             offmeta-*    link a file on this host whose PEP 658 metadata is declared;
                          the page's file URL is on the bystander
         GET /npm/<name>                 a packument whose tarball is on the bystander
                                         (names offhost-*) or on this host (others);
-                                        huge-packument: 4000 versions, about 13.5 MB
+                                        huge-packument*: 4000 versions, about 13.5 MB
         GET /files/<name>               deterministic bytes; /redirect/<name> → 302
         GET /m2/org/evil/chain/<N>/chain-<N>.pom
                                         a POM whose parent is chain N+1: an endless parent chain
@@ -30,6 +32,7 @@ import hashlib
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 seen = []
@@ -84,17 +87,32 @@ def zip_bomb(name):
     return buf.getvalue()
 
 
-def huge_packument(here):
-    return cached("huge-packument:" + here, lambda: make_huge_packument(here))
+def zip_directory_bomb(name):
+    """A valid wheel whose central directory lists 120,000 (empty) entries: opening it
+    with a zip library keeps every entry in memory."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    dist = name.split("-")[0] + "-1.0.dist-info"
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(zipfile.ZipInfo(f"{dist}/METADATA", date_time=(2024, 1, 1, 0, 0, 0)),
+                   "Metadata-Version: 2.1\nName: bomb-cd\nVersion: 1.0\n")
+        for i in range(120_000):
+            z.writestr(zipfile.ZipInfo(f"d/{i}", date_time=(2024, 1, 1, 0, 0, 0)), b"")
+    return buf.getvalue()
 
 
-def make_huge_packument(here):
+def huge_packument(name, here):
+    return cached(f"{name}:{here}", lambda: make_huge_packument(name, here))
+
+
+def make_huge_packument(name, here):
     versions = {}
     for i in range(4000):
         v = f"1.0.{i}"
-        file = f"huge-packument-{v}.tgz"
+        file = f"{name}-{v}.tgz"
         # shaped like real registry metadata: many small fields and nested objects
-        versions[v] = {"name": "huge-packument", "version": v, "description": "a package " * 8,
+        versions[v] = {"name": name, "version": v, "description": "a package " * 8,
                        "keywords": [f"keyword-{j}" for j in range(60)],
                        "maintainers": [{"name": f"m{j}", "email": f"m{j}@upstream.example"} for j in range(8)],
                        "scripts": {f"s{j}": f"node s{j}.js" for j in range(10)},
@@ -102,7 +120,7 @@ def make_huge_packument(here):
                        "engines": {"node": ">=18"}, "_hasShrinkwrap": False,
                        "dist": {"tarball": f"{here}/files/{file}",
                                 "integrity": "sha512-" + base64.b64encode(hashlib.sha512(content(file)).digest()).decode()}}
-    doc = {"name": "huge-packument", "dist-tags": {"latest": "1.0.3999"}, "versions": versions}
+    doc = {"name": name, "dist-tags": {"latest": "1.0.3999"}, "versions": versions}
     return json.dumps(doc).encode()
 
 
@@ -116,6 +134,8 @@ def content(name):
         return cached(name, tar_bomb)
     if name.startswith("bomb_zip"):
         return cached(name, lambda: zip_bomb(name))
+    if name.startswith("bomb_cd"):
+        return cached(name, lambda: zip_directory_bomb(name))
     if name.startswith("huge_"):
         return cached(name, lambda: hashlib.sha256(name.encode()).digest() * (2 << 20))  # 64 MiB
     return hashlib.sha256(name.encode()).digest() * 1000  # 32 kB, deterministic
@@ -198,8 +218,8 @@ class Upstream(Base):
                 href, attrs = f"{here}/files/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
             page = f'<!DOCTYPE html><html><body><a href="{href}"{attrs}>{file}</a></body></html>'.encode()
             self.send(200, page, "text/html")
-        elif parts == ["npm", "huge-packument"]:
-            self.send(200, huge_packument(here), "application/json")
+        elif parts[0] == "npm" and len(parts) == 2 and parts[1].startswith("huge-packument"):
+            self.send(200, huge_packument(parts[1], here), "application/json")
         elif parts[0] == "npm" and len(parts) == 2:
             name = parts[1]
             file = f"{name}-1.0.0.tgz"
@@ -216,6 +236,15 @@ class Upstream(Base):
                    f'<parent><groupId>org.evil</groupId><artifactId>chain</artifactId><version>{n + 1}</version></parent>'
                    f'<artifactId>chain</artifactId><version>{n}</version><packaging>pom</packaging></project>').encode()
             self.send(200, pom, "application/xml")
+        elif parts[0] == "files" and len(parts) == 2 and parts[1].startswith("drip_"):
+            body = content(parts[1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(0, len(body), 2000):
+                self.wfile.write(body[i:i + 2000])
+                self.wfile.flush()
+                time.sleep(0.25)
         elif parts[0] == "files" and len(parts) == 2:
             name = parts[1]
             self.send(200, metadata(name[: -len(".metadata")]) if name.endswith(".metadata") else content(name))

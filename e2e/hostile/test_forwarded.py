@@ -1,6 +1,7 @@
 """Forwarded headers and Host storms: tarball links follow `Forwarded` /
 `X-Forwarded-*` only from ORCHARD_TRUSTED_PROXIES, and clients inventing Host values
-cannot grow the cache (rendered packuments are kept for 16 distinct bases a replica)."""
+cannot grow the cache (whole packuments are spliced per request and never cached
+rendered; rendered version manifests are kept for 16 distinct bases a replica)."""
 import json
 import subprocess
 
@@ -38,13 +39,18 @@ def test_a_host_storm_does_not_grow_the_cache(tmp, hostile, bystander):
         for i in range(60):
             link = tarball(o, {"Host": f"h{i}.example"})
             assert link.startswith(f"http://h{i}.example/"), link
+            status, _, body = http(f"{o.url}/npm/plain-pkg/1.0.0", headers={"Host": f"h{i}.example"})
+            assert status == 200 and json.loads(body)["dist"]["tarball"].startswith(f"http://h{i}.example/")
         node = env["ORCHARD_REDIS_CLUSTER_NODES"].split(",")[0]
         host, port = node.rsplit(":", 1)
         out = subprocess.run(["redis-cli", "-h", host, "-p", port, "--cluster", "call", node, "KEYS",
-                              f"{env['ORCHARD_CACHE_NAMESPACE']}*rendered/evilnpm/plain-pkg*"],
+                              f"{env['ORCHARD_CACHE_NAMESPACE']}*rendered*"],
                              capture_output=True, text=True, check=True).stdout
-        keys = {l.split(": ", 1)[1] for l in out.splitlines() if ": " in l and "rendered" in l}
-        keys |= {l.strip() for l in out.splitlines() if l.strip().startswith(env["ORCHARD_CACHE_NAMESPACE"])}
-        assert 1 <= len(keys) <= 16, (len(keys), out[:500])
+        keys = {k for l in out.splitlines() for k in l.replace(": ", " ").split()
+                if k.startswith(env["ORCHARD_CACHE_NAMESPACE"])}
+        assert not any("/rendered/" in k for k in keys), "a whole rendered packument was cached"
+        # …rendered-version/{source}/{name}/{digest}/{base tag}/{version}
+        bases = {k.split("rendered-version/", 1)[1].split("/")[3] for k in keys if "rendered-version/evilnpm/plain-pkg/" in k}
+        assert 1 <= len(bases) <= 16, (len(bases), out[:500])
     finally:
         o.stop()

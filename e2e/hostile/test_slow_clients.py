@@ -2,6 +2,7 @@
 first client does, others are served meanwhile, and the stalled client, detached from
 the fill, still gets the complete verified bytes from storage when it reads again."""
 import hashlib
+import json
 import socket
 import sys
 import time
@@ -89,4 +90,37 @@ def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(tmp, hos
         assert dropped, "the stalled connection was still open and delivered the whole body"
     finally:
         stalled.close()
+        o.stop()
+
+
+def test_a_request_stops_waiting_for_a_slow_fill_and_the_fill_goes_on(tmp, hostile, bystander):
+    """An upstream that drips a file over 4 s: a second request waits for the first one's
+    fill up to ORCHARD_FILL_WAIT_TIMEOUT (1 s here), then answers 504 saying so; the fill
+    goes on, the first client gets every byte, and the next request is a hit."""
+    import concurrent.futures
+    o = Orchard(tmp, dict(sources(tmp, "drip", hostile, bystander), ORCHARD_FILL_WAIT_TIMEOUT="1")).start()
+    file = "drip_a-1.0-py3-none-any.whl"
+    path = f"/sources/evil/files/drip-a/{file}"
+    expected = hashlib.sha256(hostile_server.content(file)).hexdigest()
+    try:
+        assert http(f"{o.url}/pypi/simple/drip-a/")[0] == 200
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(http, f"{o.url}{path}", timeout=60)
+            deadline = time.time() + 30
+            while not any(file in p for p, _ in hostile.seen()):
+                assert time.time() < deadline, "the fill never started"
+                time.sleep(0.05)
+            started = time.time()
+            status, _, body = http(f"{o.url}{path}", timeout=60)
+            waited = time.time() - started
+            assert status == 504, (status, body[:300])
+            assert "ORCHARD_FILL_WAIT_TIMEOUT" in json.loads(body)["error"]["message"]
+            assert not first.done(), f"the fill ended before the wait limit (after {waited:.1f} s)"
+            status, _, got = first.result()
+        assert status == 200 and hashlib.sha256(got).hexdigest() == expected
+        assert o.counter("orchard_fill_waits_timed_out_total") == 1
+        status, h, again = http(f"{o.url}{path}")
+        assert (status, h["x-orchard-cache"], again) == (200, "hit", got)
+        assert [p for p, _ in hostile.seen()].count(f"/files/{file}") == 1
+    finally:
         o.stop()

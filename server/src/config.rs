@@ -43,12 +43,14 @@
 //! | `ORCHARD_HTTP_READ_TIMEOUT` | `60` | seconds |
 //! | `ORCHARD_HTTP_WORKER_THREADS` | `32` | bound of the pool for blocking work |
 //! | `ORCHARD_FILL_LOCK_TTL` | `15` | seconds a replica's lock on an artifact fill lasts without renewal (a dead holder is replaced after this) |
+//! | `ORCHARD_FILL_WAIT_TIMEOUT` | `900` | seconds a request waits for a fill another request runs (on any replica) before answering 504; the fill itself goes on |
 //! | `ORCHARD_CACHE_TTL_NEGATIVE` | `60` | seconds an upstream 404 is remembered |
 //! | `ORCHARD_CACHE_STALE_MAX` | `86400` | seconds an expired index page may still be served when the upstream fails |
 //! | `ORCHARD_TRUSTED_PROXIES` | empty | comma-separated IPs or CIDRs whose `Forwarded` / `X-Forwarded-*` headers are believed; from anyone else they are ignored |
 //! | `ORCHARD_PUBLIC_URL` | unset | `scheme://host[:port]` clients reach Orchard at (absolute links, e.g. npm tarballs); unset = from each request |
 //! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
 //! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
+//! | `ORCHARD_DOCUMENT_WORK_BYTES` | `268435456` | memory budget of upstream documents read and parsed at once (each counted as 3× its size); more wait their turn |
 //! | `ORCHARD_SOURCES_REFRESH` | `30` | seconds between reloads of the source list from the database (besides invalidation messages) |
 //! | `ORCHARD_UPSTREAMS_FILE` | unset | YAML list of upstream sources (see `sources`) |
 //! | `ORCHARD_UPSTREAM_PYPI` / `_NPM` / `_MAVEN` | unset | one upstream URL per protocol |
@@ -166,6 +168,9 @@ pub struct Config {
     pub http: HttpConfig,
     pub sources: Vec<crate::sources::SourceSpec>,
     pub max_index_bytes: usize,
+    /// Bytes all upstream documents being read and parsed at once may take (estimated
+    /// as `DOCUMENT_WORK_FACTOR` × their size); more wait.
+    pub document_work_bytes: u64,
     pub max_header_bytes: usize,
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<Cidr>,
@@ -272,6 +277,9 @@ pub struct CacheConfig {
     pub ttl_negative: Duration,
     pub stale_max: Duration,
     pub fill_lock_ttl: Duration,
+    /// How long a request waits for a fill another request (on this replica or another)
+    /// is running before it answers 504.
+    pub fill_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +331,12 @@ impl Config {
             sources: crate::sources::static_sources(env)?,
             max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)?
                 as usize,
+            document_work_bytes: env.var_in_range(
+                "ORCHARD_DOCUMENT_WORK_BYTES",
+                256 << 20,
+                1 << 20,
+                1 << 40,
+            )?,
             max_header_bytes: env.var_in_range(
                 "ORCHARD_MAX_HEADER_BYTES",
                 32 << 10,
@@ -385,6 +399,7 @@ impl Config {
                 "ttl_negative_secs": self.cache.ttl_negative.as_secs(),
                 "stale_max_secs": self.cache.stale_max.as_secs(),
                 "fill_lock_ttl_secs": self.cache.fill_lock_ttl.as_secs(),
+                "fill_wait_secs": self.cache.fill_wait.as_secs(),
             },
             "sources": self.sources.iter().map(|s| serde_json::json!({
                 "name": s.name, "protocol": s.protocol.as_str(), "url": redact_url(&s.url),
@@ -392,6 +407,7 @@ impl Config {
                 "credentials": s.credentials.as_ref().map(|c| c.describe()),
             })).collect::<Vec<_>>(),
             "max_index_bytes": self.max_index_bytes,
+            "document_work_bytes": self.document_work_bytes,
             "max_header_bytes": self.max_header_bytes,
             "public_url": self.public_url,
             "trusted_proxies": self.trusted_proxies.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
@@ -691,6 +707,12 @@ impl CacheConfig {
                 15,
                 1,
                 600,
+            )?),
+            fill_wait: Duration::from_secs(env.var_in_range(
+                "ORCHARD_FILL_WAIT_TIMEOUT",
+                900,
+                1,
+                86_400,
             )?),
         })
     }

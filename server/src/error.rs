@@ -30,6 +30,9 @@ pub enum ApiError {
     BadGateway(String),
     #[error("the upstream registry did not answer in time")]
     GatewayTimeout,
+    /// 504 for a wait on other work (a fill another request runs), with its reason.
+    #[error("{0}")]
+    WaitTimeout(String),
     #[error("internal error")]
     Internal,
     #[error("{0}")]
@@ -49,7 +52,7 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::BadGateway(_) => "bad_gateway",
-            ApiError::GatewayTimeout => "gateway_timeout",
+            ApiError::GatewayTimeout | ApiError::WaitTimeout(_) => "gateway_timeout",
             ApiError::Internal => "internal",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -70,7 +73,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::GatewayTimeout | ApiError::WaitTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

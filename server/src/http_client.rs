@@ -295,3 +295,39 @@ impl HttpClientManager {
         result
     }
 }
+
+/// Why a bounded body read stopped.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the limit (by `Content-Length` before reading, or while reading).
+    Overflow,
+    Payload(String),
+}
+
+/// Reads a whole response body of at most `limit` bytes into one buffer, sized from
+/// `Content-Length` up front so a large document is not copied while it grows (awc's
+/// own collector doubles its buffer: up to 3× the document at the last copy).
+pub async fn read_body(
+    resp: &mut awc::ClientResponse,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    use futures::StreamExt;
+    let declared = resp
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::Overflow);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut payload = actix_web::HttpMessage::take_payload(resp);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Payload(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::Overflow);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

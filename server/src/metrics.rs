@@ -25,6 +25,8 @@ pub struct Metrics {
     pub hash_mismatch: IntCounter,
     pub file_url_refusals: IntCounterVec,
     pub fill_clients_detached: IntCounter,
+    pub fill_waits_timed_out: IntCounter,
+    pub document_work_waits: IntCounter,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -141,6 +143,16 @@ impl Metrics {
                 &r,
                 "orchard_fill_clients_detached_total",
                 "Leader clients too slow for the upstream fill, continued from storage after the commit",
+            ),
+            fill_waits_timed_out: counter(
+                &r,
+                "orchard_fill_waits_timed_out_total",
+                "Requests that stopped waiting for another request's fill after ORCHARD_FILL_WAIT_TIMEOUT (answered 504)",
+            ),
+            document_work_waits: counter(
+                &r,
+                "orchard_document_work_waits_total",
+                "Upstream documents that waited for room in ORCHARD_DOCUMENT_WORK_BYTES before being read or parsed",
             ),
             file_url_refusals: counter_vec(
                 &r,

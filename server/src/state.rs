@@ -35,6 +35,7 @@ impl AppState {
         http: Arc<HttpClientManager>,
         blocking: BlockingPool,
     ) -> Self {
+        let proxy = Arc::new(ProxyShared::new(&config));
         AppState {
             config,
             cache,
@@ -42,7 +43,7 @@ impl AppState {
             http,
             blocking,
             sources: Arc::new(SourceRegistry::default()),
-            proxy: Arc::new(ProxyShared::default()),
+            proxy,
             db: Arc::new(OnceLock::new()),
             started: Instant::now(),
         }

@@ -1,5 +1,6 @@
 //! Bounded reads of one small file out of a gzipped tarball (an sdist's `PKG-INFO`, an
-//! npm tarball's `package.json`).
+//! npm tarball's `package.json`), and the bound on a zip's central directory checked
+//! before a zip (a wheel, a zip sdist) is opened.
 //!
 //! Archives come from upstreams and are untrusted. The `tar` crate reads GNU long-name
 //! and pax headers whole into memory (a 1 MB `.tar.gz` can carry a 1 GiB header), so
@@ -28,6 +29,66 @@ pub const LIMITS: Limits = Limits {
 };
 
 const BLOCK: u64 = 512;
+
+/// Entries a zip's central directory may list before it is opened (the `zip` crate keeps
+/// every entry of the directory in memory, a few hundred bytes each).
+pub const MAX_ZIP_ENTRIES: u64 = 100_000;
+/// Bytes the central directory may take.
+pub const MAX_ZIP_DIRECTORY: u64 = 32 << 20;
+
+fn le(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0, |v, x| (v << 8) | *x as u64)
+}
+
+/// Reads the end-of-central-directory record (and its zip64 form) of the zip at `path`
+/// and refuses one whose directory lists more than `MAX_ZIP_ENTRIES` entries or takes
+/// more than `MAX_ZIP_DIRECTORY` bytes — without reading the directory itself.
+pub fn check_zip_directory(path: &Path) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    // The record is 22 bytes plus a comment of at most 65535 bytes, at the very end.
+    let tail_len = len.min(22 + 65535 + 20);
+    file.seek(SeekFrom::Start(len - tail_len))
+        .map_err(|e| e.to_string())?;
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact(&mut tail).map_err(|e| e.to_string())?;
+    let at = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .ok_or("not a zip: no end of central directory")?;
+    let eocd = &tail[at..at + 22];
+    let (mut entries, mut size) = (le(&eocd[10..12]), le(&eocd[12..16]));
+    if entries == 0xffff || size == 0xffff_ffff {
+        // zip64: the locator sits just before the record and points at the zip64 record
+        let locator = at
+            .checked_sub(20)
+            .map(|l| &tail[l..l + 20])
+            .filter(|l| l[..4] == [0x50, 0x4b, 0x06, 0x07])
+            .ok_or("not a zip: zip64 sizes without a zip64 locator")?;
+        let record_at = le(&locator[8..16]);
+        let mut record = [0u8; 56];
+        file.seek(SeekFrom::Start(record_at))
+            .and_then(|_| file.read_exact(&mut record))
+            .map_err(|e| format!("not a zip: zip64 record unreadable: {e}"))?;
+        if record[..4] != [0x50, 0x4b, 0x06, 0x06] {
+            return Err("not a zip: bad zip64 end of central directory".into());
+        }
+        entries = le(&record[32..40]);
+        size = le(&record[40..48]);
+    }
+    if entries > MAX_ZIP_ENTRIES {
+        return Err(format!(
+            "zip central directory lists {entries} entries, over the {MAX_ZIP_ENTRIES}-entry limit"
+        ));
+    }
+    if size > MAX_ZIP_DIRECTORY {
+        return Err(format!(
+            "zip central directory of {size} bytes is over the {MAX_ZIP_DIRECTORY}-byte limit"
+        ));
+    }
+    Ok(())
+}
 
 /// Counts decompressed bytes and fails past the budget.
 struct Budget<R> {
@@ -189,6 +250,36 @@ pub fn top_level_file_in_tgz(
 
 #[cfg(test)]
 mod tests {
+    fn zip_with(entries: usize, zip64: bool) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut z = zip::ZipWriter::new(f.reopen().unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(zip64);
+        for i in 0..entries {
+            z.start_file(format!("d/{i}"), opts).unwrap();
+        }
+        z.finish().unwrap();
+        f
+    }
+
+    #[test]
+    fn zip_directories_are_bounded_before_opening() {
+        check_zip_directory(zip_with(3, false).path()).unwrap();
+        check_zip_directory(zip_with(3, true).path()).unwrap();
+        let big = zip_with(MAX_ZIP_ENTRIES as usize + 1, false);
+        let e = check_zip_directory(big.path()).unwrap_err();
+        assert!(
+            e.contains("lists 100001 entries, over the 100000-entry limit"),
+            "{e}"
+        );
+        let not = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not.path(), b"not a zip at all").unwrap();
+        assert!(check_zip_directory(not.path())
+            .unwrap_err()
+            .starts_with("not a zip"));
+    }
+
     use super::*;
     use std::io::Write;
 

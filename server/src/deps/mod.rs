@@ -172,8 +172,38 @@ pub(crate) fn top_level_file_in_tgz(
     archive::top_level_file_in_tgz(path, name, max, archive::LIMITS)
 }
 
+/// How long a failed extraction is remembered when the failure is in the artifact's own
+/// bytes (an archive bomb, no metadata): the bytes never change, so walking them again
+/// would only repeat the work. Failures that may pass (storage, an upstream parent POM)
+/// are remembered for `ORCHARD_CACHE_TTL_NEGATIVE`.
+const CONTENT_FAILURE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn failure_key(state: &AppState, protocol: &str, sha256: &str) -> String {
+    state.cache.key(
+        Category::ArtifactDependencies,
+        protocol,
+        &format!("failed/{sha256}"),
+    )
+}
+
+/// A failed extraction: its message, and whether it comes from the artifact's bytes.
+struct Failure {
+    message: String,
+    of_content: bool,
+}
+
+impl Failure {
+    fn passing(message: impl ToString) -> Failure {
+        Failure {
+            message: message.to_string(),
+            of_content: false,
+        }
+    }
+}
+
 /// Extracts the dependencies of a stored artifact now and stores them. Maven POMs load
-/// their parents and BOMs through `loader`.
+/// their parents and BOMs through `loader`. A failure is remembered (see
+/// `CONTENT_FAILURE_TTL`) and answered again without the work.
 pub async fn extract_now(
     state: &AppState,
     protocol: &'static str,
@@ -181,43 +211,83 @@ pub async fn extract_now(
     sha256: &str,
     loader: &dyn maven::PomLoader,
 ) -> Result<Extracted, String> {
-    let extracted = if protocol == "maven" {
+    let key = failure_key(state, protocol, sha256);
+    if let Some(reason) = state.cache.get(&key).await {
+        return Err(format!(
+            "{} (remembered from an earlier attempt)",
+            String::from_utf8_lossy(&reason)
+        ));
+    }
+    match extract(state, protocol, filename, sha256, loader).await {
+        Ok(extracted) => {
+            store(state, sha256, &extracted).await?;
+            Ok(extracted)
+        }
+        Err(f) => {
+            let ttl = if f.of_content {
+                CONTENT_FAILURE_TTL
+            } else {
+                state.config.cache.ttl_negative
+            };
+            state
+                .cache
+                .set_with_ttl(&key, bytes::Bytes::from(f.message.clone()), Some(ttl))
+                .await;
+            Err(f.message)
+        }
+    }
+}
+
+async fn extract(
+    state: &AppState,
+    protocol: &'static str,
+    filename: &str,
+    sha256: &str,
+    loader: &dyn maven::PomLoader,
+) -> Result<Extracted, Failure> {
+    if protocol == "maven" {
         let (_, _, mut body) = state
             .storage
             .get(sha256, None)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Failure::passing)?;
         let mut xml = Vec::new();
         use futures::StreamExt;
         while let Some(chunk) = body.next().await {
-            xml.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+            xml.extend_from_slice(&chunk.map_err(Failure::passing)?);
             if xml.len() > 16 << 20 {
-                return Err("POM is too large".into());
+                return Err(Failure {
+                    message: "POM is too large".into(),
+                    of_content: true,
+                });
             }
         }
-        maven::extract_pom(String::from_utf8_lossy(&xml).into_owned(), loader).await?
-    } else {
-        let tmp = state
-            .storage
-            .to_temp_file(sha256)
+        // a parent or BOM may fail to load for a while: not the POM's own fault
+        return maven::extract_pom(String::from_utf8_lossy(&xml).into_owned(), loader)
             .await
-            .map_err(|e| e.to_string())?;
-        let path = tmp.path().to_path_buf();
-        let name = filename.to_string();
-        let e = state
-            .blocking
-            .run(move || match protocol {
-                "pypi" => pypi::extract_file(&path, &name),
-                "npm" => npm::extract_tarball(&path),
-                other => Err(format!("no extractor for {other}")),
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-        drop(tmp);
-        e
-    };
-    store(state, sha256, &extracted).await?;
-    Ok(extracted)
+            .map_err(Failure::passing);
+    }
+    let tmp = state
+        .storage
+        .to_temp_file(sha256)
+        .await
+        .map_err(Failure::passing)?;
+    let path = tmp.path().to_path_buf();
+    let name = filename.to_string();
+    let result = state
+        .blocking
+        .run(move || match protocol {
+            "pypi" => pypi::extract_file(&path, &name),
+            "npm" => npm::extract_tarball(&path),
+            other => Err(format!("no extractor for {other}")),
+        })
+        .await
+        .map_err(Failure::passing)?;
+    drop(tmp);
+    result.map_err(|message| Failure {
+        message,
+        of_content: true,
+    })
 }
 
 /// The commit hook of extractable files: extracts once, logs failures (the artifact is

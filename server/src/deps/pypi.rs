@@ -233,6 +233,7 @@ pub fn extract_file(path: &Path, filename: &str) -> Result<Extracted, String> {
 }
 
 fn sdist_pkg_info_zip(path: &Path) -> Result<String, String> {
+    super::archive::check_zip_directory(path)?;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a zip: {e}"))?;
     let name = zip

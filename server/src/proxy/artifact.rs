@@ -168,7 +168,7 @@ where
             }
             singleflight::Role::Follower(rx) => {
                 metrics().singleflight_waiters.inc();
-                if let Some(result) = singleflight::wait(rx).await {
+                if let Some(result) = wait_for_fill(state, rx).await? {
                     let committed = result?;
                     return response::stored(
                         &state.storage,
@@ -438,12 +438,27 @@ where
             }
             singleflight::Role::Follower(rx) => {
                 metrics().singleflight_waiters.inc();
-                if let Some(result) = singleflight::wait(rx).await {
+                if let Some(result) = wait_for_fill(state, rx).await? {
                     return Ok(result?);
                 }
             }
         }
     }
+}
+
+/// A follower's wait for this replica's fill of the same file, bounded by
+/// `ORCHARD_FILL_WAIT_TIMEOUT` (the fill goes on for its own client).
+async fn wait_for_fill(
+    state: &AppState,
+    rx: tokio::sync::watch::Receiver<Option<FillResult>>,
+) -> Result<Option<FillResult>, FetchError> {
+    let limit = state.config.cache.fill_wait;
+    tokio::time::timeout(limit, singleflight::wait(rx))
+        .await
+        .map_err(|_| {
+            metrics().fill_waits_timed_out.inc();
+            FetchError::FillWait(limit.as_secs())
+        })
 }
 
 /// Key remembering that the upstream answered 404 for this path (ORCHARD_CACHE_TTL_NEGATIVE).
@@ -738,8 +753,8 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
     );
     let token = uuid::Uuid::new_v4().to_string();
     let ttl = state.config.cache.fill_lock_ttl;
-    // A holder that keeps renewing is alive; give up waiting only after a long time.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    // A holder that keeps renewing is alive; wait for it up to ORCHARD_FILL_WAIT_TIMEOUT.
+    let deadline = std::time::Instant::now() + state.config.cache.fill_wait;
     let mut waited = false;
     loop {
         match state.cache.try_lock(&key, &token, ttl).await {
@@ -780,7 +795,10 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
                 break; // released without a commit, or expired: try to take it
             }
             if std::time::Instant::now() > deadline {
-                return LockOutcome::Failed(FetchError::Timeout);
+                metrics().fill_waits_timed_out.inc();
+                return LockOutcome::Failed(FetchError::FillWait(
+                    state.config.cache.fill_wait.as_secs(),
+                ));
             }
         }
     }

@@ -223,6 +223,46 @@ impl std::ops::Deref for Text {
     }
 }
 
+/// How much memory reading and parsing a document takes, as a multiple of its size
+/// (the body, the parsed and rewritten form, and slack; measured 2.5× for a 13.5 MB
+/// packument — e2e/hostile/test_big_documents.py).
+pub const DOCUMENT_WORK_FACTOR: u64 = 3;
+
+/// Bounds the memory of upstream documents read and parsed at once
+/// (`ORCHARD_DOCUMENT_WORK_BYTES`), counted in KiB: each takes
+/// `DOCUMENT_WORK_FACTOR` × its size (at most the whole budget) and later ones wait.
+pub struct WorkBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total: u32,
+}
+
+impl WorkBudget {
+    pub fn new(bytes: u64) -> Self {
+        let total = (bytes >> 10).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as u32;
+        WorkBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Waits until a document of `size` bytes fits in the budget.
+    pub async fn reserve(&self, size: u64) -> tokio::sync::OwnedSemaphorePermit {
+        let want =
+            (size.saturating_mul(DOCUMENT_WORK_FACTOR) >> 10).clamp(1, self.total as u64) as u32;
+        match self.permits.clone().try_acquire_many_owned(want) {
+            Ok(p) => p,
+            Err(_) => {
+                crate::metrics::metrics().document_work_waits.inc();
+                self.permits
+                    .clone()
+                    .acquire_many_owned(want)
+                    .await
+                    .expect("the budget semaphore is never closed")
+            }
+        }
+    }
+}
+
 async fn store_head(state: &AppState, key: &str, head: &DocHead, ttl: Duration) {
     if let Ok(bytes) = serde_json::to_vec(head) {
         state.cache.set_with_ttl(key, bytes.into(), Some(ttl)).await;
@@ -316,27 +356,42 @@ async fn fetch(
             let etag = header("etag");
             let last_modified = header("last-modified");
             let content_type = header("content-type").unwrap_or_default();
+            // The budget is taken for the declared size before reading (an undeclared
+            // size is read first, bounded by ORCHARD_MAX_INDEX_BYTES, then counted).
+            let declared = resp
+                .headers()
+                .get(actix_web::http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n <= state.config.max_index_bytes as u64);
+            let mut reserved = match declared {
+                Some(n) => Some(state.proxy.document_work.reserve(n).await),
+                None => None,
+            };
             let read = tokio::time::timeout(
                 state.config.http.read_timeout(),
-                resp.body().limit(state.config.max_index_bytes),
+                crate::http_client::read_body(&mut resp, state.config.max_index_bytes),
             )
             .await;
             let raw = match read {
                 Err(_) => return stale_or(state, req, key, previous, FetchError::Timeout),
-                Ok(Err(actix_web::error::PayloadError::Overflow)) => {
+                Ok(Err(crate::http_client::BodyError::Overflow)) => {
                     let e = FetchError::Upstream(format!(
                         "upstream document is larger than ORCHARD_MAX_INDEX_BYTES ({})",
                         state.config.max_index_bytes
                     ));
                     return stale_or(state, req, key, previous, e);
                 }
-                Ok(Err(e)) => {
+                Ok(Err(crate::http_client::BodyError::Payload(e))) => {
                     let e =
                         FetchError::Upstream(format!("reading the upstream document failed: {e}"));
                     return stale_or(state, req, key, previous, e);
                 }
                 Ok(Ok(b)) => b,
             };
+            if reserved.is_none() {
+                reserved = Some(state.proxy.document_work.reserve(raw.len() as u64).await);
+            }
             let parse = req.parse.clone();
             let parsed = match state.blocking.run(move || parse(&raw, &content_type)).await {
                 Ok(Ok(b)) => b,
@@ -366,6 +421,7 @@ async fn fetch(
                 .set_with_ttl(&body_key(key, &head.digest), body.bytes(), Some(found_ttl))
                 .await;
             store_head(state, key, &head, found_ttl).await;
+            drop(reserved);
             Ok((
                 Arc::new(Loaded {
                     head,

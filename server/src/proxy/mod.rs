@@ -35,6 +35,10 @@ pub enum FetchError {
     HashMismatch,
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another request's fill of the same file did not finish within
+    /// `ORCHARD_FILL_WAIT_TIMEOUT`.
+    #[error("the file is still being fetched by another request after {0} s (ORCHARD_FILL_WAIT_TIMEOUT); try again later")]
+    FillWait(u64),
 }
 
 impl From<UpstreamError> for FetchError {
@@ -64,13 +68,25 @@ impl From<FetchError> for ApiError {
                 tracing::error!(error = %m, "artifact fill failed");
                 ApiError::Internal
             }
+            e @ FetchError::FillWait(_) => ApiError::WaitTimeout(e.to_string()),
         }
     }
 }
 
 /// Per-replica state of the flow.
-#[derive(Default)]
 pub struct ProxyShared {
     pub documents: singleflight::SingleFlight<document::DocumentResult>,
     pub artifacts: singleflight::SingleFlight<artifact::FillResult>,
+    /// Memory budget of upstream documents being read and parsed.
+    pub document_work: document::WorkBudget,
+}
+
+impl ProxyShared {
+    pub fn new(config: &crate::config::Config) -> Self {
+        ProxyShared {
+            documents: Default::default(),
+            artifacts: Default::default(),
+            document_work: document::WorkBudget::new(config.document_work_bytes),
+        }
+    }
 }

@@ -180,13 +180,16 @@ fn packument_request(
     DocumentRequest {
         protocol: Protocol::Npm,
         source: source.clone(),
+        // `packument::STORED_FORM` names the layout of the stored text, so a replica never
+        // reads a cached entry written in an older layout.
         identifier: format!(
-            "{}/{}",
+            "{}{}/{}",
             if abbreviated {
                 "abbreviated"
             } else {
                 "packument"
             },
+            packument::STORED_FORM,
             name.full()
         ),
         url: source.url(&name.encoded()),
@@ -227,7 +230,7 @@ async fn find_package(
 fn json_response(
     req: &HttpRequest,
     content_type: &str,
-    body: Bytes,
+    body: impl actix_web::body::MessageBody + 'static,
     etag: String,
     cache: CacheStatus,
 ) -> HttpResponse {
@@ -251,6 +254,8 @@ fn json_response(
     response::tag(res, cache)
 }
 
+/// The whole packument, served from the stored document's bytes with the client's base
+/// URL spliced in between them (no rendered copy is made or cached).
 async fn packument(
     state: &AppState,
     req: &HttpRequest,
@@ -259,46 +264,23 @@ async fn packument(
 ) -> Result<HttpResponse, ApiError> {
     let abbreviated = wants_abbreviated(req);
     let base = base_url(state, req)?;
-    let (source, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
-    let base_tag = base_tag(&base);
+    let (_, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
     let repr = if abbreviated { "abbreviated" } else { "full" };
-    let key = state.cache.key(
-        Category::PackageVersions,
-        "npm",
-        &format!(
-            "rendered/{}/{}/{}/{repr}/{base_tag}",
-            source.name(),
-            name.full(),
-            doc.digest()
-        ),
-    );
-    let etag = format!("W/\"{}-{repr}-{base_tag}\"", doc.digest());
+    let etag = format!("W/\"{}-{repr}-{}\"", doc.digest(), base_tag(&base));
     let content_type = if abbreviated {
         ABBREVIATED
     } else {
         "application/json"
     };
-    if let Some(body) = state.cache.get(&key).await {
-        return Ok(json_response(req, content_type, body, etag, status));
-    }
     let stored = document::body(state, &dreq, &doc).await?;
-    let cacheable = base_is_cacheable(&base);
-    let rendered = state
-        .blocking
-        .run(move || packument::split(&stored).map(|(_, body)| packument::render(body, &base)))
-        .await
-        .map_err(|_| ApiError::Internal)?
-        .map_err(|e| {
-            tracing::error!(error = %e, "stored packument unreadable");
-            ApiError::Internal
-        })?;
-    let body = Bytes::from(rendered);
-    if cacheable {
-        state
-            .cache
-            .set_with_ttl(&key, body.clone(), Some(dreq.ttl))
-            .await;
-    }
+    let (chunks, total) = packument::render_chunks(&stored.bytes(), &base).map_err(|e| {
+        tracing::error!(error = %e, "stored packument unreadable");
+        ApiError::Internal
+    })?;
+    let body = actix_web::body::SizedStream::new(
+        total as u64,
+        futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>)),
+    );
     Ok(json_response(req, content_type, body, etag, status))
 }
 
@@ -351,7 +333,7 @@ async fn version(
                     let b = base.clone();
                     let rendered = state
                         .blocking
-                        .run(move || packument::all_versions(split_body(&stored)?, &b))
+                        .run(move || packument::all_versions(packument::body_of(&stored)?, &b))
                         .await;
                     let result = match rendered {
                         Ok(Ok(all)) => {
@@ -393,20 +375,12 @@ async fn version(
     let wanted_owned = wanted.to_string();
     let manifest = state
         .blocking
-        .run(move || packument::version(split_body(&stored)?, &wanted_owned, &base))
+        .run(move || packument::version(packument::body_of(&stored)?, &wanted_owned, &base))
         .await
         .map_err(|_| ApiError::Internal)?
         .map_err(|_| ApiError::Internal)?
         .ok_or_else(|| ApiError::NotFound(format!("{}@{wanted} not found", name.full())))?;
     respond(Bytes::from(manifest))
-}
-
-/// The packument JSON of a stored packument (after its tarball header line).
-fn split_body(stored: &str) -> Result<&str, String> {
-    stored
-        .split_once('\n')
-        .map(|(_, body)| body)
-        .ok_or_else(|| "stored packument without header".to_string())
 }
 
 async fn tarball(

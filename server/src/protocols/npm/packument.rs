@@ -2,8 +2,9 @@
 //! already rewritten to Orchard paths behind a base-URL placeholder, rendered per
 //! request by substituting the client's base URL.
 //!
-//! Stored form (one string, no double JSON escaping of a possibly huge document):
-//! line 1 = JSON map of tarball file → upstream reference, line 2… = the packument JSON.
+//! Stored form (one string, no double JSON escaping of a possibly huge document): the
+//! packument JSON, then a last line with the JSON map of tarball file → upstream
+//! reference (written after the document so that the document is built in place).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,9 @@ use crate::storage::Expected;
 
 /// Stands for the scheme://host of the client's request in stored packuments.
 pub const BASE: &str = "@@ORCHARD_BASE@@";
+
+/// Names the stored form in cache keys; change it whenever the layout changes.
+pub const STORED_FORM: &str = ".2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TarballRef {
@@ -71,12 +75,8 @@ fn last_segment(url: &str) -> Option<String> {
 
 type RawMap<'a> = BTreeMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>;
 
-/// `{"k":v,…}` from already-serialised values (keys escaped here).
-fn write_object<'a>(
-    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
-    capacity: usize,
-) -> String {
-    let mut out = String::with_capacity(capacity);
+/// `{"k":v,…}` from already-serialised values (keys escaped here), appended to `out`.
+fn write_object_into<'a>(out: &mut String, entries: impl IntoIterator<Item = (&'a str, &'a str)>) {
     out.push('{');
     for (i, (k, v)) in entries.into_iter().enumerate() {
         if i > 0 {
@@ -87,6 +87,14 @@ fn write_object<'a>(
         out.push_str(v);
     }
     out.push('}');
+}
+
+fn write_object<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    capacity: usize,
+) -> String {
+    let mut out = String::with_capacity(capacity);
+    write_object_into(&mut out, entries);
     out
 }
 
@@ -123,86 +131,9 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
         }
         None => return Err("upstream packument has no name".into()),
     }
+    // One buffer for the stored form: the document, then the tarball trailer line.
+    let mut stored = String::with_capacity(text.len() + text.len() / 8 + 1024);
     let mut tarballs = BTreeMap::new();
-    let mut rewritten: Option<Vec<(String, String)>> = None;
-    if let Some(raw) = top.get("versions") {
-        if let Ok(versions) = serde_json::from_str::<RawMap<'_>>(raw.get()) {
-            let mut out: Vec<(String, String)> = Vec::with_capacity(versions.len());
-            for (version, manifest_raw) in &versions {
-                let keep = || manifest_raw.get().to_string();
-                let Ok(manifest) = serde_json::from_str::<RawMap<'_>>(manifest_raw.get()) else {
-                    out.push((version.to_string(), keep()));
-                    continue;
-                };
-                let dist = manifest
-                    .get("dist")
-                    .and_then(|d| serde_json::from_str::<RawMap<'_>>(d.get()).ok());
-                let Some(dist) = dist else {
-                    out.push((version.to_string(), keep()));
-                    continue;
-                };
-                let Some(url) = dist
-                    .get("tarball")
-                    .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
-                else {
-                    out.push((version.to_string(), keep()));
-                    continue;
-                };
-                let string_of = |key: &str| {
-                    dist.get(key)
-                        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
-                };
-                let new_tarball = match last_segment(&url).filter(|f| is_valid_tarball(f)) {
-                    Some(file) => {
-                        tarballs.insert(
-                            file.clone(),
-                            TarballRef {
-                                url,
-                                version: version.to_string(),
-                                integrity: string_of("integrity"),
-                                shasum: string_of("shasum"),
-                            },
-                        );
-                        Some(
-                            serde_json::to_string(&format!(
-                                "{BASE}{prefix}/{}/-/{file}",
-                                name.full()
-                            ))
-                            .map_err(|e| e.to_string())?,
-                        )
-                    }
-                    None => None, // never advertise what cannot be served
-                };
-                let dist_json = write_object(
-                    dist.iter()
-                        .filter(|(k, _)| k.as_ref() != "tarball")
-                        .map(|(k, v)| (k.as_ref(), v.get()))
-                        .chain(new_tarball.as_deref().map(|t| ("tarball", t))),
-                    256,
-                );
-                let manifest_json = write_object(
-                    manifest.iter().map(|(k, v)| {
-                        (
-                            k.as_ref(),
-                            if k.as_ref() == "dist" {
-                                dist_json.as_str()
-                            } else {
-                                v.get()
-                            },
-                        )
-                    }),
-                    manifest_raw.get().len() + 64,
-                );
-                out.push((version.to_string(), manifest_json));
-            }
-            rewritten = Some(out);
-        }
-    }
-    // One buffer for the stored form: the tarball header line, then the document.
-    let head = serde_json::to_string(&tarballs).map_err(|e| e.to_string())?;
-    let mut stored = String::with_capacity(head.len() + text.len() + text.len() / 8 + 1024);
-    stored.push_str(&head);
-    stored.push('\n');
     stored.push('{');
     for (i, (k, v)) in top.iter().enumerate() {
         if i > 0 {
@@ -210,16 +141,23 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
         }
         stored.push_str(&serde_json::to_string(k.as_ref()).map_err(|e| e.to_string())?);
         stored.push(':');
-        match (&rewritten, k.as_ref()) {
-            (Some(versions), "versions") => {
+        match serde_json::from_str::<RawMap<'_>>(v.get()) {
+            Ok(versions) if k.as_ref() == "versions" => {
                 stored.push('{');
-                for (j, (ver, manifest)) in versions.iter().enumerate() {
+                for (j, (version, manifest_raw)) in versions.iter().enumerate() {
                     if j > 0 {
                         stored.push(',');
                     }
-                    stored.push_str(&serde_json::to_string(ver).map_err(|e| e.to_string())?);
+                    stored.push_str(&serde_json::to_string(version).map_err(|e| e.to_string())?);
                     stored.push(':');
-                    stored.push_str(manifest);
+                    write_manifest(
+                        &mut stored,
+                        &mut tarballs,
+                        name,
+                        prefix,
+                        version,
+                        manifest_raw,
+                    )?;
                 }
                 stored.push('}');
             }
@@ -227,16 +165,128 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
         }
     }
     stored.push('}');
+    // The trailer: a JSON line without raw newlines, after the last one of the document.
+    stored.push('\n');
+    stored.push_str(&serde_json::to_string(&tarballs).map_err(|e| e.to_string())?);
     Ok(stored)
 }
 
-/// The parts of a stored packument.
+/// Writes one version's manifest with `dist.tarball` rewritten to Orchard (or dropped
+/// when the file name cannot be served), recording the upstream reference.
+fn write_manifest(
+    out: &mut String,
+    tarballs: &mut BTreeMap<String, TarballRef>,
+    name: &PackageName,
+    prefix: &str,
+    version: &str,
+    manifest_raw: &serde_json::value::RawValue,
+) -> Result<(), String> {
+    let Ok(manifest) = serde_json::from_str::<RawMap<'_>>(manifest_raw.get()) else {
+        out.push_str(manifest_raw.get());
+        return Ok(());
+    };
+    let dist = manifest
+        .get("dist")
+        .and_then(|d| serde_json::from_str::<RawMap<'_>>(d.get()).ok());
+    let Some(dist) = dist else {
+        out.push_str(manifest_raw.get());
+        return Ok(());
+    };
+    let Some(url) = dist
+        .get("tarball")
+        .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
+    else {
+        out.push_str(manifest_raw.get());
+        return Ok(());
+    };
+    let string_of = |key: &str| {
+        dist.get(key)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    };
+    let new_tarball = match last_segment(&url).filter(|f| is_valid_tarball(f)) {
+        Some(file) => {
+            let link = serde_json::to_string(&format!("{BASE}{prefix}/{}/-/{file}", name.full()))
+                .map_err(|e| e.to_string())?;
+            tarballs.insert(
+                file,
+                TarballRef {
+                    url,
+                    version: version.to_string(),
+                    integrity: string_of("integrity"),
+                    shasum: string_of("shasum"),
+                },
+            );
+            Some(link)
+        }
+        None => None, // never advertise what cannot be served
+    };
+    let dist_json = write_object(
+        dist.iter()
+            .filter(|(k, _)| k.as_ref() != "tarball")
+            .map(|(k, v)| (k.as_ref(), v.get()))
+            .chain(new_tarball.as_deref().map(|t| ("tarball", t))),
+        256,
+    );
+    write_object_into(
+        out,
+        manifest.iter().map(|(k, v)| {
+            (
+                k.as_ref(),
+                if k.as_ref() == "dist" {
+                    dist_json.as_str()
+                } else {
+                    v.get()
+                },
+            )
+        }),
+    );
+    Ok(())
+}
+
+/// The parts of a stored packument: the tarball references (the last line) and the
+/// packument JSON before it.
 pub fn split(stored: &str) -> Result<(BTreeMap<String, TarballRef>, &str), String> {
-    let (head, body) = stored
-        .split_once('\n')
-        .ok_or("stored packument without header")?;
-    let tarballs = serde_json::from_str(head).map_err(|e| e.to_string())?;
+    let (body, trailer) = stored
+        .rsplit_once('\n')
+        .ok_or("stored packument without its tarball line")?;
+    let tarballs = serde_json::from_str(trailer).map_err(|e| e.to_string())?;
     Ok((tarballs, body))
+}
+
+/// The packument JSON of a stored packument, without reading its tarball line.
+pub fn body_of(stored: &str) -> Result<&str, String> {
+    stored
+        .rsplit_once('\n')
+        .map(|(body, _)| body)
+        .ok_or_else(|| "stored packument without its tarball line".to_string())
+}
+
+/// The packument JSON of a stored packument with the client's base URL in place, as
+/// slices of the stored bytes between the placeholders and the base between them —
+/// no copy of the document per request. Returns the chunks and their total length.
+pub fn render_chunks(
+    stored: &bytes::Bytes,
+    base: &str,
+) -> Result<(Vec<bytes::Bytes>, usize), String> {
+    let text = std::str::from_utf8(stored).map_err(|e| e.to_string())?;
+    let body_len = body_of(text)?.len();
+    let base = bytes::Bytes::copy_from_slice(base.as_bytes());
+    let mut chunks = Vec::new();
+    let mut total = 0;
+    let mut at = 0;
+    for hit in memchr::memmem::find_iter(&stored[..body_len], BASE.as_bytes()) {
+        if hit > at {
+            chunks.push(stored.slice(at..hit));
+        }
+        chunks.push(base.clone());
+        total += hit - at + base.len();
+        at = hit + BASE.len();
+    }
+    if body_len > at {
+        chunks.push(stored.slice(at..body_len));
+        total += body_len - at;
+    }
+    Ok((chunks, total))
 }
 
 /// The packument JSON with the client's base URL in place.
@@ -346,6 +396,18 @@ mod tests {
             all["1.1.0"],
             version(body, "1.1.0", "http://b").unwrap().unwrap()
         );
+        let (chunks, total) = render_chunks(
+            &bytes::Bytes::from(stored.clone()),
+            "http://orchard.local:8080",
+        )
+        .unwrap();
+        let spliced: Vec<u8> = chunks.concat();
+        assert_eq!(spliced.len(), total);
+        assert_eq!(
+            String::from_utf8(spliced).unwrap(),
+            rendered,
+            "the spliced body is the render"
+        );
         let e = tarballs["tool-1.1.0.tgz"].expected();
         assert_eq!(e.sha512.as_deref().map(str::len), Some(128));
     }
@@ -358,5 +420,22 @@ mod tests {
             .contains("instead of"));
         assert!(parse(b"[1,2]", &name, "/npm").is_err());
         assert!(parse(b"{not json", &name, "/npm").is_err());
+    }
+
+    #[test]
+    fn a_pretty_printed_packument_keeps_its_newlines_and_the_trailer_is_found() {
+        let name = PackageName::parse("@acme/tool").unwrap();
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(DOC).unwrap())
+                .unwrap();
+        let stored = parse(pretty.as_bytes(), &name, "/npm").unwrap();
+        let (tarballs, body) = split(&stored).unwrap();
+        assert_eq!(tarballs.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(&render(body, "http://b")).unwrap();
+        assert_eq!(
+            v["versions"]["1.0.0"]["dist"]["tarball"],
+            "http://b/npm/@acme/tool/-/tool-1.0.0.tgz"
+        );
+        assert!(body_of("no trailer").is_err());
     }
 }

@@ -18,6 +18,7 @@ const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
 /// Reads the wheel's `{name}-{version}.dist-info/METADATA` (the only top-level
 /// `.dist-info` directory a valid wheel has).
 pub fn extract_from_wheel(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    crate::deps::archive::check_zip_directory(path)?;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a zip archive: {e}"))?;
     let names: Vec<String> = zip
