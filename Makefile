@@ -9,7 +9,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/orchard/target
 ORCHARD_SERVICES_DIR ?= $(HOME)/.cache/orchard/services
 export CARGO_TARGET_DIR ORCHARD_SERVICES_DIR
 
-.PHONY: help build-deps build run programs test unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down chart-lint manifests
+.PHONY: help build-deps build run programs test lint unit e2e e2e-prepare bench crds services-up services-down k8s-up k8s-down chart-lint manifests
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,10 +33,14 @@ programs: ## Install (apt-get, go install) the missing external programs of e2e/
 test: programs services-up k8s-up e2e-prepare ## Install and start everything, run every unit, integration and end-to-end test
 	@python3 e2e/programs.py check --scope test
 	@rm -f "$(TEST_LOG)"
-	$(MAKE) --no-print-directory unit e2e
+	$(MAKE) --no-print-directory lint unit e2e
 	@awk '/^test result:/ { p += $$4; f += $$6 } \
 	      /^(=+ )?[0-9]+ (passed|failed|error)/ { for (i = 1; i <= NF; i++) { if ($$(i+1) ~ /^passed/) p += $$i; if ($$(i+1) ~ /^failed/ || $$(i+1) ~ /^errors?/) f += $$i } } \
 	      END { printf "tests: %d passed, %d failed\n", p, f }' "$(TEST_LOG)"
+
+lint: ## Formatting and lints: cargo fmt --check, clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit: ## Rust unit and integration tests (needs `make services-up`)
 	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && \

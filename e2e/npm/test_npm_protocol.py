@@ -4,6 +4,7 @@ and verified, faults and hostile input."""
 import base64
 import hashlib
 import json
+import subprocess
 import time
 
 import pytest
@@ -141,6 +142,22 @@ def test_bad_input(orchard, fault, verdaccio_a, path, expected):
     before = fault.total()
     status, _, body = http(orchard.url + path)
     assert status == expected, (path, body[:200])
-    assert json.loads(body)["error"]["status"] == expected
+    error = json.loads(body)["error"]
+    if path.startswith("/npm/"):
+        # the npm registry's format: npm prints this string (an object shows as [object Object])
+        assert isinstance(error, str) and error, body[:200]
+    else:
+        assert error["status"] == expected
     assert fault.total() == before
     assert http(f"{orchard.admin}/healthz")[0] == 200
+
+
+def test_npm_prints_why_a_request_failed(orchard, tmp):
+    """`npm view` of a package the source does not have: npm's error line carries
+    Orchard's message (through one source's view: the fault upstream answers any name)."""
+    r = subprocess.run(["npm", "view", "no-such-package-anywhere", "--registry", f"{orchard.url}/sources/a/",
+                        "--cache", str(tmp / "npm-view-cache"), "--no-update-notifier"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert 'package "no-such-package-anywhere" not found in any npm source' in r.stderr, r.stderr
+    assert "[object Object]" not in r.stderr

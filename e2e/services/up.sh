@@ -81,6 +81,13 @@ CONF
 RC_DIR="$STATE/redis-cluster"
 
 cluster_info() { redis-cli -p "$1" cluster info 2>/dev/null | tr -d '\r'; }
+redis_limits() {
+  local p
+  for p in "$@"; do
+    redis-cli -p "$p" config set maxmemory 256mb >/dev/null &&
+      redis-cli -p "$p" config set maxmemory-policy allkeys-lru >/dev/null
+  done
+}
 cluster_healthy() {
   local info; info=$(cluster_info "${REDIS_CLUSTER_PORTS[0]}") || return 1
   grep -qx 'cluster_state:ok' <<<"$info" &&
@@ -97,7 +104,8 @@ all_nodes_ok() {
 }
 
 start_redis_cluster() {
-  cluster_healthy && return 0
+  # a running cluster gets the memory bound too (every key Orchard writes has a TTL)
+  cluster_healthy && { redis_limits "${REDIS_CLUSTER_PORTS[@]}"; return 0; }
   log "redis-cluster: (re)creating on ports ${REDIS_CLUSTER_PORTS[*]}"
   local p nodes=()
   for p in "${REDIS_CLUSTER_PORTS[@]}"; do redis_stop "$p" "$RC_DIR/$p/redis.pid"; done
@@ -107,6 +115,7 @@ start_redis_cluster() {
     redis-server --port "$p" --bind 127.0.0.1 \
       --cluster-enabled yes --cluster-config-file "$RC_DIR/$p/nodes.conf" \
       --cluster-node-timeout 5000 --appendonly no --save '' \
+      --maxmemory 256mb --maxmemory-policy allkeys-lru \
       --dir "$RC_DIR/$p" --pidfile "$RC_DIR/$p/redis.pid" \
       --logfile "$RC_DIR/$p/redis.log" --daemonize yes
     nodes+=("127.0.0.1:$p")

@@ -227,6 +227,8 @@ async fn first_reconcile_only_adds_the_finalizer() {
 #[tokio::test]
 async fn apply_writes_row_bumps_generation_then_status_and_event_and_is_idempotent() {
     let (w, handle) = world().await;
+    // a source's generation starts at the time of its first use; count bumps from it
+    let g0 = w.cache.generation("internal").await.unwrap();
     let obj = source(true, json!({"exclude": ["acme-*"]}), None);
     let server = tokio::spawn(serve(
         handle,
@@ -265,7 +267,7 @@ async fn apply_writes_row_bumps_generation_then_status_and_event_and_is_idempote
         SourceSpec::row_owner(&rows[0]).as_deref(),
         Some("team/internal")
     );
-    assert_eq!(w.cache.generation("internal").await, 1);
+    assert_eq!(w.cache.generation("internal").await, Some(g0 + 1));
 
     // Again, with the status it wrote: nothing to do and no request at all (the mock's
     // handle is gone with the finished server task, so any request would fail the
@@ -282,7 +284,7 @@ async fn apply_writes_row_bumps_generation_then_status_and_event_and_is_idempote
     assert_eq!(w.repo.list_sources().await.unwrap(), rows);
     assert_eq!(
         w.cache.generation("internal").await,
-        1,
+        Some(g0 + 1),
         "no second invalidation"
     );
     let text = w.ctx.metrics.render();
@@ -412,6 +414,8 @@ async fn a_secret_without_the_opt_in_label_is_refused() {
 #[tokio::test]
 async fn missing_secret_sets_ready_false_and_backs_off() {
     let (w, handle) = world().await;
+    // a source's generation starts at the time of its first use; count bumps from it
+    let g0 = w.cache.generation("internal").await.unwrap();
     let obj = Arc::new(source(
         true,
         json!({"credentialsSecretRef": {"name": "nope", "type": "bearer"}}),
@@ -457,7 +461,11 @@ async fn missing_secret_sets_ready_false_and_backs_off() {
     assert_eq!(reconcile::failure_reason(&err), "SecretNotFound");
     server.await.unwrap();
     assert!(w.repo.list_sources().await.unwrap().is_empty());
-    assert_eq!(w.cache.generation("internal").await, 0);
+    assert_eq!(
+        w.cache.generation("internal").await,
+        Some(g0),
+        "no invalidation"
+    );
     let a1 = reconcile::error_policy(obj.clone(), &err, w.ctx.clone());
     let a2 = reconcile::error_policy(obj.clone(), &err, w.ctx.clone());
     assert_eq!(
@@ -517,6 +525,8 @@ async fn a_name_owned_by_another_namespace_is_a_conflict() {
 #[tokio::test]
 async fn delete_removes_the_row_publishes_and_releases_the_finalizer() {
     let (w, handle) = world().await;
+    // a source's generation starts at the time of its first use; count bumps from it
+    let g0 = w.cache.generation("internal").await.unwrap();
     let spec = reconcile::desired_spec(&source(true, json!({}), None), None);
     w.repo
         .upsert_source(&spec.to_owned_row(Some("team/internal")))
@@ -559,5 +569,5 @@ async fn delete_removes_the_row_publishes_and_releases_the_finalizer() {
     assert_eq!(action, Action::await_change());
     server.await.unwrap();
     assert!(w.repo.list_sources().await.unwrap().is_empty());
-    assert_eq!(w.cache.generation("internal").await, 1);
+    assert_eq!(w.cache.generation("internal").await, Some(g0 + 1));
 }

@@ -10,6 +10,7 @@
 //! | `ORCHARD_SHUTDOWN_TIMEOUT` | `30` | seconds to drain in-flight requests on SIGTERM |
 //! | `ORCHARD_CLIENT_WRITE_TIMEOUT` | `60` | seconds a client may leave response bytes unread (zero window) before its connection is dropped (`TCP_USER_TIMEOUT`) |
 //! | `ORCHARD_LOG_FORMAT` | `text` | `text` or `json` (the filter is `RUST_LOG`, default `info`) |
+//! | `ORCHARD_ACCESS_LOG` | `true` | one line per package request (target `orchard::access`): method, path without query, route, status, cache outcome, source, bytes, complete, duration, peer |
 //! | `ORCHARD_DATA_DIR` | `./orchard-data` | embedded mode: SQLite file and artifact directory |
 //! | `ORCHARD_DATABASE_URL` | `sqlite://$ORCHARD_DATA_DIR/orchard.db` | `postgres://…` or `sqlite://…` |
 //! | `ORCHARD_DATABASE_POOL_SIZE` | `20` | connections kept by the pool |
@@ -31,6 +32,7 @@
 //! | `ORCHARD_CACHE_TTL_INDEX` | `300` | seconds, PACKAGE_INDEX |
 //! | `ORCHARD_CACHE_TTL_VERSIONS` | `300` | seconds, PACKAGE_VERSIONS |
 //! | `ORCHARD_CACHE_TTL_UPSTREAM` | `3600` | seconds, UPSTREAM_SOURCES |
+//! | `ORCHARD_CACHE_TTL_IMMUTABLE` | `604800` | seconds, immutable data (ARTIFACT_METADATA, ARTIFACT_DEPENDENCIES, DEPENDENCY_RESOLUTION): every key expires, the database holds the truth |
 //! | `ORCHARD_S3_ENDPOINT` | unset | S3-compatible endpoint; unset = local directory |
 //! | `ORCHARD_S3_BUCKET` | required with an endpoint | bucket |
 //! | `ORCHARD_S3_REGION` | `us-east-1` | region used for signing |
@@ -190,6 +192,8 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     pub client_write_timeout_secs: u64,
     pub log_format: LogFormat,
+    /// One line per package request (`access_log`).
+    pub access_log: bool,
     pub data_dir: PathBuf,
 }
 
@@ -274,6 +278,9 @@ pub struct CacheConfig {
     pub ttl_index: Duration,
     pub ttl_versions: Duration,
     pub ttl_upstream: Duration,
+    /// TTL of cached immutable data (path → artifact, dependencies, resolutions): every
+    /// key expires; the database holds the truth.
+    pub ttl_immutable: Duration,
     pub ttl_negative: Duration,
     pub stale_max: Duration,
     pub fill_lock_ttl: Duration,
@@ -396,6 +403,7 @@ impl Config {
                 "ttl_index_secs": self.cache.ttl_index.as_secs(),
                 "ttl_versions_secs": self.cache.ttl_versions.as_secs(),
                 "ttl_upstream_secs": self.cache.ttl_upstream.as_secs(),
+                "ttl_immutable_secs": self.cache.ttl_immutable.as_secs(),
                 "ttl_negative_secs": self.cache.ttl_negative.as_secs(),
                 "stale_max_secs": self.cache.stale_max.as_secs(),
                 "fill_lock_ttl_secs": self.cache.fill_lock_ttl.as_secs(),
@@ -452,6 +460,7 @@ impl ServerConfig {
                 86_400,
             )?,
             log_format,
+            access_log: env.var_bool("ORCHARD_ACCESS_LOG", true)?,
             data_dir: PathBuf::from(env.var_or("ORCHARD_DATA_DIR", "./orchard-data")),
         })
     }
@@ -688,6 +697,12 @@ impl CacheConfig {
                 "ORCHARD_CACHE_TTL_UPSTREAM",
                 3600,
                 1,
+                31_536_000,
+            )?),
+            ttl_immutable: Duration::from_secs(env.var_in_range(
+                "ORCHARD_CACHE_TTL_IMMUTABLE",
+                604_800,
+                60,
                 31_536_000,
             )?),
             ttl_negative: Duration::from_secs(env.var_in_range(

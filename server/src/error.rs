@@ -33,6 +33,10 @@ pub enum ApiError {
     /// 504 for a wait on other work (a fill another request runs), with its reason.
     #[error("{0}")]
     WaitTimeout(String),
+    /// 503: a backing service (artifact storage, the cache's fill lock) cannot do its
+    /// part now; the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal,
     #[error("{0}")]
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "not_acceptable",
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::GatewayTimeout | ApiError::WaitTimeout(_) => "gateway_timeout",
             ApiError::Internal => "internal",
@@ -68,7 +73,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -80,8 +87,35 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        HttpResponse::build(status).json(serde_json::json!({
+        self.response_builder().json(serde_json::json!({
             "error": {"status": status.as_u16(), "code": self.code(), "message": self.to_string()}
+        }))
+    }
+}
+
+impl ApiError {
+    /// Seconds a client should wait before trying again, for answers that say "not now".
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::DatabaseUnavailable | ApiError::Unavailable(_) => Some(5),
+            _ => None,
+        }
+    }
+
+    fn response_builder(&self) -> actix_web::HttpResponseBuilder {
+        let mut b = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after() {
+            b.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        b
+    }
+
+    /// The npm registry's error body, `{"error": "<message>"}` — npm prints that string
+    /// (a structured `error` shows as `[object Object]`); `code` is the stable label.
+    pub fn npm_response(&self) -> HttpResponse {
+        self.response_builder().json(serde_json::json!({
+            "error": self.to_string(),
+            "code": self.code(),
         }))
     }
 }

@@ -53,6 +53,17 @@ pub struct PoolSettings {
     pub origin: Option<String>,
 }
 
+impl PoolSettings {
+    /// Equal settings (credentials compared by value).
+    fn same_as(&self, other: &PoolSettings) -> bool {
+        self.connect_timeout == other.connect_timeout
+            && self.read_timeout == other.read_timeout
+            && self.origin == other.origin
+            && self.auth.as_ref().map(UpstreamAuth::header_value)
+                == other.auth.as_ref().map(UpstreamAuth::header_value)
+    }
+}
+
 impl UpstreamAuth {
     fn header_value(&self) -> String {
         use base64::Engine;
@@ -105,7 +116,14 @@ pub struct HttpClientManager {
     pools: RwLock<HashMap<String, Registered>>,
     versions: AtomicU64,
     active: Arc<AtomicI64>,
+    /// Origins that answered HTTP/1.0 without `Connection: keep-alive`: they close every
+    /// connection after the response, so requests to them are sent with
+    /// `Connection: close` and never pooled (awc would pool such a connection).
+    closing_origins: RwLock<std::collections::HashSet<String>>,
 }
+
+/// Bound of `closing_origins` (origins come from configuration and file hosts).
+const MAX_CLOSING_ORIGINS: usize = 1024;
 
 thread_local! {
     static CLIENTS: RefCell<HashMap<String, (u64, awc::Client)>> = RefCell::new(HashMap::new());
@@ -145,6 +163,7 @@ impl HttpClientManager {
             pools: RwLock::new(pools),
             versions: AtomicU64::new(1),
             active: Arc::new(AtomicI64::new(0)),
+            closing_origins: RwLock::new(Default::default()),
         }
     }
 
@@ -158,13 +177,23 @@ impl HttpClientManager {
         }
     }
 
-    /// Adds or replaces an upstream's pool; workers rebuild their client on next use.
+    /// Adds or replaces an upstream's pool; workers rebuild their client (dropping its
+    /// kept-alive connections) on next use — only when the settings changed.
     pub fn register(&self, name: &str, settings: PoolSettings) {
+        let mut pools = self.pools.write().expect("pool lock poisoned");
+        if pools
+            .get(name)
+            .is_some_and(|r| r.settings.same_as(&settings))
+        {
+            return;
+        }
         let version = self.versions.fetch_add(1, Ordering::Relaxed);
-        self.pools
-            .write()
-            .expect("pool lock poisoned")
-            .insert(name.to_string(), Registered { settings, version });
+        pools.insert(name.to_string(), Registered { settings, version });
+    }
+
+    /// The version of a pool's settings (changes only when they change).
+    pub fn pool_version(&self, name: &str) -> u64 {
+        self.settings(name).1
     }
 
     pub fn remove(&self, name: &str) {
@@ -248,8 +277,18 @@ impl HttpClientManager {
         let _guard = self.track();
         let client = self.client(pool);
         let authorization = self.authorization(pool, url);
-        let request = || {
+        let origin = origin_of(url);
+        let closing = origin.as_ref().is_some_and(|o| {
+            self.closing_origins
+                .read()
+                .expect("origins lock poisoned")
+                .contains(o)
+        });
+        let request = |client: &awc::Client| {
             let mut req = client.get(url);
+            if closing {
+                req = req.force_close();
+            }
             if let Some(a) = &authorization {
                 req = req.insert_header(("authorization", a.as_str()));
             }
@@ -259,14 +298,24 @@ impl HttpClientManager {
             req
         };
         let started = Instant::now();
-        let mut result = request().send().await;
-        // The connection closed before any response byte: the upstream processed nothing
-        // (load shedding, a keep-alive race). A GET is safe to send once more.
-        if let Err(awc::error::SendRequestError::Connect(awc::error::ConnectError::Disconnected)) =
-            &result
-        {
-            tracing::debug!(upstream.source = source, upstream.url = %crate::file_url::redact(url), "upstream closed the connection unanswered; retrying once");
-            result = request().send().await;
+        let mut result = request(&client).send().await;
+        // No response byte came back (the connection was closed or reset under the
+        // request: load shedding, a keep-alive race, a server that closed a connection
+        // it never meant to keep): the upstream processed nothing, and a GET is safe to
+        // send once more — on a new connection, not another pooled one.
+        if result.as_ref().is_err_and(unanswered) {
+            tracing::debug!(upstream.source = source, upstream.url = %crate::file_url::redact(url), "upstream closed the connection unanswered; retrying once on a new connection");
+            let fresh = self.build(&self.settings(pool.unwrap_or(DEFAULT_POOL)).0);
+            result = request(&fresh).send().await;
+        }
+        if let (Ok(resp), Some(origin)) = (&result, origin) {
+            if !closing && closes_after_response(resp) {
+                let mut set = self.closing_origins.write().expect("origins lock poisoned");
+                if set.len() < MAX_CLOSING_ORIGINS {
+                    tracing::info!(upstream.source = source, upstream.origin = %origin, "upstream answers HTTP/1.0 without keep-alive; its connections are not pooled");
+                    set.insert(origin);
+                }
+            }
         }
         metrics()
             .upstream_request_duration
@@ -294,6 +343,33 @@ impl HttpClientManager {
             .inc();
         result
     }
+}
+
+/// An error before any response byte: the request can be sent again.
+fn unanswered(e: &awc::error::SendRequestError) -> bool {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        SendRequestError::Connect(ConnectError::Disconnected) | SendRequestError::Send(_) => true,
+        SendRequestError::Response(actix_web::error::ParseError::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        _ => false,
+    }
+}
+
+/// An HTTP/1.0 response without `Connection: keep-alive`: the server closes the
+/// connection after it.
+fn closes_after_response(resp: &awc::ClientResponse) -> bool {
+    resp.version() == Version::HTTP_10
+        && !resp
+            .headers()
+            .get(actix_web::http::header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("keep-alive"))
 }
 
 /// Why a bounded body read stopped.

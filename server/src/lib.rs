@@ -1,5 +1,6 @@
 //! Orchard: a caching proxy for package registries. See `docs/architecture.md`.
 
+pub mod access_log;
 pub mod admin;
 pub mod cache;
 pub mod config;

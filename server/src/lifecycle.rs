@@ -99,6 +99,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             // every body is what it says it is (POMs and metadata are XML a browser could sniff)
             .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
             .wrap(middleware::from_fn(routes::record_request))
+            .wrap(middleware::from_fn(crate::access_log::access_log))
             .configure(routes::configure)
             .default_service(routes::default_service())
     })

@@ -183,7 +183,7 @@ impl Metrics {
             fill_locks: counter_vec(
                 &r,
                 "orchard_fill_lock_total",
-                "Cross-replica artifact fill locks by outcome (acquired|waited|took_over|unavailable|lost)",
+                "Cross-replica artifact fill locks by outcome (acquired|waited|took_over|committed_meanwhile|unavailable|renew_retried|lost)",
                 &["outcome"],
             ),
             component_up: {

@@ -218,3 +218,96 @@ async fn a_get_the_upstream_dropped_unanswered_is_retried_once() {
     assert_eq!(body(&mut res).await, "ok");
     assert_eq!(server.join().unwrap(), 2, "one retry, not more");
 }
+
+/// An HTTP/1.0 upstream that answers with a Content-Length and no `Connection` header and
+/// closes every connection after its response (Python's http.server, some appliances):
+/// no request may ride a connection it already closed. 12 at a time, 240 in all.
+#[actix_web::test]
+async fn connections_an_http10_upstream_closed_are_not_reused() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+                // a short linger before the close, as a real server's teardown takes
+                std::thread::sleep(Duration::from_millis(5));
+            });
+        }
+    });
+    let http = std::rc::Rc::new(manager());
+    let url = format!("http://{addr}/f");
+    let mut failures = Vec::new();
+    for _ in 0..20 {
+        let round = futures::future::join_all((0..12).map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let mut res = http.get(None, &url, &[]).await.map_err(|e| e.to_string())?;
+                let b = res.body().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(b)
+            }
+        }))
+        .await;
+        for r in round {
+            match r {
+                Ok(b) => assert_eq!(&b[..], b"hello"),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 240 failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+/// A source reload registers every pool again: only changed settings rebuild a pool (and
+/// drop its kept-alive connections).
+#[actix_web::test]
+async fn registering_the_same_settings_keeps_the_pool() {
+    let (base, handle) = upstream().await;
+    let http = manager();
+    let settings = |token: &str| PoolSettings {
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        auth: Some(UpstreamAuth::Bearer(token.to_string().into())),
+        origin: orchard_server::http_client::origin_of(&base),
+    };
+    http.register("s", settings("one"));
+    let v = http.pool_version("s");
+    let mut a = http
+        .get(Some("s"), &format!("{base}/peer"), &[])
+        .await
+        .unwrap();
+    let first = body(&mut a).await;
+    http.register("s", settings("one"));
+    assert_eq!(http.pool_version("s"), v, "same settings, same pool");
+    let mut b = http
+        .get(Some("s"), &format!("{base}/peer"), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        body(&mut b).await,
+        first,
+        "the kept-alive connection survived the reload"
+    );
+    http.register("s", settings("two"));
+    assert_ne!(
+        http.pool_version("s"),
+        v,
+        "a changed credential rebuilds the pool"
+    );
+    handle.stop(false).await;
+}

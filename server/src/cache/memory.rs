@@ -113,6 +113,17 @@ impl CacheBackend for InProcessBackend {
         Ok(*v)
     }
 
+    async fn get_or_init_i64(
+        &self,
+        key: &str,
+        init: i64,
+        _ttl: Duration,
+    ) -> Result<i64, CacheError> {
+        // counters live as long as the process: never evicted
+        let mut counters = self.counters.lock().expect("counter lock poisoned");
+        Ok(*counters.entry(key.to_string()).or_insert(init))
+    }
+
     async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError> {
         Ok(self
             .counters

@@ -87,6 +87,9 @@ pub trait CacheBackend: Send + Sync {
     /// Atomically adds one and returns the new value (0 + 1 for a missing key).
     async fn incr(&self, key: &str) -> Result<i64, CacheError>;
     async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError>;
+    /// The counter's value; a missing counter is first set to `init` (with `ttl`).
+    async fn get_or_init_i64(&self, key: &str, init: i64, ttl: Duration)
+        -> Result<i64, CacheError>;
     /// Sets `key` to `value` only if it does not exist (a lock); `true` when set.
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError>;
     /// Deletes `key` only if it still holds `value` (releasing one's own lock).
@@ -119,8 +122,18 @@ pub struct CacheService {
     ttl_index: Duration,
     ttl_versions: Duration,
     ttl_upstream: Duration,
+    ttl_immutable: Duration,
+    /// How long a source's generation key lives after its last bump: longer than any
+    /// generation-scoped key (TTL + stale max), so a generation never falls back to 0
+    /// while keys of an older one could still be read.
+    generation_ttl: Duration,
     generations: moka::future::Cache<String, i64>,
 }
+
+/// Keys in this space are never read or written: `source_key` returns one when the
+/// source's generation cannot be read, so the request goes on without the cache instead
+/// of reading a generation-0 key that an invalidation may have retired.
+const UNCACHED: &str = ":uncached:";
 
 impl CacheService {
     /// Builds the backend the configuration names. Redis connects in the background;
@@ -154,6 +167,9 @@ impl CacheService {
             ttl_index: config.ttl_index,
             ttl_versions: config.ttl_versions,
             ttl_upstream: config.ttl_upstream,
+            ttl_immutable: config.ttl_immutable,
+            generation_ttl: (config.ttl_index.max(config.ttl_versions) + config.stale_max) * 2
+                + Duration::from_secs(86_400),
             generations: generation_memo(),
         }
     }
@@ -171,12 +187,12 @@ impl CacheService {
         self.backend.kind()
     }
 
-    /// `None` = keep forever (immutable data).
+    /// Every category expires (immutable data after `ORCHARD_CACHE_TTL_IMMUTABLE`).
     pub fn ttl(&self, category: Category) -> Option<Duration> {
         match category {
             Category::ArtifactMetadata
             | Category::ArtifactDependencies
-            | Category::DependencyResolution => None,
+            | Category::DependencyResolution => Some(self.ttl_immutable),
             Category::UpstreamSources => Some(self.ttl_upstream),
             Category::PackageIndex => Some(self.ttl_index),
             Category::PackageVersions => Some(self.ttl_versions),
@@ -194,7 +210,8 @@ impl CacheService {
         )
     }
 
-    /// A key of a source's data, carrying the source's current generation.
+    /// A key of a source's data, carrying the source's current generation — or, when the
+    /// generation cannot be read, a key the service never reads or writes (a miss).
     pub async fn source_key(
         &self,
         category: Category,
@@ -202,12 +219,20 @@ impl CacheService {
         source: &str,
         identifier: &str,
     ) -> String {
-        let generation = self.generation(source).await;
-        self.key(
-            category,
-            protocol,
-            &format!("{source}~g{generation}/{identifier}"),
-        )
+        match self.generation(source).await {
+            Some(g) => self.key(category, protocol, &format!("{source}~g{g}/{identifier}")),
+            None => format!(
+                "{}{UNCACHED}{}:{protocol}:{source}/{identifier}",
+                self.namespace,
+                category.as_str()
+            ),
+        }
+    }
+
+    /// Whether the service leaves this key alone (see `UNCACHED`).
+    fn uncached(&self, key: &str) -> bool {
+        key.strip_prefix(self.namespace.as_str())
+            .is_some_and(|rest| rest.starts_with(UNCACHED))
     }
 
     fn generation_key(&self, source: &str) -> String {
@@ -243,6 +268,9 @@ impl CacheService {
     }
 
     pub async fn get(&self, key: &str) -> Option<Bytes> {
+        if self.uncached(key) {
+            return None;
+        }
         let value = self.call("get", self.backend.get(key)).await.flatten();
         let result = if value.is_some() { "hit" } else { "miss" };
         metrics()
@@ -258,6 +286,9 @@ impl CacheService {
     }
 
     pub async fn set_with_ttl(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> bool {
+        if self.uncached(key) {
+            return false;
+        }
         let ok = self
             .call("set", self.backend.set(key, value, ttl))
             .await
@@ -290,10 +321,11 @@ impl CacheService {
     }
 
     /// Renews one's own lock; `false` when it was lost.
-    pub async fn extend_lock(&self, key: &str, token: &str, ttl: Duration) -> bool {
+    /// Renews one's own lock: `Some(true)` renewed, `Some(false)` lost (expired or taken
+    /// by another), `None` the cache did not answer.
+    pub async fn extend_lock(&self, key: &str, token: &str, ttl: Duration) -> Option<bool> {
         self.call("lock_extend", self.backend.expire_if(key, token, ttl))
             .await
-            .unwrap_or(false)
     }
 
     pub async fn unlock(&self, key: &str, token: &str) {
@@ -313,27 +345,43 @@ impl CacheService {
         }
     }
 
-    /// The source's generation (0 when never bumped, or when the cache is unreachable).
-    pub async fn generation(&self, source: &str) -> i64 {
+    /// The source's generation; `None` when the cache cannot say (never memoised: the
+    /// next request asks again). A missing generation key (never bumped, expired or
+    /// evicted) starts at the current time in milliseconds, so a lost key never brings
+    /// back keys of an earlier generation.
+    pub async fn generation(&self, source: &str) -> Option<i64> {
         if let Some(g) = self.generations.get(source).await {
-            return g;
+            return Some(g);
         }
         let key = self.generation_key(source);
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as i64);
         let g = self
-            .call("get_generation", self.backend.get_i64(&key))
-            .await
-            .flatten()
-            .unwrap_or(0);
+            .call(
+                "get_generation",
+                self.backend
+                    .get_or_init_i64(&key, start, self.generation_ttl),
+            )
+            .await?;
         self.generations.insert(source.to_string(), g).await;
-        g
+        Some(g)
     }
 
     /// Invalidates every generation-scoped key of a source and tells the other replicas.
     pub async fn bump_generation(&self, source: &str) -> Option<i64> {
         let key = self.generation_key(source);
+        // a lost key starts again at the time, not at 0 (see `generation`)
+        self.generation(source).await?;
         let g = self
             .call("bump_generation", self.backend.incr(&key))
             .await?;
+        // bounded like every key, and long enough (see `generation_ttl`)
+        self.call(
+            "expire_generation",
+            self.backend.expire(&key, self.generation_ttl),
+        )
+        .await;
         self.generations.insert(source.to_string(), g).await;
         let message = serde_json::json!({"source": source, "generation": g}).to_string();
         self.call(
@@ -390,8 +438,122 @@ mod tests {
             c.ttl(Category::UpstreamSources),
             Some(Duration::from_secs(3600))
         );
-        assert_eq!(c.ttl(Category::ArtifactMetadata), None);
-        assert_eq!(c.ttl(Category::DependencyResolution), None);
+        // every key expires
+        assert_eq!(
+            c.ttl(Category::ArtifactMetadata),
+            Some(Duration::from_secs(604_800))
+        );
+        assert_eq!(
+            c.ttl(Category::DependencyResolution),
+            Some(Duration::from_secs(604_800))
+        );
+    }
+
+    /// The in-process backend, except that reading a generation fails while `fail` is set.
+    struct GenerationFails {
+        inner: InProcessBackend,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl CacheBackend for GenerationFails {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+            self.inner.get(key).await
+        }
+        async fn set(&self, k: &str, v: Bytes, ttl: Option<Duration>) -> Result<(), CacheError> {
+            self.inner.set(k, v, ttl).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), CacheError> {
+            self.inner.delete(key).await
+        }
+        async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, CacheError> {
+            self.inner.expire(key, ttl).await
+        }
+        async fn incr(&self, key: &str) -> Result<i64, CacheError> {
+            self.inner.incr(key).await
+        }
+        async fn get_i64(&self, key: &str) -> Result<Option<i64>, CacheError> {
+            self.inner.get_i64(key).await
+        }
+        async fn get_or_init_i64(
+            &self,
+            key: &str,
+            init: i64,
+            ttl: Duration,
+        ) -> Result<i64, CacheError> {
+            if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(CacheError::NotConnected);
+            }
+            self.inner.get_or_init_i64(key, init, ttl).await
+        }
+        async fn set_nx(&self, k: &str, v: &str, ttl: Duration) -> Result<bool, CacheError> {
+            self.inner.set_nx(k, v, ttl).await
+        }
+        async fn delete_if(&self, k: &str, v: &str) -> Result<bool, CacheError> {
+            self.inner.delete_if(k, v).await
+        }
+        async fn expire_if(&self, k: &str, v: &str, ttl: Duration) -> Result<bool, CacheError> {
+            self.inner.expire_if(k, v, ttl).await
+        }
+        async fn publish(&self, c: &str, m: &str) -> Result<(), CacheError> {
+            self.inner.publish(c, m).await
+        }
+        async fn subscribe(
+            &self,
+            c: &str,
+        ) -> Result<futures::stream::BoxStream<'static, String>, CacheError> {
+            CacheBackend::subscribe(&self.inner, c).await
+        }
+        async fn ping(&self) -> Result<(), CacheError> {
+            self.inner.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_generation_is_a_miss_never_generation_0() {
+        let config = Config::from_env(&Env::from_fn(|_| None)).unwrap();
+        let backend = Arc::new(GenerationFails {
+            inner: InProcessBackend::new(100, 1 << 20),
+            fail: false.into(),
+        });
+        let c = CacheService::with_backend(backend.clone(), &config.cache);
+        let g0 = c.source_key(Category::PackageIndex, "pypi", "a", "x").await;
+        c.set(&g0, Bytes::from_static(b"before"), Category::PackageIndex)
+            .await;
+        let first = c.generation("a").await.unwrap();
+        assert_eq!(c.bump_generation("a").await, Some(first + 1));
+        // another replica, whose generation read fails: it must not read the retired page
+        let other = CacheService::with_backend_of(&c);
+        backend
+            .fail
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let key = other
+            .source_key(Category::PackageIndex, "pypi", "a", "x")
+            .await;
+        assert_ne!(key, g0);
+        assert!(key.starts_with("orchard:uncached:"), "{key}");
+        assert!(other.get(&key).await.is_none());
+        assert!(
+            !other
+                .set(&key, Bytes::from_static(b"x"), Category::PackageIndex)
+                .await
+        );
+        assert!(
+            other.get(&key).await.is_none(),
+            "nothing is stored under it"
+        );
+        // once it answers again, the current generation is used (nothing was memoised)
+        backend
+            .fail
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let g1 = other
+            .source_key(Category::PackageIndex, "pypi", "a", "x")
+            .await;
+        let current = c.generation("a").await.unwrap();
+        assert_eq!(g1, format!("orchard:package_index:pypi:a~g{current}/x"));
     }
 
     #[tokio::test]
@@ -399,11 +561,16 @@ mod tests {
         let c = service();
         let a0 = c.source_key(Category::PackageIndex, "pypi", "a", "x").await;
         let b0 = c.source_key(Category::PackageIndex, "pypi", "b", "x").await;
-        assert_eq!(a0, "orchard:package_index:pypi:a~g0/x");
+        let g = c.generation("a").await.unwrap();
+        assert!(
+            g > 1_600_000_000_000,
+            "a new generation starts at the time: {g}"
+        );
+        assert_eq!(a0, format!("orchard:package_index:pypi:a~g{g}/x"));
         c.set(&a0, Bytes::from_static(b"page"), Category::PackageIndex)
             .await;
         assert_eq!(c.get(&a0).await.as_deref(), Some(&b"page"[..]));
-        assert_eq!(c.bump_generation("a").await, Some(1));
+        assert_eq!(c.bump_generation("a").await, Some(g + 1));
         let a1 = c.source_key(Category::PackageIndex, "pypi", "a", "x").await;
         assert_ne!(a0, a1);
         assert!(c.get(&a1).await.is_none());

@@ -175,6 +175,24 @@ impl CacheBackend for RedisBackend {
         self.query(redis::cmd("GET").arg(key)).await
     }
 
+    async fn get_or_init_i64(
+        &self,
+        key: &str,
+        init: i64,
+        ttl: Duration,
+    ) -> Result<i64, CacheError> {
+        const SCRIPT: &str = "local v = redis.call('get', KEYS[1]) if v then return tonumber(v) end redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return tonumber(ARGV[1])";
+        self.query(
+            redis::cmd("EVAL")
+                .arg(SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(init)
+                .arg(ttl.as_millis().max(1) as u64),
+        )
+        .await
+    }
+
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
         let r: Option<String> = self
             .query(

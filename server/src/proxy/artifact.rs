@@ -75,6 +75,23 @@ where
     R: FnOnce() -> RF,
     RF: Future<Output = Result<Upstream, ApiError>>,
 {
+    let source = spec.source.clone();
+    serve_inner(state, req, spec, resolve, on_commit)
+        .await
+        .map(|res| crate::access_log::served_by(res, source.name()))
+}
+
+async fn serve_inner<R, RF>(
+    state: &AppState,
+    req: &HttpRequest,
+    spec: ArtifactSpec,
+    resolve: R,
+    on_commit: Option<CommitHook>,
+) -> Result<HttpResponse, ApiError>
+where
+    R: FnOnce() -> RF,
+    RF: Future<Output = Result<Upstream, ApiError>>,
+{
     if let Some(hit) = lookup(state, &spec).await? {
         match response::stored(
             &state.storage,
@@ -548,9 +565,27 @@ async fn fill(
             Err(e)
         };
     // Across replicas: one fill per artifact. The lock is held (and renewed) until the
-    // commit; `_lock` is released when this function returns.
-    let _lock = match replica_lock(state, spec).await {
-        LockOutcome::Held(lock) => Some(lock),
+    // commit; `lock` is released when this function returns, and a fill whose lock is
+    // lost stops.
+    let lock = match replica_lock(state, spec).await {
+        LockOutcome::Held(lock) => {
+            // Another replica may have committed between our lookup and the lock.
+            match lookup(state, spec).await {
+                Ok(Some(c)) => {
+                    metrics()
+                        .fill_locks
+                        .with_label_values(&["committed_meanwhile"])
+                        .inc();
+                    if let Some(l) = len_tx {
+                        let _ = l.send(Ok(Some(c.size)));
+                    }
+                    drop(client_tx);
+                    return Ok(c);
+                }
+                Ok(None) => Some(lock),
+                Err(e) => return fail_early(len_tx, FetchError::Internal(e.to_string())),
+            }
+        }
         LockOutcome::Unavailable => None,
         LockOutcome::Failed(e) => return fail_early(len_tx, e),
         LockOutcome::CommittedElsewhere(c) => {
@@ -633,6 +668,13 @@ async fn fill(
                 break;
             }
             Ok(Some(Ok(chunk))) => {
+                if lock.as_ref().is_some_and(|l| l.lost()) {
+                    failure = Some(FetchError::Unavailable(
+                        "this replica lost its lock on the fill to another replica; try again"
+                            .into(),
+                    ));
+                    break;
+                }
                 if store_tx.send(Ok(chunk.clone())).await.is_err() {
                     break; // storage gave up; its error is collected below
                 }
@@ -665,7 +707,12 @@ async fn fill(
             Err(FetchError::HashMismatch)
         }
         (None, Err(StorageError::Source(m))) => Err(FetchError::Upstream(m)),
-        (None, Err(e)) => Err(FetchError::Internal(e.to_string())),
+        (None, Err(e)) => {
+            tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, error = %e, "storing the artifact failed; nothing stored");
+            Err(FetchError::Unavailable(
+                "the artifact store is unavailable; nothing was stored, try again".into(),
+            ))
+        }
         (None, Ok(obj)) => commit(state, spec, upstream, obj.sha256, obj.size).await,
     };
     if client_tx.is_some() {
@@ -691,30 +738,54 @@ enum LockOutcome {
 }
 
 /// A replica's lock on one artifact fill, renewed every third of its TTL until dropped.
+/// A renewal the cache does not answer is retried until the lock would expire; a lock
+/// found expired or taken by another replica is lost, and the fill stops.
 struct FillLock {
     cache: crate::cache::CacheService,
     key: String,
     token: String,
+    lost: Arc<std::sync::atomic::AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FillLock {
     fn new(state: &AppState, key: String, token: String) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let (cache, k, t, ttl) = (
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cache, k, t, ttl, flag) = (
             state.cache.clone(),
             key.clone(),
             token.clone(),
             state.config.cache.fill_lock_ttl,
+            lost.clone(),
         );
         tokio::spawn(async move {
+            let mut renewed = std::time::Instant::now();
+            let mut every = ttl / 3;
             loop {
                 tokio::select! {
                     _ = &mut stopped => return,
-                    _ = tokio::time::sleep(ttl / 3) => {
-                        if !cache.extend_lock(&k, &t, ttl).await {
-                            metrics().fill_locks.with_label_values(&["lost"]).inc();
-                            return;
+                    _ = tokio::time::sleep(every) => {
+                        match cache.extend_lock(&k, &t, ttl).await {
+                            Some(true) => {
+                                renewed = std::time::Instant::now();
+                                every = ttl / 3;
+                            }
+                            Some(false) => {
+                                metrics().fill_locks.with_label_values(&["lost"]).inc();
+                                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                            None if renewed.elapsed() < ttl => {
+                                // the cache did not answer: try again soon, while it can still count
+                                metrics().fill_locks.with_label_values(&["renew_retried"]).inc();
+                                every = (ttl / 10).max(std::time::Duration::from_millis(100));
+                            }
+                            None => {
+                                metrics().fill_locks.with_label_values(&["lost"]).inc();
+                                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
                         }
                     }
                 }
@@ -724,8 +795,13 @@ impl FillLock {
             cache: state.cache.clone(),
             key,
             token,
+            lost,
             stop: Some(stop),
         }
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

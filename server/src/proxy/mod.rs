@@ -39,6 +39,9 @@ pub enum FetchError {
     /// `ORCHARD_FILL_WAIT_TIMEOUT`.
     #[error("the file is still being fetched by another request after {0} s (ORCHARD_FILL_WAIT_TIMEOUT); try again later")]
     FillWait(u64),
+    /// A backing service cannot do its part now (artifact storage, the fill lock).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<UpstreamError> for FetchError {
@@ -69,6 +72,7 @@ impl From<FetchError> for ApiError {
                 ApiError::Internal
             }
             e @ FetchError::FillWait(_) => ApiError::WaitTimeout(e.to_string()),
+            FetchError::Unavailable(m) => ApiError::Unavailable(m),
         }
     }
 }

@@ -254,8 +254,12 @@ fn json_response(
     response::tag(res, cache)
 }
 
-/// The whole packument, served from the stored document's bytes with the client's base
-/// URL spliced in between them (no rendered copy is made or cached).
+/// Packuments up to this size are rendered once per digest and base URL and the
+/// rendered copy is cached (the hot path of every install); larger ones are never
+/// copied whole: they are spliced from the stored bytes as the client reads.
+const RENDERED_CACHE_MAX_BYTES: usize = 1 << 20;
+
+/// The whole packument with the client's base URL in tarball links.
 async fn packument(
     state: &AppState,
     req: &HttpRequest,
@@ -264,23 +268,54 @@ async fn packument(
 ) -> Result<HttpResponse, ApiError> {
     let abbreviated = wants_abbreviated(req);
     let base = base_url(state, req)?;
-    let (_, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
+    let (source, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
+    let base_tag = base_tag(&base);
     let repr = if abbreviated { "abbreviated" } else { "full" };
-    let etag = format!("W/\"{}-{repr}-{}\"", doc.digest(), base_tag(&base));
+    let etag = format!("W/\"{}-{repr}-{base_tag}\"", doc.digest());
     let content_type = if abbreviated {
         ABBREVIATED
     } else {
         "application/json"
     };
+    let key = state.cache.key(
+        Category::PackageVersions,
+        "npm",
+        &format!(
+            "rendered/{}/{}/{}/{repr}/{base_tag}",
+            source.name(),
+            name.full(),
+            doc.digest()
+        ),
+    );
+    if let Some(body) = state.cache.get(&key).await {
+        return Ok(json_response(req, content_type, body, etag, status));
+    }
     let stored = document::body(state, &dreq, &doc).await?;
-    let (chunks, total) = packument::render_chunks(&stored.bytes(), &base).map_err(|e| {
+    let unreadable = |e: String| {
         tracing::error!(error = %e, "stored packument unreadable");
         ApiError::Internal
-    })?;
-    let body = actix_web::body::SizedStream::new(
-        total as u64,
-        futures::stream::iter(chunks.into_iter().map(Ok::<_, std::convert::Infallible>)),
-    );
+    };
+    let body_len = packument::body_of(&stored).map_err(unreadable)?.len();
+    if body_len <= RENDERED_CACHE_MAX_BYTES {
+        let rendered = Bytes::from(packument::render(
+            packument::body_of(&stored).map_err(unreadable)?,
+            &base,
+        ));
+        if base_is_cacheable(&base) {
+            state
+                .cache
+                .set_with_ttl(&key, rendered.clone(), Some(dreq.ttl))
+                .await;
+        }
+        return Ok(json_response(req, content_type, rendered, etag, status));
+    }
+    let spliced = packument::Spliced::new(stored.bytes(), &base).map_err(unreadable)?;
+    let len = spliced.len as u64;
+    let pieces = futures::stream::unfold(spliced, |mut s| async move {
+        s.next_chunk()
+            .map(|c| (Ok::<_, std::convert::Infallible>(c), s))
+    });
+    let body = actix_web::body::SizedStream::new(len, pieces);
     Ok(json_response(req, content_type, body, etag, status))
 }
 
@@ -455,18 +490,25 @@ async fn dispatch(
     }
 }
 
-async fn merged(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let tail = req.path().strip_prefix("/npm/").unwrap_or("").to_string();
-    dispatch(&state, &req, View::Merged, &tail).await
+/// Every npm route answers errors in the registry's own format (`ApiError::npm_response`).
+fn npm_errors(result: Result<HttpResponse, ApiError>) -> HttpResponse {
+    result.unwrap_or_else(|e| e.npm_response())
 }
 
-async fn one_source(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+async fn merged(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let tail = req.path().strip_prefix("/npm/").unwrap_or("").to_string();
+    npm_errors(dispatch(&state, &req, View::Merged, &tail).await)
+}
+
+async fn one_source(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     // /sources/{source}/{tail}: the raw path keeps %2f inside scoped names.
-    let (view, tail) = View::of_source_path(&state, req.path(), Protocol::Npm)?;
-    dispatch(&state, &req, view, &tail).await
+    npm_errors(
+        async {
+            let (view, tail) = View::of_source_path(&state, req.path(), Protocol::Npm)?;
+            dispatch(&state, &req, view, &tail).await
+        }
+        .await,
+    )
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

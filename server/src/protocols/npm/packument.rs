@@ -261,32 +261,65 @@ pub fn body_of(stored: &str) -> Result<&str, String> {
         .ok_or_else(|| "stored packument without its tarball line".to_string())
 }
 
-/// The packument JSON of a stored packument with the client's base URL in place, as
-/// slices of the stored bytes between the placeholders and the base between them —
-/// no copy of the document per request. Returns the chunks and their total length.
-pub fn render_chunks(
-    stored: &bytes::Bytes,
-    base: &str,
-) -> Result<(Vec<bytes::Bytes>, usize), String> {
-    let text = std::str::from_utf8(stored).map_err(|e| e.to_string())?;
-    let body_len = body_of(text)?.len();
-    let base = bytes::Bytes::copy_from_slice(base.as_bytes());
-    let mut chunks = Vec::new();
-    let mut total = 0;
-    let mut at = 0;
-    for hit in memchr::memmem::find_iter(&stored[..body_len], BASE.as_bytes()) {
-        if hit > at {
-            chunks.push(stored.slice(at..hit));
+/// The packument JSON of a stored packument with the client's base URL in place,
+/// produced lazily in pieces of at most `SPLICE_CHUNK` bytes (plus one base) copied from
+/// the stored bytes: a response holds one piece at a time, never a rendered copy.
+pub struct Spliced {
+    stored: bytes::Bytes,
+    base: bytes::Bytes,
+    /// Next byte of the stored body to copy, and the end of the body.
+    at: usize,
+    end: usize,
+    /// The next placeholder at or after `at` (`end` when there is none).
+    next_hit: usize,
+    /// Length of the whole spliced body.
+    pub len: usize,
+}
+
+pub const SPLICE_CHUNK: usize = 64 * 1024;
+
+impl Spliced {
+    pub fn new(stored: bytes::Bytes, base: &str) -> Result<Spliced, String> {
+        let end = {
+            let text = std::str::from_utf8(&stored).map_err(|e| e.to_string())?;
+            body_of(text)?.len()
+        };
+        let hits = memchr::memmem::find_iter(&stored[..end], BASE.as_bytes()).count();
+        let mut s = Spliced {
+            base: bytes::Bytes::copy_from_slice(base.as_bytes()),
+            len: end - hits * BASE.len() + hits * base.len(),
+            at: 0,
+            end,
+            next_hit: 0,
+            stored,
+        };
+        s.next_hit = s.find_from(0);
+        Ok(s)
+    }
+
+    fn find_from(&self, at: usize) -> usize {
+        memchr::memmem::find(&self.stored[at..self.end], BASE.as_bytes())
+            .map_or(self.end, |rel| at + rel)
+    }
+
+    /// The next piece, or `None` at the end.
+    pub fn next_chunk(&mut self) -> Option<bytes::Bytes> {
+        if self.at >= self.end {
+            return None;
         }
-        chunks.push(base.clone());
-        total += hit - at + base.len();
-        at = hit + BASE.len();
+        let mut out = bytes::BytesMut::with_capacity(SPLICE_CHUNK + self.base.len());
+        while out.len() < SPLICE_CHUNK && self.at < self.end {
+            let take = (self.next_hit - self.at).min(SPLICE_CHUNK - out.len());
+            out.extend_from_slice(&self.stored[self.at..self.at + take]);
+            self.at += take;
+            if self.at == self.next_hit && self.at < self.end {
+                out.extend_from_slice(&self.base);
+                self.at += BASE.len();
+                self.next_hit = self.find_from(self.at);
+            }
+        }
+        Some(out.freeze())
     }
-    if body_len > at {
-        chunks.push(stored.slice(at..body_len));
-        total += body_len - at;
-    }
-    Ok((chunks, total))
 }
 
 /// The packument JSON with the client's base URL in place.
@@ -396,12 +429,16 @@ mod tests {
             all["1.1.0"],
             version(body, "1.1.0", "http://b").unwrap().unwrap()
         );
-        let (chunks, total) = render_chunks(
-            &bytes::Bytes::from(stored.clone()),
+        let mut s = Spliced::new(
+            bytes::Bytes::from(stored.clone()),
             "http://orchard.local:8080",
         )
         .unwrap();
-        let spliced: Vec<u8> = chunks.concat();
+        let total = s.len;
+        let mut spliced = Vec::new();
+        while let Some(c) = s.next_chunk() {
+            spliced.extend_from_slice(&c);
+        }
         assert_eq!(spliced.len(), total);
         assert_eq!(
             String::from_utf8(spliced).unwrap(),
@@ -410,6 +447,28 @@ mod tests {
         );
         let e = tarballs["tool-1.1.0.tgz"].expected();
         assert_eq!(e.sha512.as_deref().map(str::len), Some(128));
+    }
+
+    #[test]
+    fn splicing_in_pieces_equals_the_render() {
+        // placeholders across piece boundaries, long runs without one, one at the very end
+        let mut body = String::new();
+        for i in 0..3000 {
+            body.push_str(&"x".repeat(i * 7 % 90_000));
+            body.push_str(BASE);
+        }
+        let stored = format!("{body}\n{{}}");
+        for base in ["", "http://b", &"h".repeat(100)] {
+            let mut s = Spliced::new(bytes::Bytes::from(stored.clone()), base).unwrap();
+            let total = s.len;
+            let mut out = Vec::new();
+            while let Some(c) = s.next_chunk() {
+                assert!(c.len() <= SPLICE_CHUNK + base.len() && !c.is_empty());
+                out.extend_from_slice(&c);
+            }
+            assert_eq!(out.len(), total);
+            assert!(out == render(&body, base).into_bytes(), "base {base:?}");
+        }
     }
 
     #[test]
