@@ -20,6 +20,7 @@ every request it gets (the "other host" a hostile index points Orchard at).
         GET /npm/<name>                 a packument whose tarball is on the bystander
                                         (names offhost-*) or on this host (others);
                                         huge-packument*: 4000 versions, about 13.5 MB
+        GET /npm/deep-json              a packument nested 100,000 arrays deep
         GET /files/<name>               deterministic bytes; /redirect/<name> → 302
         GET /m2/org/evil/chain/<N>/chain-<N>.pom
                                         a POM whose parent is chain N+1: an endless parent chain
@@ -218,6 +219,10 @@ class Upstream(Base):
                 href, attrs = f"{here}/files/{file}#sha256={digest}", f' data-dist-info-metadata="sha256={meta}"'
             page = f'<!DOCTYPE html><html><body><a href="{href}"{attrs}>{file}</a></body></html>'.encode()
             self.send(200, page, "text/html")
+        elif parts == ["npm", "deep-json"]:
+            depth = 100_000  # 200 kB of brackets: a recursive parser would blow its stack
+            body = '{"name":"deep-json","versions":{"1.0.0":{"x":' + "[" * depth + "]" * depth + "}}}"
+            self.send(200, body.encode(), "application/json")
         elif parts[0] == "npm" and len(parts) == 2 and parts[1].startswith("huge-packument"):
             self.send(200, huge_packument(parts[1], here), "application/json")
         elif parts[0] == "npm" and len(parts) == 2:

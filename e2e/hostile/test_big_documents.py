@@ -116,3 +116,19 @@ def test_large_documents_wait_for_room_in_the_work_budget(tmp, hostile, bystande
         assert peak - before <= (FETCH_FACTOR + 4) * size_mb, f"peak grew by {peak - before:.0f} MB"
     finally:
         o.stop()
+
+
+def test_a_deeply_nested_document_is_refused_not_a_crash(tmp, hostile, bystander):
+    """A packument nested 100,000 arrays deep: refused with 502 and the reason (more than
+    128 levels, serde_json's own limit; clients parse documents whole), the process keeps
+    serving."""
+    o = Orchard(tmp, sources(tmp, "deep", hostile, bystander)).start()
+    try:
+        for _ in range(2):
+            status, _, body = http(f"{o.url}/npm/deep-json")
+            assert status == 502, (status, body[:300])
+            assert "nested deeper than 128 levels" in json.loads(body)["error"], body[:300]
+        assert http(f"{o.url}/npm/plain-pkg")[0] == 200
+        assert http(f"{o.admin}/healthz")[0] == 200
+    finally:
+        o.stop()

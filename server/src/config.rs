@@ -16,7 +16,7 @@
 //! | `ORCHARD_DATABASE_POOL_SIZE` | `20` | connections kept by the pool |
 //! | `ORCHARD_DATABASE_MAX_OVERFLOW` | `30` | extra connections under load (max = size + overflow) |
 //! | `ORCHARD_DATABASE_POOL_TIMEOUT` | `30` | seconds to wait for a free connection |
-//! | `ORCHARD_DATABASE_POOL_PRE_PING` | `false` | test each connection on checkout |
+//! | `ORCHARD_DATABASE_POOL_PRE_PING` | `false` | `SELECT 1` on each checkout (without it: only the closed/broken check) |
 //! | `ORCHARD_REDIS_CLUSTER_NODES` | unset | `host:port,…` of a Redis Cluster (wins over `ORCHARD_REDIS_HOST`) |
 //! | `ORCHARD_REDIS_HOST` | unset | one Redis node; unset and no cluster = in-process cache |
 //! | `ORCHARD_REDIS_PORT` | `6379` | port of that node |

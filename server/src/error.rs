@@ -123,7 +123,7 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::PoolTimeout | DbError::Connection(_) | DbError::Pool(_) => {
+            e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::DatabaseUnavailable
             }
@@ -143,9 +143,15 @@ impl From<StorageError> for ApiError {
                 ApiError::BadRequest(format!("not a sha256 digest: {d:?}"))
             }
             StorageError::HashMismatch { .. } => ApiError::BadGateway(e.to_string()),
-            other => {
-                tracing::error!(error = %other, "storage error");
+            StorageError::BadRange => ApiError::BadRequest(e.to_string()),
+            StorageError::Config(_) => {
+                tracing::error!(error = %e, "storage configuration error");
                 ApiError::Internal
+            }
+            // the store did not answer or failed: a backing-service outage, not a bug
+            StorageError::Store(_) | StorageError::Source(_) => {
+                tracing::warn!(error = %e, "artifact store unavailable");
+                ApiError::Unavailable("the artifact store is unavailable; try again".into())
             }
         }
     }

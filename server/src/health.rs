@@ -1,8 +1,12 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (every component,
 //! 503 while a required one is down) and `/metrics` (Prometheus text).
 //!
-//! Required for readiness: the database and artifact storage. The cache is reported but
-//! never required: without it requests still succeed, only slower.
+//! Required for readiness: the database and artifact storage — until the replica has
+//! been ready once. After that a required component that goes down makes the replica
+//! `degraded` (200, the component reported down): the database and the store are shared
+//! by every replica, and taking them all out of the Service for a blip would turn the
+//! cached traffic they can still serve into connection errors. The cache is reported
+//! but never required: without it requests still succeed, only slower.
 
 use std::time::Duration;
 
@@ -13,6 +17,9 @@ use crate::metrics::metrics;
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Set the first time every required component answered.
+static BEEN_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Debug, Serialize)]
 pub struct Component {
@@ -102,11 +109,20 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             )
         },
     );
-    let ready = [&database, &cache, &storage]
+    let all_up = [&database, &cache, &storage]
         .iter()
         .all(|c| !c.required || c.status == "up");
+    let been_ready = if all_up {
+        BEEN_READY.store(true, std::sync::atomic::Ordering::Relaxed);
+        true
+    } else {
+        // the database connected at start-up at least (`state.db()`), and everything
+        // was up once: serve what can be served
+        state.db().is_some() && BEEN_READY.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let ready = all_up || been_ready;
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": if all_up { "ready" } else if ready { "degraded" } else { "not_ready" },
         "components": {
             "database": database,
             "cache": cache,

@@ -144,8 +144,14 @@ async fn watch_sources(state: AppState) {
     let channel = state.cache.invalidation_channel();
     let mut every = tokio::time::interval(state.config.sources_refresh);
     every.tick().await;
+    // A subscription that cannot be made in this time is retried: a stalled connection
+    // must not hold up the periodic reloads.
+    const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
     loop {
-        match state.cache.subscribe(&channel).await {
+        let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, state.cache.subscribe(&channel))
+            .await
+            .unwrap_or(Err(crate::cache::CacheError::Timeout(SUBSCRIBE_TIMEOUT)));
+        match subscribed {
             Ok(mut messages) => loop {
                 tokio::select! {
                     message = messages.next() => match message {

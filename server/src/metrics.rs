@@ -27,6 +27,8 @@ pub struct Metrics {
     pub fill_clients_detached: IntCounter,
     pub fill_waits_timed_out: IntCounter,
     pub document_work_waits: IntCounter,
+    pub document_copies: IntCounterVec,
+    pub db_retries: IntCounter,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -153,6 +155,17 @@ impl Metrics {
                 &r,
                 "orchard_document_work_waits_total",
                 "Upstream documents that waited for room in ORCHARD_DOCUMENT_WORK_BYTES before being read or parsed",
+            ),
+            document_copies: counter_vec(
+                &r,
+                "orchard_document_copies_total",
+                "Last good copies of upstream documents persisted in the artifact store, by outcome (saved|save_failed|restored)",
+                &["outcome"],
+            ),
+            db_retries: counter(
+                &r,
+                "orchard_db_retries_total",
+                "Database calls sent once more after their connection was lost",
             ),
             file_url_refusals: counter_vec(
                 &r,

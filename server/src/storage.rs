@@ -369,6 +369,47 @@ impl ArtifactStore {
         r
     }
 
+    /// Writes a small named object outside the content-addressed space, replacing it
+    /// atomically (one PUT; a local write goes through a temporary file and a rename).
+    /// `name` is made of `[a-z0-9/_-]` segments built by Orchard, never by a client.
+    pub async fn put_named(&self, name: &str, parts: Vec<Bytes>) -> Result<(), StorageError> {
+        let path = Self::named(name)?;
+        let r = self
+            .store
+            .put(&path, PutPayload::from_iter(parts))
+            .await
+            .map(|_| ())
+            .map_err(StorageError::from);
+        self.record("put_named", &r);
+        r
+    }
+
+    /// A named object's bytes, `None` when there is none.
+    pub async fn get_named(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+        let path = Self::named(name)?;
+        let r = match self.store.get(&path).await {
+            Ok(res) => res.bytes().await.map(Some).map_err(StorageError::from),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        self.record("get_named", &r);
+        r
+    }
+
+    fn named(name: &str) -> Result<Path, StorageError> {
+        let ok = !name.is_empty()
+            && name.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    })
+            });
+        if !ok {
+            return Err(StorageError::Config(format!("bad object name {name:?}")));
+        }
+        Ok(Path::from(name))
+    }
+
     /// Objects under the temporary prefix (uploads in flight or abandoned).
     pub async fn temporary_objects(&self) -> Result<usize, StorageError> {
         Ok(self

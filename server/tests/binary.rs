@@ -337,3 +337,53 @@ fn help_text_describes_every_subcommand() {
         assert!(out.contains(sub), "{out}");
     }
 }
+
+/// Once ready, a replica whose database goes away stays in the Service as `degraded`
+/// (200) — every replica shares the database, and cached traffic can still be served —
+/// while what needs the database answers 503 with `Retry-After`, never 500; when the
+/// database is back, the replica is `ready` again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_degraded_not_unready_and_503_not_500() {
+    let url = common::fresh_postgres_database();
+    let relay = common::Relay::start(common::through_relay(&url, 1).1).await;
+    let (relayed, _) = common::through_relay(&url, relay.port);
+    let mut vars = ports();
+    vars.push(("ORCHARD_DATABASE_URL", relayed));
+    vars.push(("ORCHARD_DATABASE_POOL_TIMEOUT", "2".into()));
+    vars.push(("ORCHARD_DEPS_REQUIRE_TOKEN", "false".into()));
+    let orchard = Orchard::start(&vars);
+    assert_eq!(orchard.ready().await["status"], "ready");
+
+    relay.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    relay.cut_all();
+    let body: serde_json::Value = serde_json::from_str(
+        &orchard
+            .wait_for(&format!("{}/readyz", orchard.admin), 200)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["components"]["database"]["status"], "down");
+    let r = reqwest::get(format!(
+        "{}/api/v1/artifacts/{}/dependencies",
+        orchard.listen,
+        "a".repeat(64)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(r.text().await.unwrap().contains("database_unavailable"));
+
+    relay.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orchard.ready().await["status"] != "ready" {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again:\n{}",
+            orchard.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(orchard.terminate().success());
+}

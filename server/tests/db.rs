@@ -379,3 +379,51 @@ async fn bench_store_50_dependencies() {
         "BENCH store50 per_row median_ms={rm:.3} p99_ms={rp:.3} statements=50 rounds={rounds}"
     );
 }
+
+/// After a Postgres restart every pooled connection is dead: none may surface as an
+/// error (each used to answer one 500); while Postgres is down, the error is one the
+/// HTTP layer answers 503 with Retry-After, never 500; and the pool recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_costs_no_request_and_an_outage_is_503() {
+    use orchard_server::error::ApiError;
+    let url = common::fresh_postgres_database();
+    db::run_migrations(&pg_config(&url).database.url)
+        .await
+        .expect("migrations");
+    let target = common::through_relay(&url, 1).1;
+    let relay = common::Relay::start(target).await;
+    let (relayed, _) = common::through_relay(&url, relay.port);
+    let config = common::config_from(&[
+        ("ORCHARD_DATABASE_URL", relayed),
+        ("ORCHARD_DATABASE_POOL_SIZE", "5".into()),
+        ("ORCHARD_DATABASE_MAX_OVERFLOW", "0".into()),
+        ("ORCHARD_DATABASE_POOL_TIMEOUT", "2".into()),
+    ]);
+    let repo = db::connect(&config.database).await.expect("connect");
+    // fill the pool with five connections
+    let all = futures::future::join_all((0..5).map(|_| repo.list_sources())).await;
+    assert!(all.iter().all(|r| r.is_ok()));
+    relay.cut_all();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for i in 0..10 {
+        repo.list_sources()
+            .await
+            .unwrap_or_else(|e| panic!("query {i} after the restart failed: {e}"));
+    }
+    // down: new connections refused, the pooled ones cut
+    relay.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    relay.cut_all();
+    let err = repo.list_sources().await.expect_err("the database is down");
+    let api: ApiError = err.into();
+    assert!(matches!(api, ApiError::DatabaseUnavailable), "{api:?}");
+    // back: recovers without a restart
+    relay.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while repo.list_sources().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not recover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

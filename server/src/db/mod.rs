@@ -10,6 +10,7 @@
 
 mod migrate;
 mod repo;
+mod retry;
 pub mod schema;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,30 @@ pub enum DbError {
     Migration(String),
     #[error("invalid value: {0}")]
     Invalid(String),
+}
+
+impl DbError {
+    /// The database cannot be reached right now (a connection lost or refused, the pool
+    /// out of connections, the server shutting down or starting): worth one more try,
+    /// and a 503 — not a 500 — when it persists.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Connection(_) | DbError::PoolTimeout | DbError::Pool(_) => true,
+            DbError::Query(Error::BrokenTransactionManager) => true,
+            DbError::Query(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || {
+                    // SQLSTATE 57P01/57P02/57P03 (admin or crash shutdown, cannot connect now)
+                    let m = info.message();
+                    m.contains("terminating connection") || m.contains("the database system is")
+                }
+            }
+            _ => false,
+        }
+    }
 }
 
 impl From<diesel_async::pooled_connection::PoolError> for DbError {
@@ -218,14 +243,18 @@ impl StatementCounter {
 /// Connects the repository the URL names. Migrations are separate (`run_migrations`).
 pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn ArtifactRepository>, DbError> {
     match &config.url {
-        DatabaseUrl::Postgres(_) => Ok(Arc::new(PgRepository::connect(config).await?)),
+        DatabaseUrl::Postgres(_) => Ok(Arc::new(retry::Retrying(
+            PgRepository::connect(config).await?,
+        ))),
         DatabaseUrl::Sqlite(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     DbError::Invalid(format!("cannot create {}: {e}", parent.display()))
                 })?;
             }
-            Ok(Arc::new(SqliteRepository::connect(config).await?))
+            Ok(Arc::new(retry::Retrying(
+                SqliteRepository::connect(config).await?,
+            )))
         }
     }
 }

@@ -10,7 +10,9 @@ use diesel::{
     ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper, SqliteConnection,
     TextExpressionMethods,
 };
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures::FutureExt;
@@ -41,8 +43,36 @@ fn builder<M: bb8::ManageConnection>(config: &DatabaseConfig) -> (bb8::Builder<M
         .min_idle(None)
         .connection_timeout(config.pool_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
-        .test_on_check_out(config.pre_ping);
+        // Always checked on checkout: cheaply (is the connection closed or broken?)
+        // unless ORCHARD_DATABASE_POOL_PRE_PING asks for a round trip (see `manager_config`).
+        .test_on_check_out(true);
     (b, max)
+}
+
+/// How a connection is checked before it is handed out: `SELECT 1` with
+/// `ORCHARD_DATABASE_POOL_PRE_PING`, else only whether it is closed or broken — a
+/// connection Postgres closed (a restart) is then replaced instead of failing a request.
+fn manager_config<C>(config: &DatabaseConfig) -> ManagerConfig<C>
+where
+    C: PoolableConnection + 'static,
+{
+    let mut m = ManagerConfig::<C>::default();
+    m.recycling_method = if config.pre_ping {
+        RecyclingMethod::Verified
+    } else {
+        RecyclingMethod::CustomFunction(Box::new(|conn: &mut C| {
+            let broken = conn.is_broken();
+            async move {
+                if broken {
+                    Err(diesel::result::Error::BrokenTransactionManager)
+                } else {
+                    Ok(())
+                }
+            }
+            .boxed()
+        }))
+    };
+    m
 }
 
 impl PgRepository {
@@ -51,7 +81,7 @@ impl PgRepository {
             return Err(DbError::Invalid("not a postgres:// URL".into()));
         };
         let counter = StatementCounter::default();
-        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        let mut manager_config = manager_config::<AsyncPgConnection>(config);
         let setup_counter = counter.clone();
         manager_config.custom_setup = Box::new(move |url| {
             let counter = setup_counter.clone();
@@ -81,7 +111,7 @@ impl SqliteRepository {
             return Err(DbError::Invalid("not a sqlite:// URL".into()));
         };
         let counter = StatementCounter::default();
-        let mut manager_config = ManagerConfig::<SqliteConn>::default();
+        let mut manager_config = manager_config::<SqliteConn>(config);
         let setup_counter = counter.clone();
         manager_config.custom_setup = Box::new(move |url| {
             let counter = setup_counter.clone();

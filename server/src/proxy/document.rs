@@ -32,6 +32,9 @@ pub struct DocHead {
     pub fetched_at_ms: i64,
     /// Short SHA-256 of the body: identifies this version of the document.
     pub digest: String,
+    /// When the body was last persisted as the last good copy (`persisted`).
+    #[serde(default)]
+    pub persisted_at_ms: i64,
 }
 
 impl DocHead {
@@ -269,20 +272,44 @@ async fn store_head(state: &AppState, key: &str, head: &DocHead, ttl: Duration) 
     }
 }
 
-fn stale_or(
+async fn stale_or(
     state: &AppState,
     req: &DocumentRequest,
     key: &str,
     previous: Option<Arc<DocHead>>,
     err: FetchError,
 ) -> DocumentResult {
-    match previous {
-        Some(head) if head.found && head.age() < req.ttl + state.config.cache.stale_max => {
-            tracing::warn!(upstream.source = req.source.name(), document = %req.identifier, error = %err, "upstream failed; serving the stale copy");
+    let keep_for = req.ttl + state.config.cache.stale_max;
+    // The last good answer, found or not (a merged view goes on past a source whose last
+    // answer was "not found"), up to ORCHARD_CACHE_STALE_MAX.
+    if let Some(head) = previous.filter(|h| h.age() < keep_for) {
+        tracing::warn!(upstream.source = req.source.name(), document = %req.identifier, error = %err, found = head.found, "upstream failed; serving the stale answer");
+        return Ok((
+            Arc::new(Loaded {
+                head: (*head).clone(),
+                fetched_body: None,
+                key: key.to_string(),
+            }),
+            CacheStatus::Stale,
+        ));
+    }
+    // Nothing usable in the cache (a restart, a flushed or failed-over cache): the last
+    // good copy persisted in the artifact store, within the same bound.
+    match super::persisted::load(state, req).await {
+        Some((head, body)) if head.age() < keep_for => {
+            tracing::warn!(upstream.source = req.source.name(), document = %req.identifier, error = %err, found = head.found, age_secs = head.age().as_secs(), "upstream failed; serving the persisted last good answer");
+            // back into the cache, so the next request revalidates it with its validators
+            if head.found {
+                state
+                    .cache
+                    .set_with_ttl(&body_key(key, &head.digest), body.bytes(), Some(keep_for))
+                    .await;
+            }
+            store_head(state, key, &head, keep_for).await;
             Ok((
                 Arc::new(Loaded {
-                    head: (*head).clone(),
-                    fetched_body: None,
+                    fetched_body: head.found.then_some(body),
+                    head,
                     key: key.to_string(),
                 }),
                 CacheStatus::Stale,
@@ -314,7 +341,7 @@ async fn fetch(
         .await
     {
         Ok(r) => r,
-        Err(e) => return stale_or(state, req, key, previous, e.into()),
+        Err(e) => return stale_or(state, req, key, previous, e.into()).await,
     };
     let status = resp.status().as_u16();
     let header = |name: &str| {
@@ -329,6 +356,20 @@ async fn fetch(
             Some(p) => {
                 let mut head = (*p).clone();
                 head.fetched_at_ms = now_ms();
+                let copy_age =
+                    Duration::from_millis((now_ms() - head.persisted_at_ms).max(0) as u64);
+                if copy_age > super::persisted::REFRESH_AFTER {
+                    // keep the persisted copy's age close to the last contact upstream
+                    if let Some(body) = state
+                        .cache
+                        .get(&body_key(key, &head.digest))
+                        .await
+                        .and_then(Text::from_utf8)
+                    {
+                        head.persisted_at_ms = now_ms();
+                        super::persisted::save(state, req, &head, body);
+                    }
+                }
                 if state
                     .cache
                     .expire(&body_key(key, &head.digest), found_ttl)
@@ -374,18 +415,18 @@ async fn fetch(
             )
             .await;
             let raw = match read {
-                Err(_) => return stale_or(state, req, key, previous, FetchError::Timeout),
+                Err(_) => return stale_or(state, req, key, previous, FetchError::Timeout).await,
                 Ok(Err(crate::http_client::BodyError::Overflow)) => {
                     let e = FetchError::Upstream(format!(
                         "upstream document is larger than ORCHARD_MAX_INDEX_BYTES ({})",
                         state.config.max_index_bytes
                     ));
-                    return stale_or(state, req, key, previous, e);
+                    return stale_or(state, req, key, previous, e).await;
                 }
                 Ok(Err(crate::http_client::BodyError::Payload(e))) => {
                     let e =
                         FetchError::Upstream(format!("reading the upstream document failed: {e}"));
-                    return stale_or(state, req, key, previous, e);
+                    return stale_or(state, req, key, previous, e).await;
                 }
                 Ok(Ok(b)) => b,
             };
@@ -395,7 +436,9 @@ async fn fetch(
             let parse = req.parse.clone();
             let parsed = match state.blocking.run(move || parse(&raw, &content_type)).await {
                 Ok(Ok(b)) => b,
-                Ok(Err(e)) => return stale_or(state, req, key, previous, FetchError::Upstream(e)),
+                Ok(Err(e)) => {
+                    return stale_or(state, req, key, previous, FetchError::Upstream(e)).await
+                }
                 Err(e) => {
                     return stale_or(
                         state,
@@ -404,6 +447,7 @@ async fn fetch(
                         previous,
                         FetchError::Upstream(e.to_string()),
                     )
+                    .await
                 }
             };
             let digest = hex::encode(&Sha256::digest(parsed.as_bytes())[..8]);
@@ -413,8 +457,10 @@ async fn fetch(
                 last_modified,
                 fetched_at_ms: now_ms(),
                 digest,
+                persisted_at_ms: now_ms(),
             };
             let body = Text::from_string(parsed);
+            super::persisted::save(state, req, &head, body.clone());
             // the cache shares the same bytes (an in-process cache keeps them without a copy)
             state
                 .cache
@@ -432,14 +478,29 @@ async fn fetch(
             ))
         }
         404 | 410 => {
+            // persisted too (an empty body), at most every REFRESH_AFTER while it holds
+            let now = now_ms();
+            let kept = previous
+                .as_ref()
+                .filter(|p| {
+                    !p.found
+                        && Duration::from_millis((now - p.persisted_at_ms).max(0) as u64)
+                            < super::persisted::REFRESH_AFTER
+                })
+                .map(|p| p.persisted_at_ms);
             let head = DocHead {
                 found: false,
                 etag: None,
                 last_modified: None,
-                fetched_at_ms: now_ms(),
+                fetched_at_ms: now,
                 digest: String::new(),
+                persisted_at_ms: kept.unwrap_or(now),
             };
-            store_head(state, key, &head, state.config.cache.ttl_negative).await;
+            if kept.is_none() {
+                super::persisted::save(state, req, &head, Text::from_string(String::new()));
+            }
+            // kept as long as a found answer, for stale-if-error; fresh for ORCHARD_CACHE_TTL_NEGATIVE (`get`)
+            store_head(state, key, &head, found_ttl).await;
             Ok((
                 Arc::new(Loaded {
                     head,
@@ -449,12 +510,15 @@ async fn fetch(
                 CacheStatus::Miss,
             ))
         }
-        other => stale_or(
-            state,
-            req,
-            key,
-            previous,
-            FetchError::Upstream(format!("upstream answered {other}")),
-        ),
+        other => {
+            stale_or(
+                state,
+                req,
+                key,
+                previous,
+                FetchError::Upstream(format!("upstream answered {other}")),
+            )
+            .await
+        }
     }
 }

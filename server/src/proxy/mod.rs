@@ -11,6 +11,7 @@
 
 pub mod artifact;
 pub mod document;
+pub mod persisted;
 pub mod response;
 pub mod singleflight;
 

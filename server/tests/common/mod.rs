@@ -72,3 +72,58 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// A TCP relay to Postgres whose connections can all be cut at once (what a Postgres
+/// restart does to a pool) and which can refuse new ones (Postgres down).
+pub struct Relay {
+    pub port: u16,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    pub open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    pub async fn start(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (c, o) = (conns.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !o.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Relay { port, conns, open }
+    }
+
+    pub fn cut_all(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+pub fn through_relay(url: &str, port: u16) -> (String, std::net::SocketAddr) {
+    let mut u = url::Url::parse(url).unwrap();
+    let target = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .unwrap()
+        .next()
+        .unwrap();
+    u.set_host(Some("127.0.0.1")).unwrap();
+    u.set_port(Some(port)).unwrap();
+    (u.to_string(), addr)
+}

@@ -98,6 +98,40 @@ fn write_object<'a>(
     out
 }
 
+/// Deepest nesting accepted in a packument (serde_json's own limit for trees; raw
+/// values are skipped without one, and clients parse the document whole).
+const MAX_DEPTH: usize = 128;
+
+/// Refuses JSON nested deeper than `max` (one pass over the bytes, strings skipped).
+fn check_depth(json: &[u8], max: usize) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(format!(
+                        "upstream packument is nested deeper than {max} levels"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses an upstream packument for `name` and rewrites every `dist.tarball` to
 /// `{BASE}{prefix}/{name}/-/{file}`. Returns the stored form.
 ///
@@ -116,6 +150,7 @@ pub fn parse(body: &[u8], name: &PackageName, prefix: &str) -> Result<String, St
             },
         );
     }
+    check_depth(text.as_bytes(), MAX_DEPTH)?;
     let top: RawMap<'_> =
         serde_json::from_str(text).map_err(|e| format!("upstream packument is not JSON: {e}"))?;
     match top
@@ -469,6 +504,22 @@ mod tests {
             assert_eq!(out.len(), total);
             assert!(out == render(&body, base).into_bytes(), "base {base:?}");
         }
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_strings_do_not_count() {
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        assert!(check_depth(deep.as_bytes(), 128)
+            .unwrap_err()
+            .contains("deeper than 128"));
+        let ok = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        check_depth(ok.as_bytes(), 128).unwrap();
+        let in_strings = format!(
+            r#"{{"a":"{}","b":"\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        check_depth(in_strings.as_bytes(), 128).unwrap();
     }
 
     #[test]
