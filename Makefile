@@ -48,7 +48,7 @@ unit: ## Rust unit and integration tests (needs `make services-up`)
 
 e2e: ## End-to-end suites with real upstreams and clients (needs services-up, e2e-prepare)
 	$(CARGO) build -p orchard-server --bin orchard -p orchard-operator --bin orchard-operator
-	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in inventory pypi npm maven hostile scale deps operator chart; do \
+	set -o pipefail; . "$(ORCHARD_SERVICES_DIR)/env.sh" && for suite in inventory pypi npm maven hostile scale deps operator chart faults; do \
 	  (cd e2e/$$suite && ORCHARD_BIN="$(CARGO_TARGET_DIR)/debug/orchard" \
 	    "$(ORCHARD_E2E_DIR)/venv/bin/pytest" -p no:cacheprovider -q .) 2>&1 | tee -a "$(TEST_LOG)" || exit 1; done
 
