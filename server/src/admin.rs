@@ -1,5 +1,7 @@
 //! The admin API (bearer token `ORCHARD_ADMIN_TOKEN`; unset = off): the sources in
-//! force and cache invalidation of one source. Ensure files live in `deps::api`.
+//! force, cache invalidation of one source, and the artifact operations an operator
+//! needs when an upstream misbehaves: purge and quarantine. Ensure files live in
+//! `deps::api`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -88,9 +90,146 @@ async fn invalidate(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "source": name, "generation": generation })))
 }
 
+/// `DELETE /api/v1/artifacts/{sha256}`: removes every path mapped to the artifact, its
+/// row and dependencies, then its bytes (nothing references them any more). The next
+/// request for one of those paths fetches the file again — the way out when an upstream
+/// re-published a file under the same name with other bytes.
+async fn purge(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    sha: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let sha = crate::deps::api::check_sha(&sha)?;
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let purged = repo.purge_artifact(&sha).await?;
+    // (S3 answers a DELETE of a missing key with success: ask first)
+    let bytes = match state.storage.head(&sha).await {
+        Ok(_) => {
+            state.storage.delete(&sha).await?;
+            true
+        }
+        Err(crate::storage::StorageError::NotFound) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if purged.urls == 0 && !purged.artifact && !bytes {
+        return Err(ApiError::NotFound(format!("no artifact has SHA-256 {sha}")));
+    }
+    tracing::info!(artifact.sha256 = %sha, urls = purged.urls, "artifact purged by the admin API");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "sha256": sha, "urls": purged.urls, "artifact": purged.artifact, "bytes": bytes,
+    })))
+}
+
+#[derive(serde::Deserialize, Default)]
+struct QuarantineBody {
+    reason: Option<String>,
+}
+
+/// `PUT /api/v1/artifacts/{sha256}/quarantine` (optional JSON `{"reason": "…"}`): every
+/// replica answers 451 for the artifact within a second.
+async fn quarantine(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    sha: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let sha = crate::deps::api::check_sha(&sha)?;
+    let body: QuarantineBody = if body.iter().all(u8::is_ascii_whitespace) {
+        QuarantineBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("body: {e} (expected {{\"reason\": \"…\"}})"))
+        })?
+    };
+    let reason: String = body
+        .reason
+        .unwrap_or_else(|| "quarantined by an administrator".into())
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(500)
+        .collect();
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let entry = crate::db::Quarantined {
+        sha256: sha.clone(),
+        reason: reason.clone(),
+        created_at: crate::db::now_unix(),
+    };
+    repo.quarantine(&entry).await?;
+    state.proxy.quarantine.forget().await;
+    tracing::warn!(artifact.sha256 = %sha, reason = %reason, "artifact quarantined by the admin API");
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "sha256": sha, "quarantined": true, "reason": reason })))
+}
+
+/// `DELETE /api/v1/artifacts/{sha256}/quarantine`: lifts it.
+async fn release(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    sha: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    let sha = crate::deps::api::check_sha(&sha)?;
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    if !repo.unquarantine(&sha).await? {
+        return Err(ApiError::NotFound(format!("{sha} is not quarantined")));
+    }
+    state.proxy.quarantine.forget().await;
+    tracing::info!(artifact.sha256 = %sha, "quarantine lifted by the admin API");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sha256": sha, "quarantined": false })))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    quarantined: Option<bool>,
+}
+
+/// `GET /api/v1/artifacts?quarantined=true`: the quarantined artifacts, each with its
+/// reason, when it was quarantined and the paths that map to it.
+async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&state, &req)?;
+    if query.quarantined != Some(true) {
+        return Err(ApiError::BadRequest(
+            "only ?quarantined=true is supported".into(),
+        ));
+    }
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let mut out = Vec::new();
+    for q in repo.quarantined().await? {
+        let paths: Vec<serde_json::Value> = repo
+            .cached_urls_of(&q.sha256)
+            .await?
+            .into_iter()
+            .map(
+                |u| serde_json::json!({"protocol": u.protocol, "source": u.source, "path": u.path}),
+            )
+            .collect();
+        out.push(serde_json::json!({
+            "sha256": q.sha256, "reason": q.reason, "quarantined_at": q.created_at, "paths": paths,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "artifacts": out })))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/sources", web::get().to(sources)).route(
-        "/api/v1/sources/{name}/invalidate",
-        web::post().to(invalidate),
-    );
+    cfg.route("/api/v1/sources", web::get().to(sources))
+        .route(
+            "/api/v1/sources/{name}/invalidate",
+            web::post().to(invalidate),
+        )
+        .route("/api/v1/artifacts", web::get().to(list))
+        .route("/api/v1/artifacts/{sha256}", web::delete().to(purge))
+        .route(
+            "/api/v1/artifacts/{sha256}/quarantine",
+            web::put().to(quarantine),
+        )
+        .route(
+            "/api/v1/artifacts/{sha256}/quarantine",
+            web::delete().to(release),
+        );
 }

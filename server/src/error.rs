@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 504 for a wait on other work (a fill another request runs), with its reason.
     #[error("{0}")]
     WaitTimeout(String),
+    /// 451: an admin quarantined the artifact.
+    #[error("{0}")]
+    Quarantined(String),
     /// 503: a backing service (artifact storage, the cache's fill lock) cannot do its
     /// part now; the client should retry.
     #[error("{0}")]
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Quarantined(_) => "quarantined",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::GatewayTimeout | ApiError::WaitTimeout(_) => "gateway_timeout",
             ApiError::Internal => "internal",
@@ -76,6 +80,7 @@ impl ResponseError for ApiError {
             ApiError::DatabaseUnavailable | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Quarantined(_) => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub document_work_waits: IntCounter,
     pub document_copies: IntCounterVec,
     pub db_retries: IntCounter,
+    pub quarantine_refusals: IntCounter,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -166,6 +167,11 @@ impl Metrics {
                 &r,
                 "orchard_db_retries_total",
                 "Database calls sent once more after their connection was lost",
+            ),
+            quarantine_refusals: counter(
+                &r,
+                "orchard_quarantine_refusals_total",
+                "Requests answered 451 because their artifact is quarantined",
             ),
             file_url_refusals: counter_vec(
                 &r,

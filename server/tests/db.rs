@@ -427,3 +427,70 @@ async fn a_postgres_restart_costs_no_request_and_an_outage_is_503() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Quarantine rows and purges, on both backends.
+async fn quarantine_and_purge(repo: Arc<dyn ArtifactRepository>) {
+    use orchard_server::db::{Purged, Quarantined};
+    let a = artifact(0xab, 10);
+    repo.get_or_create_artifact(&a).await.unwrap();
+    for path in ["p/a.whl", "q/a.whl"] {
+        repo.upsert_cached_url(&CachedUrl {
+            protocol: "pypi".into(),
+            source: "s".into(),
+            path: path.into(),
+            artifact_sha256: a.sha256.clone(),
+            upstream_url: "https://upstream.example/a.whl".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    }
+    repo.batch_upsert_dependencies(&a.sha256, &deps(3))
+        .await
+        .unwrap();
+    let q = Quarantined {
+        sha256: a.sha256.clone(),
+        reason: "first".into(),
+        created_at: 5,
+    };
+    repo.quarantine(&q).await.unwrap();
+    repo.quarantine(&Quarantined {
+        reason: "second".into(),
+        ..q.clone()
+    })
+    .await
+    .unwrap();
+    let listed = repo.quarantined().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].reason, "second",
+        "a second quarantine updates the reason"
+    );
+    assert!(repo.unquarantine(&a.sha256).await.unwrap());
+    assert!(!repo.unquarantine(&a.sha256).await.unwrap());
+    assert!(repo.quarantined().await.unwrap().is_empty());
+
+    assert_eq!(
+        repo.purge_artifact(&a.sha256).await.unwrap(),
+        Purged {
+            urls: 2,
+            artifact: true
+        }
+    );
+    assert!(repo.cached_urls_of(&a.sha256).await.unwrap().is_empty());
+    assert!(repo.dependencies_of(&a.sha256).await.unwrap().is_empty());
+    assert_eq!(
+        repo.purge_artifact(&a.sha256).await.unwrap(),
+        Purged {
+            urls: 0,
+            artifact: false
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_and_purge_on_postgres_and_sqlite() {
+    quarantine_and_purge(postgres_repo().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    quarantine_and_purge(sqlite_repo(&dir).await).await;
+}

@@ -104,6 +104,26 @@ pub struct CachedUrl {
     pub created_at: i64,
 }
 
+/// An artifact an admin quarantined.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable, Serialize, Deserialize,
+)]
+#[diesel(table_name = schema::quarantined_artifacts)]
+pub struct Quarantined {
+    pub sha256: String,
+    pub reason: String,
+    pub created_at: i64,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    /// URL mappings (protocol, source, path) that pointed at the artifact.
+    pub urls: usize,
+    /// Whether the artifact's row (and its dependencies) went too.
+    pub artifact: bool,
+}
+
 /// One dependency of an artifact, as extracted from its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, Deserialize)]
 #[diesel(table_name = schema::artifact_dependencies)]
@@ -218,6 +238,15 @@ pub trait ArtifactRepository: Send + Sync {
     async fn delete_source_owned(&self, name: &str, owner: &str) -> Result<bool, DbError>;
     /// Every source, highest priority (lowest number) first.
     async fn list_sources(&self) -> Result<Vec<UpstreamSourceRow>, DbError>;
+
+    /// Quarantines an artifact (or updates the reason).
+    async fn quarantine(&self, entry: &Quarantined) -> Result<(), DbError>;
+    /// Lifts a quarantine; `false` when there was none.
+    async fn unquarantine(&self, sha256: &str) -> Result<bool, DbError>;
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, DbError>;
+    /// Removes every URL mapped to the artifact, then the artifact row and its
+    /// dependencies (nothing references it any more), in one transaction.
+    async fn purge_artifact(&self, sha256: &str) -> Result<Purged, DbError>;
 }
 
 /// Counts statements per repository and in `orchard_db_statements_total`.

@@ -18,10 +18,12 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use futures::FutureExt;
 use secrecy::ExposeSecret;
 
-use super::schema::{artifact_dependencies, artifacts, cached_urls, upstream_sources};
+use super::schema::{
+    artifact_dependencies, artifacts, cached_urls, quarantined_artifacts, upstream_sources,
+};
 use super::{
-    Artifact, ArtifactRepository, CachedUrl, DbError, Dependency, NewDependency, PoolState,
-    StatementCounter, UpstreamSourceRow,
+    Artifact, ArtifactRepository, CachedUrl, DbError, Dependency, NewDependency, PoolState, Purged,
+    Quarantined, StatementCounter, UpstreamSourceRow,
 };
 use crate::config::{DatabaseConfig, DatabaseUrl};
 
@@ -425,6 +427,66 @@ macro_rules! impl_repository {
                     .select(UpstreamSourceRow::as_select())
                     .load(&mut *conn)
                     .await?)
+            }
+
+            async fn quarantine(&self, entry: &Quarantined) -> Result<(), DbError> {
+                let mut conn = self.pool.get().await?;
+                diesel::insert_into(quarantined_artifacts::table)
+                    .values(entry)
+                    .on_conflict(quarantined_artifacts::sha256)
+                    .do_update()
+                    .set(quarantined_artifacts::reason.eq(excluded(quarantined_artifacts::reason)))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            }
+
+            async fn unquarantine(&self, sha256: &str) -> Result<bool, DbError> {
+                let mut conn = self.pool.get().await?;
+                let n = diesel::delete(
+                    quarantined_artifacts::table.filter(quarantined_artifacts::sha256.eq(sha256)),
+                )
+                .execute(&mut *conn)
+                .await?;
+                Ok(n > 0)
+            }
+
+            async fn quarantined(&self) -> Result<Vec<Quarantined>, DbError> {
+                let mut conn = self.pool.get().await?;
+                Ok(quarantined_artifacts::table
+                    .order(quarantined_artifacts::created_at.asc())
+                    .select(Quarantined::as_select())
+                    .load(&mut *conn)
+                    .await?)
+            }
+
+            async fn purge_artifact(&self, sha256: &str) -> Result<Purged, DbError> {
+                let mut conn = self.pool.get().await?;
+                let sha = sha256.to_string();
+                let purged = conn
+                    .transaction::<_, diesel::result::Error, _>(async |conn| {
+                        let urls = diesel::delete(
+                            cached_urls::table.filter(cached_urls::artifact_sha256.eq(&sha)),
+                        )
+                        .execute(conn)
+                        .await?;
+                        diesel::delete(
+                            artifact_dependencies::table
+                                .filter(artifact_dependencies::artifact_sha256.eq(&sha)),
+                        )
+                        .execute(conn)
+                        .await?;
+                        let rows =
+                            diesel::delete(artifacts::table.filter(artifacts::sha256.eq(&sha)))
+                                .execute(conn)
+                                .await?;
+                        Ok(Purged {
+                            urls,
+                            artifact: rows > 0,
+                        })
+                    })
+                    .await?;
+                Ok(purged)
             }
         }
     };

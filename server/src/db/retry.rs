@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 
 use super::{
-    Artifact, ArtifactRepository, CachedUrl, DbError, Dependency, NewDependency, PoolState,
-    UpstreamSourceRow,
+    Artifact, ArtifactRepository, CachedUrl, DbError, Dependency, NewDependency, PoolState, Purged,
+    Quarantined, UpstreamSourceRow,
 };
 use crate::metrics::metrics;
 
@@ -96,5 +96,17 @@ impl<R: ArtifactRepository> ArtifactRepository for Retrying<R> {
     }
     async fn list_sources(&self) -> Result<Vec<UpstreamSourceRow>, DbError> {
         once_more!(self.list_sources())
+    }
+    async fn quarantine(&self, entry: &Quarantined) -> Result<(), DbError> {
+        once_more!(self.quarantine(entry))
+    }
+    async fn unquarantine(&self, sha256: &str) -> Result<bool, DbError> {
+        once_more!(self.unquarantine(sha256))
+    }
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, DbError> {
+        once_more!(self.quarantined())
+    }
+    async fn purge_artifact(&self, sha256: &str) -> Result<Purged, DbError> {
+        once_more!(self.purge_artifact(sha256))
     }
 }

@@ -54,6 +54,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    quarantined_artifacts (sha256) {
+        sha256 -> Text,
+        reason -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(cached_urls -> artifacts (artifact_sha256));
 diesel::joinable!(artifact_dependencies -> artifacts (artifact_sha256));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -61,5 +69,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     artifacts,
     cached_urls,
     artifact_dependencies,
-    resolution_results
+    resolution_results,
+    quarantined_artifacts
 );

@@ -34,7 +34,8 @@ struct DepsQuery {
     platform: Option<String>,
 }
 
-fn check_sha(raw: &str) -> Result<String, ApiError> {
+/// A SHA-256 from a request path: 64 hex digits, lowercased.
+pub(crate) fn check_sha(raw: &str) -> Result<String, ApiError> {
     if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(raw.to_ascii_lowercase())
     } else {

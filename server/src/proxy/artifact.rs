@@ -93,6 +93,7 @@ where
     RF: Future<Output = Result<Upstream, ApiError>>,
 {
     if let Some(hit) = lookup(state, &spec).await? {
+        super::quarantine::check(state, &hit.sha256).await?;
         match response::stored(
             &state.storage,
             req,
@@ -143,6 +144,12 @@ where
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
                 };
+                // a declared SHA-256 that is quarantined: refused before any byte is fetched
+                if let Some(sha) = &upstream.expected.sha256 {
+                    if let Err(e) = super::quarantine::check(state, sha).await {
+                        return Err(finish_unresolved(leader, e));
+                    }
+                }
                 let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
                 let (len_tx, len_rx) =
                     tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
@@ -187,6 +194,7 @@ where
                 metrics().singleflight_waiters.inc();
                 if let Some(result) = wait_for_fill(state, rx).await? {
                     let committed = result?;
+                    super::quarantine::check(state, &committed.sha256).await?;
                     return response::stored(
                         &state.storage,
                         req,
@@ -303,6 +311,7 @@ fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> A
         ApiError::BadGateway(m) => Some(FetchError::Upstream(m.clone())),
         ApiError::GatewayTimeout => Some(FetchError::Timeout),
         ApiError::DatabaseUnavailable => Some(FetchError::Database),
+        ApiError::Quarantined(m) => Some(FetchError::Quarantined(m.clone())),
         // anything else: followers try themselves (dropping the leader releases them)
         _ => None,
     };
@@ -375,6 +384,7 @@ where
     PF: Future<Output = Result<Bytes, ApiError>>,
 {
     if let Some(hit) = lookup(state, &spec).await? {
+        super::quarantine::check(state, &hit.sha256).await?;
         match response::stored(
             &state.storage,
             req,
@@ -445,6 +455,12 @@ where
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
                 };
+                // a declared SHA-256 that is quarantined: refused before any byte is fetched
+                if let Some(sha) = &upstream.expected.sha256 {
+                    if let Err(e) = super::quarantine::check(state, sha).await {
+                        return Err(finish_unresolved(leader, e));
+                    }
+                }
                 let result = fill(state, spec, &upstream, None).await;
                 leader.finish(result.clone());
                 let committed = result?;
@@ -887,6 +903,12 @@ async fn commit(
     sha256: String,
     size: u64,
 ) -> FillResult {
+    // quarantined bytes are never mapped to a path again (the leader's client, already
+    // streaming, is cut short; everyone else gets 451)
+    if let Err(ApiError::Quarantined(m)) = super::quarantine::check(state, &sha256).await {
+        tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, artifact.sha256 = %sha256, "the upstream served quarantined bytes; not stored under this path");
+        return Err(FetchError::Quarantined(m));
+    }
     let repo = state
         .db()
         .ok_or_else(|| FetchError::Internal("database not ready".into()))?;

@@ -12,6 +12,7 @@
 pub mod artifact;
 pub mod document;
 pub mod persisted;
+pub mod quarantine;
 pub mod response;
 pub mod singleflight;
 
@@ -43,6 +44,9 @@ pub enum FetchError {
     /// A backing service cannot do its part now (artifact storage, the fill lock).
     #[error("{0}")]
     Unavailable(String),
+    /// The bytes are quarantined.
+    #[error("{0}")]
+    Quarantined(String),
 }
 
 impl From<UpstreamError> for FetchError {
@@ -74,6 +78,7 @@ impl From<FetchError> for ApiError {
             }
             e @ FetchError::FillWait(_) => ApiError::WaitTimeout(e.to_string()),
             FetchError::Unavailable(m) => ApiError::Unavailable(m),
+            FetchError::Quarantined(m) => ApiError::Quarantined(m),
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct ProxyShared {
     pub artifacts: singleflight::SingleFlight<artifact::FillResult>,
     /// Memory budget of upstream documents being read and parsed.
     pub document_work: document::WorkBudget,
+    /// Quarantined artifacts, as this replica last read them.
+    pub quarantine: quarantine::Memo,
 }
 
 impl ProxyShared {
@@ -92,6 +99,7 @@ impl ProxyShared {
             documents: Default::default(),
             artifacts: Default::default(),
             document_work: document::WorkBudget::new(config.document_work_bytes),
+            quarantine: Default::default(),
         }
     }
 }
