@@ -65,13 +65,14 @@ class Load:
     def one(self, rng, n):
         i = n % 3
         r = self.cluster.replicas[i]
-        if not self.misses or rng.random() < 0.7:
+        warm = not self.misses or rng.random() < 0.7
+        if warm:
             project = rng.choice(WARM)
         else:
             project = f"{self.tag}-{n}-{rng.randrange(1 << 30)}"
         file = files_of(project)[0][0]
-        kind = "page" if rng.random() < 0.5 else "file"
-        path = (f"/pypi/simple/{project}/" if kind == "page"
+        kind = ("page" if rng.random() < 0.5 else "file") + ("" if warm else "-new")
+        path = (f"/pypi/simple/{project}/" if kind.startswith("page")
                 else f"/sources/up/files/{project}/{file}")
         try:
             status, headers, body, complete = raw_get(r.port, path, timeout=30)
@@ -81,9 +82,9 @@ class Load:
             return i, kind, str(status)
         if not complete:
             return i, kind, "cut"  # a body cut short (the client sees an error, never a whole wrong body)
-        if kind == "file" and hashlib.sha256(body).digest() != hashlib.sha256(content(file)).digest():
+        if kind.startswith("file") and hashlib.sha256(body).digest() != hashlib.sha256(content(file)).digest():
             return i, kind, "corrupt"
-        if kind == "page" and file.encode() not in body:
+        if kind.startswith("page") and file.encode() not in body:
             return i, kind, "corrupt"
         return i, kind, "ok"
 

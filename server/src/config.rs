@@ -53,6 +53,7 @@
 //! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
 //! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
 //! | `ORCHARD_DOCUMENT_WORK_BYTES` | `268435456` | memory budget of upstream documents read and parsed at once (each counted as 3× its size); more wait their turn |
+//! | `ORCHARD_STORAGE_TMP_MAX_AGE` | `3600` | seconds after which a temporary object (a fill killed between upload and commit) is removed by the storage cleaner (every 10 minutes, one replica at a time) |
 //! | `ORCHARD_SOURCES_REFRESH` | `30` | seconds between reloads of the source list from the database (besides invalidation messages) |
 //! | `ORCHARD_UPSTREAMS_FILE` | unset | YAML list of upstream sources (see `sources`) |
 //! | `ORCHARD_UPSTREAM_PYPI` / `_NPM` / `_MAVEN` | unset | one upstream URL per protocol |
@@ -177,6 +178,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<Cidr>,
     pub sources_refresh: Duration,
+    /// Temporary objects older than this are removed by the storage cleaner.
+    pub storage_tmp_max_age: Duration,
     /// Opens upstream credentials the operator sealed into `upstream_sources` rows.
     pub credentials_key: Option<crate::credentials::CredentialsKey>,
     /// Bearer token of the admin API (`POST /api/v1/ensure`); unset = admin API off.
@@ -358,6 +361,12 @@ impl Config {
                 1,
                 86_400,
             )?),
+            storage_tmp_max_age: Duration::from_secs(env.var_in_range(
+                "ORCHARD_STORAGE_TMP_MAX_AGE",
+                3600,
+                60,
+                31_536_000,
+            )?),
             credentials_key: crate::credentials::CredentialsKey::from_env(env)?,
             admin_token: env.secret("ORCHARD_ADMIN_TOKEN"),
             deps_require_token: env.var_bool("ORCHARD_DEPS_REQUIRE_TOKEN", false)?,
@@ -420,6 +429,7 @@ impl Config {
             "public_url": self.public_url,
             "trusted_proxies": self.trusted_proxies.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             "sources_refresh_secs": self.sources_refresh.as_secs(),
+            "storage_tmp_max_age_secs": self.storage_tmp_max_age.as_secs(),
             "credentials_key": self.credentials_key.as_ref().map(|_| "set"),
             "admin_token": self.admin_token.as_ref().map(|_| "***"),
             "deps_require_token": self.deps_require_token,

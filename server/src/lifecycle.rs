@@ -90,6 +90,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(sources = ?names, "upstream sources loaded");
     state.set_db(repo);
     let watcher = tokio::spawn(watch_sources(state.clone()));
+    let cleaner = tokio::spawn(clean_storage(state.clone()));
 
     let app_state = web::Data::new(state.clone());
     let package = HttpServer::new(move || {
@@ -131,6 +132,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = package_task.await;
     let _ = admin_task.await;
     watcher.abort();
+    cleaner.abort();
     blocking.close();
     tracing::info!("stopped");
     Ok(())
@@ -169,6 +171,43 @@ async fn watch_sources(state: AppState) {
                 }
             }
         }
+    }
+}
+
+/// Every 10 minutes (the first time after one), one replica at a time (a lock in the
+/// cache; without a cache each process cleans its own store) removes temporary objects
+/// older than `ORCHARD_STORAGE_TMP_MAX_AGE`, counted in `orchard_storage_cleaned_total`.
+/// Incomplete multipart uploads are invisible to object listings: give the bucket a
+/// lifecycle rule (`AbortIncompleteMultipartUpload`, docs/reliability.md).
+async fn clean_storage(state: AppState) {
+    const EVERY: Duration = Duration::from_secs(600);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    loop {
+        let key = state.cache.key(
+            crate::cache::Category::ArtifactMetadata,
+            "storage",
+            "cleaner-lock",
+        );
+        let token = uuid::Uuid::new_v4().to_string();
+        if state.cache.try_lock(&key, &token, EVERY / 2).await != Some(false) {
+            match state
+                .storage
+                .clean_temporary(state.config.storage_tmp_max_age)
+                .await
+            {
+                Ok(n) => {
+                    crate::metrics::metrics().storage_cleaned.inc_by(n as u64);
+                    if n > 0 {
+                        tracing::info!(
+                            removed = n,
+                            "storage cleaner removed abandoned temporary objects"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "storage cleaner failed; trying again later"),
+            }
+        }
+        tokio::time::sleep(EVERY).await;
     }
 }
 

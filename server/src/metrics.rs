@@ -30,6 +30,7 @@ pub struct Metrics {
     pub document_copies: IntCounterVec,
     pub db_retries: IntCounter,
     pub quarantine_refusals: IntCounter,
+    pub storage_cleaned: IntCounter,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -172,6 +173,11 @@ impl Metrics {
                 &r,
                 "orchard_quarantine_refusals_total",
                 "Requests answered 451 because their artifact is quarantined",
+            ),
+            storage_cleaned: counter(
+                &r,
+                "orchard_storage_cleaned_total",
+                "Abandoned temporary objects removed from artifact storage by the cleaner",
             ),
             file_url_refusals: counter_vec(
                 &r,

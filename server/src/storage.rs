@@ -62,6 +62,9 @@ pub struct StoredObject {
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     kind: &'static str,
+    /// Unix milliseconds of the last failure of the store itself (0: the last call
+    /// worked), so that a fill is not started while the store is down (`available`).
+    failing_since: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Digests the stored bytes must match (lowercase hex); all `None` accepts any bytes.
@@ -130,7 +133,11 @@ impl ArtifactStore {
     }
 
     pub fn new(store: Arc<dyn ObjectStore>, kind: &'static str) -> Self {
-        ArtifactStore { store, kind }
+        ArtifactStore {
+            store,
+            kind,
+            failing_since: Default::default(),
+        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -146,6 +153,20 @@ impl ArtifactStore {
     }
 
     fn record<T>(&self, op: &str, r: &Result<T, StorageError>) {
+        use std::sync::atomic::Ordering;
+        match r {
+            Err(StorageError::Store(_)) => {
+                let now = chrono::Utc::now().timestamp_millis();
+                let _ = self.failing_since.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Ok(_) | Err(StorageError::NotFound) => self.failing_since.store(0, Ordering::Relaxed),
+            Err(_) => {}
+        }
         let result = match r {
             Ok(_) => "ok",
             Err(StorageError::NotFound) => "not_found",
@@ -410,6 +431,31 @@ impl ArtifactStore {
         Ok(Path::from(name))
     }
 
+    /// Deletes objects under the temporary prefix older than `older_than` (left by fills
+    /// killed between the upload and the copy to the final key). Returns how many.
+    pub async fn clean_temporary(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<usize, StorageError> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let stale: Vec<Path> = self
+            .store
+            .list(Some(&Path::from("tmp")))
+            .try_filter(|meta| std::future::ready(meta.last_modified < cutoff))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        let mut removed = 0;
+        for path in stale {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Objects under the temporary prefix (uploads in flight or abandoned).
     pub async fn temporary_objects(&self) -> Result<usize, StorageError> {
         Ok(self
@@ -418,6 +464,28 @@ impl ArtifactStore {
             .try_collect::<Vec<_>>()
             .await?
             .len())
+    }
+
+    /// Whether a fill may start: the store's last call worked, or a quick round trip
+    /// (`ping`, at most 2 s) says it is back. A miss while the store is down is then a
+    /// clean 503 instead of a 200 whose body breaks off when the bytes cannot be stored.
+    pub async fn available(&self) -> bool {
+        if self
+            .failing_since
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return true;
+        }
+        let ok = matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.ping()).await,
+            Ok(Ok(()))
+        );
+        if ok {
+            self.failing_since
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
     }
 
     /// A real round trip: listing an (empty) prefix fails when the store is unreachable

@@ -218,3 +218,30 @@ async fn missing_bucket_fails_the_ping() {
     let store = ArtifactStore::from_config(&common::config_from(&vars).storage).unwrap();
     assert!(store.ping().await.is_err());
 }
+
+/// The cleaner removes temporary objects older than its bound, and only those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_removes_old_temporary_objects_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(&dir);
+    let data = content(1000, 3);
+    store
+        .put_stream(chunks(&data), &Expected::default())
+        .await
+        .unwrap();
+    let tmp = dir.path().join("artifacts/tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("left-by-a-killed-fill"), b"partial").unwrap();
+    assert_eq!(store.temporary_objects().await.unwrap(), 1);
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(store.clean_temporary(hour).await.unwrap(), 0, "too young");
+    assert_eq!(
+        store
+            .clean_temporary(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.temporary_objects().await.unwrap(), 0);
+    assert!(store.head(&sha(&data)).await.is_ok(), "artifacts stay");
+}

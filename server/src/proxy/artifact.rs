@@ -150,6 +150,14 @@ where
                         return Err(finish_unresolved(leader, e));
                     }
                 }
+                // the store is down: a clean 503 now, not a 200 that breaks off later
+                if !state.storage.available().await {
+                    let e = FetchError::Unavailable(
+                        "the artifact store is unavailable; try again".into(),
+                    );
+                    leader.finish(Err(e.clone()));
+                    return Err(e.into());
+                }
                 let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
                 let (len_tx, len_rx) =
                     tokio::sync::oneshot::channel::<Result<Option<u64>, FetchError>>();
@@ -460,6 +468,14 @@ where
                     if let Err(e) = super::quarantine::check(state, sha).await {
                         return Err(finish_unresolved(leader, e));
                     }
+                }
+                // the store is down: a clean 503 now, not a 200 that breaks off later
+                if !state.storage.available().await {
+                    let e = FetchError::Unavailable(
+                        "the artifact store is unavailable; try again".into(),
+                    );
+                    leader.finish(Err(e.clone()));
+                    return Err(e.into());
                 }
                 let result = fill(state, spec, &upstream, None).await;
                 leader.finish(result.clone());
