@@ -56,7 +56,7 @@ class Load:
 
     def __init__(self, cluster, tag, misses=True, workers=6):
         self.cluster, self.tag, self.misses, self.workers = cluster, tag, misses, workers
-        self.results = []  # (time, replica, kind, outcome)
+        self.results = []  # (time answered, replica, kind, outcome, time sent)
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.threads = []
@@ -92,11 +92,12 @@ class Load:
         rng = random.Random(seed)
         n = seed
         while not self.stop_event.is_set():
+            sent = time.monotonic() - self.started
             i, kind, outcome = self.one(rng, n)
             if outcome == "conn":
                 time.sleep(0.1)  # a refused connection is instant: do not spin on a dead replica
             with self.lock:
-                self.results.append((time.monotonic() - self.started, i, kind, outcome))
+                self.results.append((time.monotonic() - self.started, i, kind, outcome, sent))
             n += self.workers
 
     def start(self):
@@ -117,11 +118,11 @@ class Load:
 
     def summary(self, fault, healed_at, killed=None):
         by = {}
-        for _, _, _, outcome in self.results:
+        for _, _, _, outcome, _ in self.results:
             by[outcome] = by.get(outcome, 0) + 1
-        errors = [t for t, _, _, o in self.results if o != "ok"]
+        errors = [t for t, _, _, o, _ in self.results if o != "ok"]
         window = (max(errors) - min(errors)) if errors else 0.0
-        after = [o for t, _, _, o in self.results if t > healed_at + 5]
+        after = [o for t, _, _, o, _ in self.results if t > healed_at + 5]
         assert len(after) >= 20, f"the load stalled: {len(after)} answers after recovery"
         return {"fault": fault, "sent": len(self.results), "by_outcome": by,
                 "error_window_s": round(window, 1),

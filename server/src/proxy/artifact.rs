@@ -144,19 +144,8 @@ where
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
                 };
-                // a declared SHA-256 that is quarantined: refused before any byte is fetched
-                if let Some(sha) = &upstream.expected.sha256 {
-                    if let Err(e) = super::quarantine::check(state, sha).await {
-                        return Err(finish_unresolved(leader, e));
-                    }
-                }
-                // the store is down: a clean 503 now, not a 200 that breaks off later
-                if !state.storage.available().await {
-                    let e = FetchError::Unavailable(
-                        "the artifact store is unavailable; try again".into(),
-                    );
-                    leader.finish(Err(e.clone()));
-                    return Err(e.into());
+                if let Err(e) = before_fetching(state, &upstream).await {
+                    return Err(finish_unresolved(leader, e));
                 }
                 let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CLIENT_BUFFER_CHUNKS);
                 let (len_tx, len_rx) =
@@ -320,6 +309,7 @@ fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> A
         ApiError::GatewayTimeout => Some(FetchError::Timeout),
         ApiError::DatabaseUnavailable => Some(FetchError::Database),
         ApiError::Quarantined(m) => Some(FetchError::Quarantined(m.clone())),
+        ApiError::Unavailable(m) => Some(FetchError::Unavailable(m.clone())),
         // anything else: followers try themselves (dropping the leader releases them)
         _ => None,
     };
@@ -463,19 +453,8 @@ where
                     Ok(u) => u,
                     Err(e) => return Err(finish_unresolved(leader, e)),
                 };
-                // a declared SHA-256 that is quarantined: refused before any byte is fetched
-                if let Some(sha) = &upstream.expected.sha256 {
-                    if let Err(e) = super::quarantine::check(state, sha).await {
-                        return Err(finish_unresolved(leader, e));
-                    }
-                }
-                // the store is down: a clean 503 now, not a 200 that breaks off later
-                if !state.storage.available().await {
-                    let e = FetchError::Unavailable(
-                        "the artifact store is unavailable; try again".into(),
-                    );
-                    leader.finish(Err(e.clone()));
-                    return Err(e.into());
+                if let Err(e) = before_fetching(state, &upstream).await {
+                    return Err(finish_unresolved(leader, e));
                 }
                 let result = fill(state, spec, &upstream, None).await;
                 leader.finish(result.clone());
@@ -493,6 +472,21 @@ where
             }
         }
     }
+}
+
+/// What is checked once the upstream file is known, before any byte is fetched: a
+/// declared SHA-256 that is quarantined (451), and a store known to be down (a clean
+/// 503 now, not a 200 that breaks off when the bytes cannot be stored).
+async fn before_fetching(state: &AppState, upstream: &Upstream) -> Result<(), ApiError> {
+    if let Some(sha) = &upstream.expected.sha256 {
+        super::quarantine::check(state, sha).await?;
+    }
+    if !state.storage.available().await {
+        return Err(ApiError::Unavailable(
+            "the artifact store is unavailable; try again".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A follower's wait for this replica's fill of the same file, bounded by
