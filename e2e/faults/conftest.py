@@ -20,6 +20,20 @@ from fault_server import content, files_of  # noqa: E402
 
 WARM = [f"warm-{i}" for i in range(6)]
 RESULTS = HERE / ".last-run.json"
+ADMIN_TOKEN = "faults-suite-admin"
+
+
+def invalidations_seen(replica):
+    """How many times the replica reloaded its sources on an invalidation message."""
+    n = 0
+    for line in replica.log.read_text().splitlines():
+        try:
+            fields = json.loads(line).get("fields", {})
+        except ValueError:
+            continue
+        if fields.get("message") == "upstream sources reloaded" and str(fields.get("reason", "")).startswith("invalidation"):
+            n += 1
+    return n
 
 
 def service(*args):
@@ -37,6 +51,7 @@ class Cluster:
         self.env["ORCHARD_HTTP_READ_TIMEOUT"] = "5"
         self.env["ORCHARD_CACHE_TTL_INDEX"] = "2"  # pages expire during every phase
         self.env["ORCHARD_DATABASE_POOL_TIMEOUT"] = "3"
+        self.env["ORCHARD_ADMIN_TOKEN"] = ADMIN_TOKEN
         self.replicas = [Orchard(self.tmp, self.env).start() for _ in range(3)]
 
     def restart(self, i):

@@ -1,7 +1,8 @@
 """Backing-service faults under a bounded mixed load over three replicas (pages and files,
 hits and misses, every body checked): a Postgres restart, a Redis Cluster master killed
 (its replica promoted), the S3 server stopped for 10 s, a replica SIGKILLed mid-fill, and
-the upstream stopped with every replica restarted. For each: never a 500, never a 404 for
+the upstream stopped with every replica restarted (and, after the Redis failover, an
+invalidation reaches every replica). For each: never a 500, never a 404 for
 something that exists, never a wrong body (a body cut short is an error the client sees,
 never a whole wrong file), and everything answered again 5 s after the fault ends, without
 a restart. Each phase's figures go to e2e/faults/.last-run.json and the log; the table in
@@ -13,7 +14,7 @@ import signal
 import threading
 import time
 
-from conftest import Load, files_of, content, record, service
+from conftest import ADMIN_TOKEN, Load, content, files_of, http, invalidations_seen, record, service
 
 NEVER = {"500", "404", "corrupt"}
 
@@ -59,6 +60,15 @@ def test_redis_master_killed(cluster):
                           lambda: service("kill-redis-master"), heal)
     check(load, row, allowed={"503"})
     assert service("cluster-state") == "cluster_state:ok"
+    # after the failover, an invalidation still reaches every replica
+    before = [invalidations_seen(r) for r in cluster.replicas]
+    status, _, body = http(f"{cluster.replicas[0].url}/api/v1/sources/up/invalidate", method="POST",
+                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, data=b"")
+    assert status == 200, body
+    deadline = time.time() + 10
+    while any(invalidations_seen(r) <= b for r, b in zip(cluster.replicas, before)):
+        assert time.time() < deadline, "a replica missed the invalidation after the failover"
+        time.sleep(0.2)
 
 
 def test_s3_stopped_for_10_seconds(cluster):
