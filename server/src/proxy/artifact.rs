@@ -135,6 +135,21 @@ where
     loop {
         match state.proxy.artifacts.join(&flight_key(&spec)) {
             singleflight::Role::Leader(leader) => {
+                // A fill that committed between our lookup and taking the lead: serve it
+                // (resolving again would ask the upstream for the index or sidecar again).
+                if let Some(hit) = committed_meanwhile(state, &spec).await? {
+                    leader.finish(Ok(hit.clone()));
+                    super::quarantine::check(state, &hit.sha256).await?;
+                    return response::stored(
+                        &state.storage,
+                        req,
+                        &hit.sha256,
+                        hit.size,
+                        spec.content_type,
+                        CacheStatus::Hit,
+                    )
+                    .await;
+                }
                 // Only the leader asks where the bytes are (an index page, a checksum
                 // sidecar): concurrent requests make one upstream request per path.
                 let Some(resolve) = resolve.take() else {
@@ -446,6 +461,11 @@ where
     loop {
         match state.proxy.artifacts.join(&flight_key(spec)) {
             singleflight::Role::Leader(leader) => {
+                // committed between our lookup and taking the lead: nothing to fetch
+                if let Some(hit) = committed_meanwhile(state, spec).await? {
+                    leader.finish(Ok(hit.clone()));
+                    return Ok(hit);
+                }
                 let Some(resolve) = resolve.take() else {
                     return Err(ApiError::Internal);
                 };
@@ -471,6 +491,18 @@ where
                 }
             }
         }
+    }
+}
+
+/// The artifact, if a fill committed it (with its bytes in storage) since this
+/// request's first lookup.
+async fn committed_meanwhile(
+    state: &AppState,
+    spec: &ArtifactSpec,
+) -> Result<Option<Committed>, ApiError> {
+    match lookup(state, spec).await? {
+        Some(hit) if state.storage.head(&hit.sha256).await.is_ok() => Ok(Some(hit)),
+        _ => Ok(None),
     }
 }
 
