@@ -90,6 +90,19 @@ async fn invalidate(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "source": name, "generation": generation })))
 }
 
+/// The checks every artifact operation starts with: the admin token, a SHA-256, and a
+/// database to act on.
+fn artifact_operation(
+    state: &AppState,
+    req: &HttpRequest,
+    raw_sha: &str,
+) -> Result<(String, std::sync::Arc<dyn crate::db::ArtifactRepository>), ApiError> {
+    authorize(state, req)?;
+    let sha = crate::deps::api::check_sha(raw_sha)?;
+    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?.clone();
+    Ok((sha, repo))
+}
+
 /// `DELETE /api/v1/artifacts/{sha256}`: removes every path mapped to the artifact, its
 /// row and dependencies, then its bytes (nothing references them any more). The next
 /// request for one of those paths fetches the file again — the way out when an upstream
@@ -99,9 +112,7 @@ async fn purge(
     req: HttpRequest,
     sha: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let sha = crate::deps::api::check_sha(&sha)?;
-    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let (sha, repo) = artifact_operation(&state, &req, &sha)?;
     let purged = repo.purge_artifact(&sha).await?;
     // (S3 answers a DELETE of a missing key with success: ask first)
     let bytes = match state.storage.head(&sha).await {
@@ -134,8 +145,7 @@ async fn quarantine(
     sha: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let sha = crate::deps::api::check_sha(&sha)?;
+    let (sha, repo) = artifact_operation(&state, &req, &sha)?;
     let body: QuarantineBody = if body.iter().all(u8::is_ascii_whitespace) {
         QuarantineBody::default()
     } else {
@@ -150,7 +160,6 @@ async fn quarantine(
         .filter(|c| !c.is_control())
         .take(500)
         .collect();
-    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
     let entry = crate::db::Quarantined {
         sha256: sha.clone(),
         reason: reason.clone(),
@@ -169,9 +178,7 @@ async fn release(
     req: HttpRequest,
     sha: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&state, &req)?;
-    let sha = crate::deps::api::check_sha(&sha)?;
-    let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?;
+    let (sha, repo) = artifact_operation(&state, &req, &sha)?;
     if !repo.unquarantine(&sha).await? {
         return Err(ApiError::NotFound(format!("{sha} is not quarantined")));
     }

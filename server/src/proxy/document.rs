@@ -41,6 +41,12 @@ impl DocHead {
     fn age(&self) -> Duration {
         Duration::from_millis((now_ms() - self.fetched_at_ms).max(0) as u64)
     }
+
+    /// Whether its persisted last good copy is older than `persisted::REFRESH_AFTER`.
+    fn copy_due(&self, now: i64) -> bool {
+        Duration::from_millis((now - self.persisted_at_ms).max(0) as u64)
+            >= super::persisted::REFRESH_AFTER
+    }
 }
 
 /// A document head, with its body when this request fetched it.
@@ -356,9 +362,7 @@ async fn fetch(
             Some(p) => {
                 let mut head = (*p).clone();
                 head.fetched_at_ms = now_ms();
-                let copy_age =
-                    Duration::from_millis((now_ms() - head.persisted_at_ms).max(0) as u64);
-                if copy_age > super::persisted::REFRESH_AFTER {
+                if head.copy_due(now_ms()) {
                     // keep the persisted copy's age close to the last contact upstream
                     if let Some(body) = state
                         .cache
@@ -482,11 +486,7 @@ async fn fetch(
             let now = now_ms();
             let kept = previous
                 .as_ref()
-                .filter(|p| {
-                    !p.found
-                        && Duration::from_millis((now - p.persisted_at_ms).max(0) as u64)
-                            < super::persisted::REFRESH_AFTER
-                })
+                .filter(|p| !p.found && !p.copy_due(now))
                 .map(|p| p.persisted_at_ms);
             let head = DocHead {
                 found: false,
