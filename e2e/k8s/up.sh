@@ -21,6 +21,8 @@ command -v openssl >/dev/null || die "openssl is not installed"
 
 mkdir -p "$STATE" "$PKI" "$ETCD_DIR" "$API_CERT_DIR"
 chmod 700 "$STATE" "$PKI"
+# The daemons inherit this directory: never a checkout that is deleted later.
+cd "$STATE"
 # One up.sh at a time per state dir.
 exec 9>"$STATE/.up.lock"
 flock 9

@@ -79,3 +79,40 @@ def test_quarantine_then_purge(replicas, fault):
         status, h, body = http(f"{r.url}{path}")
         assert status == 200 and body == content(file), status
     assert fault.counts().get(f"/files/{file}", 0) == before + 1, "fetched again once"
+
+
+def test_a_damaged_stored_file_is_refused_until_purged(tmp, fault):
+    """A stored file shortened from outside (a disk fault, a hand edit) is never served:
+    503 naming the purge, the process keeps serving everything else, and after a purge
+    the file is fetched again."""
+    data = tmp / "damaged-data"
+    env = {"ORCHARD_UPSTREAMS_FILE": sources_file(tmp / "sources-damaged.yaml", ("faulty", fault.url)),
+           "ORCHARD_DATA_DIR": str(data), "ORCHARD_ADMIN_TOKEN": TOKEN}
+    r = Orchard(tmp, env).start()
+    try:
+        assert http(f"{r.url}/pypi/simple/damaged-demo/")[0] == 200
+        files = ["damaged_demo-1.0-py3-none-any.whl", "damaged_demo-1.0.tar.gz"]
+        shas = {}
+        for f in files:
+            status, _, body = http(f"{r.url}/sources/faulty/files/damaged-demo/{f}")
+            assert status == 200 and body == content(f), (f, status)
+            shas[f] = hashlib.sha256(body).hexdigest()
+        damaged, intact = files
+        sha = shas[damaged]
+        stored = data / "artifacts/sha256" / sha[:2] / sha
+        stored.write_bytes(content(damaged)[: len(content(damaged)) // 2])
+
+        for _ in range(3):
+            status, _, body = http(f"{r.url}/sources/faulty/files/damaged-demo/{damaged}")
+            assert status == 503, (status, body[:200])
+            assert f"DELETE /api/v1/artifacts/{sha}" in json.loads(body)["error"]["message"]
+        status, _, body = http(f"{r.url}/sources/faulty/files/damaged-demo/{intact}")
+        assert status == 200 and body == content(intact)
+        assert r.metrics().get(("orchard_damaged_artifacts_total", ()), 0) == 3
+
+        assert api(r, "DELETE", f"/api/v1/artifacts/{sha}")[0] == 200
+        status, _, body = http(f"{r.url}/sources/faulty/files/damaged-demo/{damaged}")
+        assert status == 200 and body == content(damaged)
+        assert stored.read_bytes() == content(damaged)
+    finally:
+        assert r.stop() == 0

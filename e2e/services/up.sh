@@ -12,6 +12,10 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 bash "$HERE/install.sh"
 mkdir -p "$STATE"
+# The daemons inherit this directory as theirs: never a checkout or test directory
+# that is deleted later (s3s-fs resolves every key through its working directory and
+# answers 500 to everything once that is gone).
+cd "$STATE"
 
 # --- Postgres ---------------------------------------------------------------
 pg_healthy() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres; }
@@ -147,8 +151,12 @@ start_redis_single() {
 # --- S3 (s3s-fs) ------------------------------------------------------------
 start_s3() {
   mkdir -p "$S3_DIR/$S3_BUCKET"          # the bucket is just a directory
-  http_answers "$S3_PORT" && return 0
   local pid
+  if pid=$(live_pid "$S3_PID" s3s-fs) && [[ $(readlink "/proc/$pid/cwd") == *" (deleted)" ]]; then
+    log "s3s-fs: pid $pid runs in a deleted directory (every request fails); restarting"
+    stop_pid "$pid"
+  fi
+  http_answers "$S3_PORT" && return 0
   if pid=$(live_pid "$S3_PID" s3s-fs); then
     log "s3s-fs: pid $pid not answering; restarting"
     stop_pid "$pid"

@@ -53,7 +53,7 @@
 //! | `ORCHARD_MAX_HEADER_BYTES` | `32768` | largest total of request headers accepted (431 above) |
 //! | `ORCHARD_MAX_INDEX_BYTES` | `67108864` | largest upstream index document accepted |
 //! | `ORCHARD_DOCUMENT_WORK_BYTES` | `268435456` | memory budget of upstream documents read and parsed at once (each counted as 3× its size); more wait their turn |
-//! | `ORCHARD_STORAGE_TMP_MAX_AGE` | `3600` | seconds after which a temporary object (a fill killed between upload and commit) is removed by the storage cleaner (every 10 minutes, one replica at a time) |
+//! | `ORCHARD_STORAGE_TMP_MAX_AGE` | `3600` | seconds after which what a killed fill left in storage (a temporary object, an incomplete S3 multipart upload) is removed by the storage cleaner (every 10 minutes, one replica at a time) |
 //! | `ORCHARD_SOURCES_REFRESH` | `30` | seconds between reloads of the source list from the database (besides invalidation messages) |
 //! | `ORCHARD_UPSTREAMS_FILE` | unset | YAML list of upstream sources (see `sources`) |
 //! | `ORCHARD_UPSTREAM_PYPI` / `_NPM` / `_MAVEN` | unset | one upstream URL per protocol |

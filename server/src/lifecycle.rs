@@ -175,10 +175,9 @@ async fn watch_sources(state: AppState) {
 }
 
 /// Every 10 minutes (the first time after one), one replica at a time (a lock in the
-/// cache; without a cache each process cleans its own store) removes temporary objects
-/// older than `ORCHARD_STORAGE_TMP_MAX_AGE`, counted in `orchard_storage_cleaned_total`.
-/// Incomplete multipart uploads are invisible to object listings: give the bucket a
-/// lifecycle rule (`AbortIncompleteMultipartUpload`, docs/reliability.md).
+/// cache; without a cache each process cleans its own store) removes what killed fills
+/// left in storage, older than `ORCHARD_STORAGE_TMP_MAX_AGE`: temporary objects and
+/// incomplete S3 multipart uploads, counted in `orchard_storage_cleaned_total{kind}`.
 async fn clean_storage(state: AppState) {
     const EVERY: Duration = Duration::from_secs(600);
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -190,17 +189,18 @@ async fn clean_storage(state: AppState) {
         );
         let token = uuid::Uuid::new_v4().to_string();
         if state.cache.try_lock(&key, &token, EVERY / 2).await != Some(false) {
-            match state
-                .storage
-                .clean_temporary(state.config.storage_tmp_max_age)
-                .await
-            {
-                Ok(n) => {
-                    crate::metrics::metrics().storage_cleaned.inc_by(n as u64);
-                    if n > 0 {
+            match state.storage.clean(state.config.storage_tmp_max_age).await {
+                Ok(cleaned) => {
+                    let m = &crate::metrics::metrics().storage_cleaned;
+                    m.with_label_values(&["temporary"])
+                        .inc_by(cleaned.temporary as u64);
+                    m.with_label_values(&["upload"])
+                        .inc_by(cleaned.uploads as u64);
+                    if cleaned != Default::default() {
                         tracing::info!(
-                            removed = n,
-                            "storage cleaner removed abandoned temporary objects"
+                            temporary_objects = cleaned.temporary,
+                            multipart_uploads = cleaned.uploads,
+                            "storage cleaner removed what killed fills left behind"
                         );
                     }
                 }

@@ -30,7 +30,8 @@ pub struct Metrics {
     pub document_copies: IntCounterVec,
     pub db_retries: IntCounter,
     pub quarantine_refusals: IntCounter,
-    pub storage_cleaned: IntCounter,
+    pub storage_cleaned: IntCounterVec,
+    pub damaged_artifacts: IntCounter,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -174,10 +175,16 @@ impl Metrics {
                 "orchard_quarantine_refusals_total",
                 "Requests answered 451 because their artifact is quarantined",
             ),
-            storage_cleaned: counter(
+            storage_cleaned: counter_vec(
                 &r,
                 "orchard_storage_cleaned_total",
-                "Abandoned temporary objects removed from artifact storage by the cleaner",
+                "Leftovers of killed fills removed from artifact storage by the cleaner, by kind (temporary object, multipart upload)",
+                &["kind"],
+            ),
+            damaged_artifacts: counter(
+                &r,
+                "orchard_damaged_artifacts_total",
+                "Requests for a stored artifact whose bytes differ in size from its record (not served; 503)",
             ),
             file_url_refusals: counter_vec(
                 &r,

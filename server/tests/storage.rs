@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use futures::{stream, TryStreamExt};
 use orchard_server::config::StorageConfig;
-use orchard_server::storage::{ArtifactStore, Expected, StorageError, SMALL_OBJECT_LIMIT};
+use orchard_server::storage::{ArtifactStore, Cleaned, Expected, StorageError, SMALL_OBJECT_LIMIT};
 use sha2::{Digest, Sha256};
 
 fn s3_store() -> ArtifactStore {
@@ -234,14 +234,102 @@ async fn the_cleaner_removes_old_temporary_objects_only() {
     std::fs::write(tmp.join("left-by-a-killed-fill"), b"partial").unwrap();
     assert_eq!(store.temporary_objects().await.unwrap(), 1);
     let hour = std::time::Duration::from_secs(3600);
-    assert_eq!(store.clean_temporary(hour).await.unwrap(), 0, "too young");
     assert_eq!(
-        store
-            .clean_temporary(std::time::Duration::ZERO)
-            .await
-            .unwrap(),
-        1
+        store.clean(hour).await.unwrap(),
+        Cleaned::default(),
+        "too young"
+    );
+    assert_eq!(
+        store.clean(std::time::Duration::ZERO).await.unwrap(),
+        Cleaned {
+            temporary: 1,
+            uploads: 0
+        }
     );
     assert_eq!(store.temporary_objects().await.unwrap(), 0);
     assert!(store.head(&sha(&data)).await.is_ok(), "artifacts stay");
+}
+
+/// A source that sends `len` bytes and then never another one (a fill whose upstream
+/// stalls mid-way).
+fn stalls_after(
+    len: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    use futures::StreamExt;
+    chunks(&content(len, 9)).chain(stream::pending())
+}
+
+/// Polls `fill` until the store shows `uploads` journaled multipart uploads.
+async fn until_uploads<F: std::future::Future + Unpin>(
+    store: &ArtifactStore,
+    fill: &mut F,
+    uploads: usize,
+) {
+    for _ in 0..600 {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), &mut *fill).await;
+        if store.incomplete_uploads().await.unwrap().len() == uploads {
+            return;
+        }
+    }
+    panic!("never saw {uploads} incomplete uploads");
+}
+
+/// A fill killed mid-upload (its future leaked: no destructor runs, as when the process
+/// dies) leaves an S3 multipart upload that listings do not show; the cleaner aborts it
+/// through its journal — the bucket refuses further parts for it — and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_aborts_multipart_uploads_of_killed_fills() {
+    use object_store::multipart::MultipartStore;
+    let vars = common::s3_vars(&common::unique("storage-test"));
+    let store = ArtifactStore::from_config(&common::config_from(&vars).storage).unwrap();
+    let anything = Expected::default();
+    let mut fill = Box::pin(store.put_stream(stalls_after(SMALL_OBJECT_LIMIT + 1000), &anything));
+    until_uploads(&store, &mut fill, 1).await;
+    std::mem::forget(fill);
+    let uploads = store.incomplete_uploads().await.unwrap();
+    let (key, id) = uploads[0].clone();
+    assert!(key.contains("/tmp/"), "{key}");
+
+    let var = |name: &str| vars.iter().find(|(k, _)| *k == name).unwrap().1.clone();
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(var("ORCHARD_S3_ENDPOINT"))
+        .with_bucket_name(var("ORCHARD_S3_BUCKET"))
+        .with_region(var("ORCHARD_S3_REGION"))
+        .with_access_key_id(var("ORCHARD_S3_ACCESS_KEY_ID"))
+        .with_secret_access_key(var("ORCHARD_S3_SECRET_ACCESS_KEY"))
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let path: object_store::path::Path = key.as_str().into();
+    let late_part = || bucket.put_part(&path, &id, 1, Bytes::from_static(b"late").into());
+    late_part().await.expect("the abandoned upload takes parts");
+
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(
+        store.clean(hour).await.unwrap(),
+        Cleaned::default(),
+        "too young"
+    );
+    assert_eq!(
+        store.clean(std::time::Duration::ZERO).await.unwrap(),
+        Cleaned {
+            temporary: 0,
+            uploads: 1
+        }
+    );
+    assert!(store.incomplete_uploads().await.unwrap().is_empty());
+    let part = late_part().await;
+    assert!(part.is_err(), "the upload was not aborted: {part:?}");
+}
+
+/// A fill dropped mid-upload (the client went away) aborts its upload at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_fill_aborts_its_upload() {
+    let store = s3_store();
+    let anything = Expected::default();
+    let mut fill = Box::pin(store.put_stream(stalls_after(SMALL_OBJECT_LIMIT + 1000), &anything));
+    until_uploads(&store, &mut fill, 1).await;
+    drop(fill);
+    let mut never = futures::future::pending::<()>();
+    until_uploads(&store, &mut never, 0).await;
 }

@@ -137,7 +137,22 @@ pub async fn stored(
             return Ok(with_cache_status(res, cache));
         }
     };
-    let (_, served, body) = store.get(sha256, wanted.clone()).await?;
+    let (total, served, body) = store.get(sha256, wanted.clone()).await?;
+    if total != size {
+        // damaged from outside (a truncated file, an object replaced by hand): never
+        // served as the artifact
+        tracing::error!(
+            sha256,
+            recorded = size,
+            stored = total,
+            "stored artifact differs in size from its record; not served"
+        );
+        metrics().damaged_artifacts.inc();
+        return Err(ApiError::Unavailable(format!(
+            "the stored copy of artifact {sha256} is damaged; an administrator can purge it \
+             (DELETE /api/v1/artifacts/{sha256}) so that it is fetched again"
+        )));
+    }
     let len = served.end - served.start;
     let body = body.map(|chunk| {
         if let Ok(b) = &chunk {

@@ -25,6 +25,11 @@ use sha2::{Digest, Sha256};
 use crate::config::StorageConfig;
 use crate::metrics::metrics;
 
+mod local_read;
+mod multipart;
+
+use local_read::file_stream;
+
 /// Objects below this size are written with one PUT; it is also the multipart part size.
 pub const SMALL_OBJECT_LIMIT: usize = 8 * 1024 * 1024;
 const MULTIPART_CONCURRENCY: usize = 2;
@@ -51,6 +56,53 @@ pub enum StorageError {
     Config(String),
 }
 
+/// What the cleaner removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub temporary: usize,
+    pub uploads: usize,
+}
+
+/// Where the bytes of a large object go once it outgrew one PUT.
+enum Sink {
+    /// S3: an upload with a journal (`multipart`).
+    Tracked(multipart::Upload),
+    /// A local directory: object_store's staged file.
+    Plain(WriteMultipart),
+}
+
+impl Sink {
+    async fn put(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        match self {
+            Sink::Tracked(u) => u.put(chunk).await?,
+            Sink::Plain(w) => {
+                w.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+                w.put(chunk);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<(), StorageError> {
+        match self {
+            Sink::Tracked(u) => u.finish().await?,
+            Sink::Plain(w) => {
+                w.finish().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn abort(self) {
+        match self {
+            Sink::Tracked(u) => u.abort().await,
+            Sink::Plain(w) => {
+                let _ = w.abort().await;
+            }
+        }
+    }
+}
+
 /// What was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
@@ -62,6 +114,9 @@ pub struct StoredObject {
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
     kind: &'static str,
+    /// S3's multipart API, for uploads the cleaner can find again (`multipart`); a local
+    /// directory has none and writes large objects through `put_multipart`.
+    uploads: Option<multipart::Uploads>,
     /// Unix milliseconds of the last failure of the store itself (0: the last call
     /// worked), so that a fill is not started while the store is down (`available`).
     failing_since: Arc<std::sync::atomic::AtomicI64>,
@@ -122,12 +177,16 @@ impl ArtifactStore {
                     .with_virtual_hosted_style_request(false)
                     .build()
                     .map_err(|e| StorageError::Config(e.to_string()))?;
+                let uploads = multipart::Uploads::new(Arc::new(store.clone()), &s3.prefix);
                 let store: Arc<dyn ObjectStore> = if s3.prefix.is_empty() {
                     Arc::new(store)
                 } else {
                     Arc::new(PrefixStore::new(store, s3.prefix.as_str()))
                 };
-                Ok(Self::new(store, "s3"))
+                Ok(ArtifactStore {
+                    uploads: Some(uploads),
+                    ..Self::new(store, "s3")
+                })
             }
         }
     }
@@ -136,6 +195,7 @@ impl ArtifactStore {
         ArtifactStore {
             store,
             kind,
+            uploads: None,
             failing_since: Default::default(),
         }
     }
@@ -199,6 +259,25 @@ impl ArtifactStore {
         r
     }
 
+    async fn start_upload(&self, tmp: &Path) -> Result<Sink, StorageError> {
+        Ok(match &self.uploads {
+            Some(uploads) => Sink::Tracked(
+                uploads
+                    .start(
+                        self.store.clone(),
+                        tmp,
+                        SMALL_OBJECT_LIMIT,
+                        MULTIPART_CONCURRENCY,
+                    )
+                    .await?,
+            ),
+            None => Sink::Plain(WriteMultipart::new_with_chunk_size(
+                self.store.put_multipart(tmp).await?,
+                SMALL_OBJECT_LIMIT,
+            )),
+        })
+    }
+
     async fn put_stream_inner<S, E>(
         &self,
         body: S,
@@ -215,7 +294,7 @@ impl ArtifactStore {
         let mut size: u64 = 0;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
-        let mut upload: Option<WriteMultipart> = None;
+        let mut upload: Option<Sink> = None;
         let mut body = std::pin::pin!(body);
 
         let streamed: Result<(), StorageError> = async {
@@ -230,20 +309,14 @@ impl ArtifactStore {
                 }
                 size += chunk.len() as u64;
                 match upload.as_mut() {
-                    Some(w) => {
-                        w.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
-                        w.put(chunk);
-                    }
+                    Some(w) => w.put(chunk).await?,
                     None => {
                         head_len += chunk.len();
                         head.push(chunk);
                         if head_len >= SMALL_OBJECT_LIMIT {
-                            let mut w = WriteMultipart::new_with_chunk_size(
-                                self.store.put_multipart(&tmp).await?,
-                                SMALL_OBJECT_LIMIT,
-                            );
+                            let mut w = self.start_upload(&tmp).await?;
                             for b in head.drain(..) {
-                                w.put(b);
+                                w.put(b).await?;
                             }
                             upload = Some(w);
                         }
@@ -256,14 +329,12 @@ impl ArtifactStore {
 
         if let Err(e) = streamed {
             if let Some(w) = upload {
-                let _ = w.abort().await;
+                w.abort().await;
             }
             return Err(e);
         }
         match upload {
-            Some(w) => {
-                w.finish().await?;
-            }
+            Some(w) => w.finish().await?,
             None => {
                 self.store.put(&tmp, PutPayload::from_iter(head)).await?;
             }
@@ -431,14 +502,27 @@ impl ArtifactStore {
         Ok(Path::from(name))
     }
 
-    /// Deletes objects under the temporary prefix older than `older_than` (left by fills
-    /// killed between the upload and the copy to the final key). Returns how many.
-    pub async fn clean_temporary(
-        &self,
-        older_than: std::time::Duration,
-    ) -> Result<usize, StorageError> {
+    /// Removes what killed fills left behind, older than `older_than`: objects under the
+    /// temporary prefix (a fill killed between the upload and the copy to the final key)
+    /// and, on S3, multipart uploads never completed (aborted through their journal,
+    /// `multipart`).
+    pub async fn clean(&self, older_than: std::time::Duration) -> Result<Cleaned, StorageError> {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let uploads = match &self.uploads {
+            Some(u) => u.clean(&self.store, cutoff).await?,
+            None => 0,
+        };
+        Ok(Cleaned {
+            temporary: self.clean_temporary(cutoff).await?,
+            uploads,
+        })
+    }
+
+    async fn clean_temporary(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StorageError> {
         let stale: Vec<Path> = self
             .store
             .list(Some(&Path::from("tmp")))
@@ -454,6 +538,15 @@ impl ArtifactStore {
             }
         }
         Ok(removed)
+    }
+
+    /// S3 multipart uploads in flight or abandoned, as (bucket key, upload id); none on a
+    /// local directory.
+    pub async fn incomplete_uploads(&self) -> Result<Vec<(String, String)>, StorageError> {
+        match &self.uploads {
+            Some(u) => Ok(u.journaled(&self.store).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Objects under the temporary prefix (uploads in flight or abandoned).
@@ -498,143 +591,9 @@ impl ArtifactStore {
     }
 }
 
-/// Pieces a local object is handed to the HTTP layer in.
-const READ_CHUNK: u64 = 256 * 1024;
-
-/// Bytes of a local file mapped at once (handed out in `READ_CHUNK` slices).
-const MAP_WINDOW: u64 = 1024 * 1024;
-
-/// Bytes `range` of a local file, memory-mapped a `MAP_WINDOW` at a time (page tables
-/// filled from the page cache in the same call) and handed out in `READ_CHUNK` slices; a
-/// window is unmapped once its slices have been written, so a transfer holds about one
-/// window — no read call, zeroed buffer or blocking task per piece. Stored objects are
-/// content-addressed and written once (temporary file, then rename), never modified in
-/// place, so a mapping cannot change under a reader. A window that cannot be mapped is
-/// read on the blocking pool instead.
-fn file_stream(
-    file: std::fs::File,
-    range: Range<u64>,
-) -> BoxStream<'static, Result<Bytes, StorageError>> {
-    let file = Arc::new(file);
-    let windows = futures::stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = (end - pos).min(MAP_WINDOW);
-            // SAFETY: see above — the file is never truncated or rewritten while stored.
-            let mapped = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(pos)
-                    .len(want as usize)
-                    .populate()
-                    .map(&*file)
-            };
-            let window = match mapped {
-                Ok(map) => Bytes::from_owner(map),
-                Err(_) => read_piece(file, pos, want as usize).await?,
-            };
-            Ok::<_, StorageError>(Some((window, pos + want)))
-        }
-    });
-    windows
-        .map_ok(|w| {
-            let len = w.len();
-            futures::stream::iter(
-                (0..len)
-                    .step_by(READ_CHUNK as usize)
-                    .map(move |off| Ok(w.slice(off..(off + READ_CHUNK as usize).min(len)))),
-            )
-        })
-        .try_flatten()
-        .boxed()
-}
-
-async fn read_piece(
-    file: Arc<std::fs::File>,
-    pos: u64,
-    want: usize,
-) -> Result<Bytes, StorageError> {
-    let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; want];
-        file.read_exact_at(&mut buf, pos)?;
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| StorageError::Source(e.to_string()))?
-    .map_err(|e| StorageError::Source(format!("reading the stored artifact: {e}")))?;
-    Ok(Bytes::from(buf))
-}
-
-/// Bytes `range` of a local file, read in `READ_CHUNK` pieces on the blocking pool.
-#[cfg(test)]
-fn read_stream(
-    file: std::fs::File,
-    range: Range<u64>,
-) -> BoxStream<'static, Result<Bytes, StorageError>> {
-    let file = Arc::new(file);
-    futures::stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = (end - pos).min(READ_CHUNK);
-            Ok(Some((
-                read_piece(file, pos, want as usize).await?,
-                pos + want,
-            )))
-        }
-    })
-    .boxed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn mapped_and_read_streams_give_the_same_bytes() {
-        let data: Vec<u8> = (0..(2 * MAP_WINDOW as usize + 3 * READ_CHUNK as usize + 4097))
-            .map(|i| (i * 7 % 251) as u8)
-            .collect();
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), &data).unwrap();
-        let n = data.len() as u64;
-        for range in [
-            0..n,
-            1..n,
-            4095..4097,
-            1000..(READ_CHUNK + 3),
-            (MAP_WINDOW - 10)..(MAP_WINDOW + 10),
-            (n - 1)..n,
-            5..5,
-        ] {
-            let collect = |s: BoxStream<'static, Result<Bytes, StorageError>>| async move {
-                s.try_collect::<Vec<Bytes>>().await.unwrap().concat()
-            };
-            let mapped = collect(file_stream(
-                std::fs::File::open(f.path()).unwrap(),
-                range.clone(),
-            ))
-            .await;
-            let read = collect(read_stream(
-                std::fs::File::open(f.path()).unwrap(),
-                range.clone(),
-            ))
-            .await;
-            assert_eq!(
-                mapped,
-                &data[range.start as usize..range.end as usize],
-                "{range:?}"
-            );
-            assert_eq!(read, mapped, "{range:?}");
-        }
-    }
 
     #[test]
     fn keys_are_validated_digests() {
