@@ -137,10 +137,12 @@ METRIC = re.compile(r'^(\w+)(?:\{(.*)\})? (\S+)$')
 
 
 class Orchard:
-    def __init__(self, tmp, env):
+    def __init__(self, tmp, env, ports=None):
+        """`ports`: (port, admin port) of a replica this one replaces, as a restarted pod
+        keeps its address behind the Service; new free ports otherwise."""
         self.dir = tmp / f"orchard-{uuid.uuid4().hex[:8]}"
         self.dir.mkdir()
-        self.port, self.admin_port = free_port(), free_port()
+        self.port, self.admin_port = ports or (free_port(), free_port())
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.index = f"{self.url}/pypi/simple/"

@@ -15,10 +15,15 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "pypi"))
-from harness import FaultUpstream, Orchard, http, production_env, raw_get, sources_file, tmp  # noqa: E402,F401
+from harness import (E2E, FaultUpstream, Orchard, Proc, free_port, http, production_env, raw_get,  # noqa: E402,F401
+                     sources_file, tmp, wait_http)
 from fault_server import content, files_of  # noqa: E402
 
 WARM = [f"warm-{i}" for i in range(6)]
+# What the real client (pip) downloads during every fault, from the pypiserver source:
+# two projects with their dependencies, wheels and an sdist.
+PIP_SET = ["requests", "six==1.16.0", "docopt==0.6.2"]
+PIP = E2E / "venv/bin/pip"
 RESULTS = HERE / ".last-run.json"
 ADMIN_TOKEN = "faults-suite-admin"
 
@@ -43,10 +48,10 @@ def service(*args):
 
 
 class Cluster:
-    def __init__(self, tmp, fault):
+    def __init__(self, tmp, fault, pkgs):
         self.tmp, self.fault = tmp, fault
         self.env = production_env(f"e2e-faults-{tmp.name}")
-        self.env["ORCHARD_UPSTREAMS_FILE"] = sources_file(tmp / "faults-sources.yaml", ("up", fault.url))
+        self.env["ORCHARD_UPSTREAMS_FILE"] = sources_file(tmp / "faults-sources.yaml", ("up", fault.url), ("pkgs", pkgs.url))
         self.env["ORCHARD_FILL_LOCK_TTL"] = "3"
         self.env["ORCHARD_HTTP_READ_TIMEOUT"] = "5"
         self.env["ORCHARD_CACHE_TTL_INDEX"] = "2"  # pages expire during every phase
@@ -55,8 +60,10 @@ class Cluster:
         self.replicas = [Orchard(self.tmp, self.env).start() for _ in range(3)]
 
     def restart(self, i):
-        self.replicas[i].stop()
-        self.replicas[i] = Orchard(self.tmp, self.env).start()
+        """Starts replica `i` again on its address (its clients reconnect to it)."""
+        old = self.replicas[i]
+        old.stop()
+        self.replicas[i] = Orchard(self.tmp, self.env, ports=(old.port, old.admin_port)).start()
 
     def stop(self):
         for r in self.replicas:
@@ -144,6 +151,48 @@ class Load:
                 "after_recovery": {o: after.count(o) for o in set(after)}}
 
 
+class Clients:
+    """A real client during the fault: `pip download` of PIP_SET (with its dependencies)
+    into an empty directory, again and again until stopped, each run through the next
+    replica's `/sources/pkgs/simple/` (`avoid`: replicas a Service would have taken out
+    of rotation, e.g. one killed). pip retries a 5xx or a refused connection (here 8
+    times, about 30 s of backoff) as a CI job would; what matters is whether the run passed."""
+
+    def __init__(self, cluster, tmp, avoid=()):
+        self.cluster, self.tmp = cluster, tmp
+        self.through = [i for i in range(3) if i not in avoid]  # replicas a Service would send it to
+        self.runs = []  # (replica, passed, last lines of the output)
+        self.stop_event = threading.Event()
+        self.thread = None
+
+    def run_once(self, n):
+        i = self.through[n % len(self.through)]
+        target = self.tmp / f"pip-download-{time.monotonic_ns()}"
+        r = subprocess.run([str(PIP), "download", "--no-cache-dir", "--disable-pip-version-check", "--retries", "8",
+                            "--timeout", "30", "-d", str(target), "--index-url",
+                            f"{self.cluster.replicas[i].url}/sources/pkgs/simple/", *PIP_SET],
+                           capture_output=True, text=True, timeout=300)
+        files = sorted(p.name for p in target.glob("*")) if target.exists() else []
+        passed = r.returncode == 0 and len(files) >= 6
+        self.runs.append((i, passed, (r.stdout + r.stderr)[-600:]))
+
+    def loop(self):
+        n = 0
+        while not self.stop_event.is_set():
+            self.run_once(n)
+            n += 1
+
+    def start(self):
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join(timeout=300)
+        return {"runs": len(self.runs), "failed": sum(1 for _, ok, _ in self.runs if not ok)}
+
+
 def record(row):
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     rows = [r for r in rows if r["fault"] != row["fault"]] + [row]
@@ -158,13 +207,42 @@ def fault(tmp):
     f.stop()
 
 
+class Pkgs:
+    """pypiserver over e2e/pkgs-a: real projects for the real client."""
+
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/simple/"
+        self.proc = Proc([str(E2E / "venv/bin/pypi-server"), "run", "-i", "127.0.0.1", "-p", str(self.port), "-a", ".",
+                          "-P", ".", "--disable-fallback", str(E2E / "pkgs-a")], tmp / "faults-pypiserver.log")
+
+    def start(self):
+        self.proc.start()
+        wait_http(self.url)
+        return self
+
+    def stop(self):
+        self.proc.stop()
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp, fault):
-    c = Cluster(tmp, fault)
+def pkgs(tmp):
+    p = Pkgs(tmp).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp, fault, pkgs):
+    c = Cluster(tmp, fault, pkgs)
     # warm every replica: pages and one file of each warm project
     for r in c.replicas:
         for p in WARM:
             assert http(f"{r.url}/pypi/simple/{p}/")[0] == 200
             assert http(f"{r.url}/sources/up/files/{p}/{files_of(p)[0][0]}")[0] == 200
+    # and fill what pip downloads (one run; the others hit)
+    clients = Clients(c, tmp)
+    clients.run_once(0)
+    assert clients.runs[0][1], clients.runs[0][2]
     yield c
     c.stop()

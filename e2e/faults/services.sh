@@ -4,6 +4,7 @@
 #   stop-s3 / start-s3      kill s3s-fs / start it again (e2e/services/up.sh)
 #   kill-redis-master       SIGKILL one Redis Cluster master (not the first node);
 #                           prints its port
+#   kill-redis-node PORT    SIGKILL that Redis Cluster node (whatever its role)
 #   restart-redis-node PORT start that node again (as up.sh does; it rejoins from its
 #                           nodes.conf as a replica), wait until the cluster is whole
 #   cluster-state           the cluster's state as node 7001 sees it
@@ -38,6 +39,11 @@ case "${1:-}" in
     kill -KILL "$pid"
     echo "$port"
     ;;
+  kill-redis-node)
+    port=$2
+    pid=$(live_pid "$RC_DIR/$port/redis.pid" redis-server)
+    kill -KILL "$pid"
+    ;;
   restart-redis-node)
     port=$2
     rm -f "$RC_DIR/$port/redis.pid"
@@ -53,7 +59,7 @@ case "${1:-}" in
     redis-cli -p "${REDIS_CLUSTER_PORTS[0]}" cluster info | tr -d '\r' | grep '^cluster_state'
     ;;
   *)
-    echo "usage: $0 restart-postgres|stop-s3|start-s3|kill-redis-master|restart-redis-node PORT|cluster-state" >&2
+    echo "usage: $0 restart-postgres|stop-s3|start-s3|kill-redis-master|kill-redis-node PORT|restart-redis-node PORT|cluster-state" >&2
     exit 2
     ;;
 esac

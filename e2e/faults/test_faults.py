@@ -14,14 +14,16 @@ import signal
 import threading
 import time
 
-from conftest import ADMIN_TOKEN, Load, content, files_of, http, invalidations_seen, record, service
+from conftest import ADMIN_TOKEN, Clients, Load, content, files_of, http, invalidations_seen, record, service
 
 NEVER = {"500", "404", "corrupt"}
 
 
-def run_phase(cluster, name, inject, heal, fault_secs=10, misses=True, before=3, after=10):
+def run_phase(cluster, tmp, name, inject, heal, fault_secs=10, misses=True, before=3, after=10, pip_avoid=()):
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower())[:24].strip("-")  # a normalised project name
     load = Load(cluster, slug, misses=misses).start()
+    clients = Clients(cluster, tmp, avoid=pip_avoid).start()
+    load.clients = clients
     try:
         time.sleep(before)
         injected = load.now()
@@ -32,7 +34,9 @@ def run_phase(cluster, name, inject, heal, fault_secs=10, misses=True, before=3,
         time.sleep(after)
     finally:
         load.stop()
+        pip = clients.stop()
     row = load.summary(name, healed)
+    row["pip_download"] = pip
     row["fault_at_s"], row["healed_at_s"] = round(injected, 1), round(healed, 1)
     record(row)
     return load, row
@@ -44,23 +48,43 @@ def check(load, row, allowed):
     assert not NEVER & set(row["by_outcome"]), row
     assert set(row["after_recovery"]) <= {"ok"}, f"not recovered 5 s after the fault: {row}"
     assert row["by_outcome"].get("ok", 0) > 0, row
+    # pip passes every run, except that where a body may be cut short (allowed "cut") a
+    # download that broke off mid-body fails the run, as for any client
+    failed = [out for _, ok, out in load.clients.runs if not ok]
+    if "cut" in allowed:
+        failed = [out for out in failed if "IncompleteRead" not in out and "Connection broken" not in out]
+    assert row["pip_download"]["runs"] >= 1 and not failed, f"{row['fault']}: a pip download failed: {row} {failed[:1]}"
 
 
-def test_postgres_restart(cluster):
-    load, row = run_phase(cluster, "Postgres restarted (pg_ctl restart -m fast)",
+def test_postgres_restart(cluster, tmp):
+    load, row = run_phase(cluster, tmp, "Postgres restarted (pg_ctl restart -m fast)",
                           lambda: service("restart-postgres"), lambda _: None, fault_secs=5)
     check(load, row, allowed={"503"})
 
 
-def test_redis_master_killed(cluster):
+def test_redis_master_killed(cluster, tmp):
     def heal(port):
         service("restart-redis-node", port)
 
-    load, row = run_phase(cluster, "Redis Cluster master SIGKILLed (replica promoted), then restarted",
+    load, row = run_phase(cluster, tmp, "Redis Cluster master SIGKILLed (replica promoted), then restarted",
                           lambda: service("kill-redis-master"), heal)
     check(load, row, allowed={"503"})
     assert service("cluster-state") == "cluster_state:ok"
-    # after the failover, an invalidation still reaches every replica
+    invalidation_reaches_every_replica(cluster)
+
+
+def test_redis_node_of_the_subscriptions_killed(cluster, tmp):
+    """The replicas subscribe to invalidations through the first configured node: killed,
+    they subscribe again through another one."""
+    first = cluster.env["ORCHARD_REDIS_CLUSTER_NODES"].split(",")[0].rsplit(":", 1)[1]
+    load, row = run_phase(cluster, tmp, f"Redis node {first} (the one invalidations are subscribed through) SIGKILLed, then restarted",
+                          lambda: service("kill-redis-node", first), lambda _: service("restart-redis-node", first))
+    check(load, row, allowed={"503"})
+    assert service("cluster-state") == "cluster_state:ok"
+    invalidation_reaches_every_replica(cluster)
+
+
+def invalidation_reaches_every_replica(cluster):
     before = [invalidations_seen(r) for r in cluster.replicas]
     status, _, body = http(f"{cluster.replicas[0].url}/api/v1/sources/up/invalidate", method="POST",
                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, data=b"")
@@ -71,8 +95,8 @@ def test_redis_master_killed(cluster):
         time.sleep(0.2)
 
 
-def test_s3_stopped_for_10_seconds(cluster):
-    load, row = run_phase(cluster, "S3 server stopped for 10 s",
+def test_s3_stopped_for_10_seconds(cluster, tmp):
+    load, row = run_phase(cluster, tmp, "S3 server stopped for 10 s",
                           lambda: service("stop-s3"), lambda _: service("start-s3"))
     # misses and hits that need S3 answer 503. Cut short: a hit streaming from S3 when it
     # went away, and misses whose fill was in flight when it did (object_store retries
@@ -86,7 +110,7 @@ def test_s3_stopped_for_10_seconds(cluster):
         assert not late, f"replica {replica} started fills it could not store after its first error at {first_error:.1f} s: {late}"
 
 
-def test_replica_killed_mid_fill(cluster, fault):
+def test_replica_killed_mid_fill(cluster, fault, tmp):
     project = "slow-fill"
     file = files_of(project)[0][0]
     fault.mode(file, "delay2")  # the upstream takes 2 s to answer: the fill is in flight
@@ -106,7 +130,8 @@ def test_replica_killed_mid_fill(cluster, fault):
         assert (status, complete) == (200, True) and hashlib.sha256(body).digest() == hashlib.sha256(content(file)).digest()
         cluster.restart(0)
 
-    load, row = run_phase(cluster, "a replica SIGKILLed mid-fill, then started again", inject, heal, fault_secs=4)
+    load, row = run_phase(cluster, tmp, "a replica SIGKILLed mid-fill, then started again", inject, heal, fault_secs=4,
+                          pip_avoid={0})  # the Service stops sending to a killed pod
     # only the killed replica's own requests fail (connections cut, bodies cut short)
     failed_elsewhere = [(t, i, k, o) for t, i, k, o, _ in load.results
                         if o != "ok" and i != 0]
@@ -123,18 +148,20 @@ def load_one(port, project, file):
         pass
 
 
-def test_upstream_stopped_and_every_replica_restarted(cluster, fault):
+def test_upstream_stopped_and_every_replica_restarted(cluster, fault, pkgs, tmp):
     """Warm traffic only (nothing new can be fetched): pages come from the shared cache
-    or their persisted last good copies, files from S3. Replicas restart one at a time;
-    only the one restarting refuses connections meanwhile."""
+    or their persisted last good copies, files from S3. Both upstreams stop; replicas
+    restart one at a time; only the one restarting refuses connections meanwhile (pip
+    retries its connection)."""
     restarted = []
 
     def inject():
         fault.stop()
+        pkgs.stop()
         for i in range(3):
             cluster.restart(i)
             restarted.append(time.monotonic())
 
-    load, row = run_phase(cluster, "upstream stopped, every replica restarted one by one",
+    load, row = run_phase(cluster, tmp, "upstream stopped, every replica restarted one by one",
                           inject, lambda _: None, fault_secs=3, misses=False)
     check(load, row, allowed={"conn"})
