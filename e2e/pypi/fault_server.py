@@ -3,7 +3,8 @@
 It serves PEP 503 pages and files for made-up projects and misbehaves on request:
 
     POST /__mode/<key>/<mode>   key = a project or file name; mode is one of
-        ok | slow | delayN (answer after N seconds) | 500 | reset | truncated | wrong | 404
+        ok | slow | delayN (answer after N seconds) | dripN (the body in 20 pieces over N
+        seconds) | 500 | reset | truncated | wrong | 404
         (for a Maven file, 404 also covers its .sha1)
     GET  /__count               JSON: requests received per path (conditional requests
                                 answered 304 are counted under "304 <path>")
@@ -121,6 +122,20 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(SLOW_SECONDS)
         elif mode.startswith("delay"):
             time.sleep(float(mode[5:] or 1))
+        elif mode.startswith("drip"):
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            piece = -(-len(body) // 20)
+            try:
+                for at in range(0, len(body), piece):
+                    self.wfile.write(body[at:at + piece])
+                    self.wfile.flush()
+                    time.sleep(float(mode[4:] or 1) / 20)
+            except OSError:
+                pass  # the reader went away
+            return True
         elif mode == "500":
             self.send_bytes(500, b"internal error")
             return True
