@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use orchard_server::config::{CacheConfig, ConfigError, DatabaseConfig, Env};
-use orchard_server::credentials::CredentialsKey;
+use orchard_core::config::{CacheConfig, ConfigError, DatabaseConfig, Env};
+use orchard_core::credentials::CredentialsKey;
 
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {

@@ -5,8 +5,8 @@
 
 use std::process::ExitCode;
 
+use orchard_core::config::Env;
 use orchard_operator::config::OperatorConfig;
-use orchard_server::config::Env;
 
 fn main() -> ExitCode {
     if std::env::args()

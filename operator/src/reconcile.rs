@@ -18,10 +18,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Resource, ResourceExt};
-use orchard_server::cache::CacheService;
-use orchard_server::credentials::CredentialsKey;
-use orchard_server::db::{ArtifactRepository, UpstreamSourceRow};
-use orchard_server::sources::{self, CredentialsKind, CredentialsSpec, SourceSpec};
+use orchard_core::cache::CacheService;
+use orchard_core::credentials::CredentialsKey;
+use orchard_core::db::{ArtifactRepository, UpstreamSourceRow};
+use orchard_core::source_spec::{self, CredentialsKind, CredentialsSpec, SourceSpec};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::crd::{Condition, CredentialsType, Protocol, UpstreamSource, UpstreamSourceStatus};
@@ -279,15 +279,15 @@ pub fn desired_spec(obj: &UpstreamSource, credentials: Option<CredentialsSpec>) 
     SourceSpec {
         name: obj.name_any(),
         protocol: match s.protocol {
-            Protocol::Pypi => sources::Protocol::Pypi,
-            Protocol::Npm => sources::Protocol::Npm,
-            Protocol::Maven => sources::Protocol::Maven,
+            Protocol::Pypi => source_spec::Protocol::Pypi,
+            Protocol::Npm => source_spec::Protocol::Npm,
+            Protocol::Maven => source_spec::Protocol::Maven,
         },
         url: s.url.clone(),
         priority: s.priority,
         enabled: s.enabled,
         credentials,
-        ttl: s.ttl.as_ref().map(|t| sources::TtlOverrides {
+        ttl: s.ttl.as_ref().map(|t| source_spec::TtlOverrides {
             index_seconds: t.index_seconds,
             versions_seconds: t.versions_seconds,
         }),

@@ -15,9 +15,9 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use orchard_server::cache::CacheService;
-use orchard_server::config::CacheBackendConfig;
-use orchard_server::db;
+use orchard_core::cache::CacheService;
+use orchard_core::config::CacheBackendConfig;
+use orchard_core::db;
 
 use crate::config::OperatorConfig;
 use crate::crd::UpstreamSource;

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::ApiError;
-use crate::sources::Source;
+use crate::sources::{parse_file_host, Source};
 use crate::storage::Expected;
 
 /// Why a file URL was refused.
@@ -59,24 +59,6 @@ pub enum Allowed {
     SameOrigin,
     /// On a listed file host: no credentials; its addresses still need checking.
     FileHost { host: String, port: u16 },
-}
-
-/// Checks a `fileHosts` entry: `host` or `host:port` (IPv6 in brackets).
-pub fn parse_file_host(entry: &str) -> Result<(String, Option<u16>), String> {
-    let parsed = url::Url::parse(&format!("http://{entry}/"))
-        .map_err(|e| format!("{entry:?} is not a host or host:port: {e}"))?;
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("{entry:?} has no host"))?;
-    let rebuilt = match parsed.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
-    if !rebuilt.eq_ignore_ascii_case(entry) || parsed.path() != "/" {
-        return Err(format!("{entry:?} must be a bare host or host:port"));
-    }
-    Ok((host.to_ascii_lowercase(), parsed.port()))
 }
 
 /// The synchronous rules (1–3).

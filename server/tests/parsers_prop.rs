@@ -3,13 +3,13 @@
 //! nothing that is accepted can escape its place (no `..`, no separators, keys only
 //! from digests); round trips hold.
 
-use orchard_server::file_url;
 use orchard_server::protocols::decode_segment;
 use orchard_server::protocols::maven::coords::{self, MavenPath};
 use orchard_server::protocols::npm::names::PackageName;
 use orchard_server::protocols::pypi::names;
 use orchard_server::proxy::response::{parse_range, RangeRequest};
 use orchard_server::storage::ArtifactStore;
+use orchard_server::{file_url, sources};
 use proptest::prelude::*;
 
 /// Strings biased towards the characters that matter in paths and names.
@@ -123,7 +123,7 @@ proptest! {
 
     #[test]
     fn file_host_entries_never_panic(entry in hostile_text()) {
-        if let Ok((host, _)) = file_url::parse_file_host(&entry) {
+        if let Ok((host, _)) = sources::parse_file_host(&entry) {
             prop_assert!(!host.contains('/') && !host.contains('@'));
         }
     }

@@ -169,7 +169,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub storage: StorageConfig,
     pub http: HttpConfig,
-    pub sources: Vec<crate::sources::SourceSpec>,
+    pub sources: Vec<crate::source_spec::SourceSpec>,
     pub max_index_bytes: usize,
     /// Bytes all upstream documents being read and parsed at once may take (estimated
     /// as `DOCUMENT_WORK_FACTOR` × their size); more wait.
@@ -338,7 +338,7 @@ impl Config {
             cache: CacheConfig::from_env(env)?,
             storage: StorageConfig::from_env(env, &server.data_dir)?,
             http: HttpConfig::from_env(env)?,
-            sources: crate::sources::static_sources(env)?,
+            sources: crate::source_spec::static_sources(env)?,
             max_index_bytes: env.var_in_range("ORCHARD_MAX_INDEX_BYTES", 64 << 20, 1024, 1 << 32)?
                 as usize,
             document_work_bytes: env.var_in_range(

@@ -9,8 +9,8 @@ use secrecy::ExposeSecret;
 use super::DbError;
 use crate::config::DatabaseUrl;
 
-const POSTGRES: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
-const SQLITE: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 /// Arbitrary, fixed: the advisory lock id of Orchard's migrations.
 const MIGRATION_LOCK_ID: i64 = 0x006f_7263_6861_7264;
 
