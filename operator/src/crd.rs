@@ -4,9 +4,11 @@
 //! The schema validates what the API server can check itself, so `kubectl apply` of a
 //! bad spec is refused with a readable message: the protocol is an enum, the URL an
 //! http(s) URL without credentials, query or fragment (CEL), the priority 0–10000, TTLs
-//! at least one second, name patterns non-empty.
+//! at least one second, name patterns non-empty. Those fields and rules are
+//! `orchard_core::source_spec::SourceSettings`, shared with the server.
 
 use kube::{CustomResource, KubeSchema};
+use orchard_core::source_spec::SourceSettings;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -38,70 +40,13 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamSourceSpec {
-    /// `pypi` (a PEP 503/691 simple index), `npm` (a registry) or `maven` (a repository layout).
-    pub protocol: Protocol,
-    /// Base URL of the upstream, e.g. `https://upstream.example/simple/`.
-    #[schemars(length(min = 8, max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must start with http:// or https://"))]
-    #[x_kube(validation = kube::core::Rule::new("!self.contains('@') && !self.contains('?') && !self.contains('#')").message("url must not carry credentials, a query or a fragment; use credentialsSecretRef"))]
-    pub url: String,
-    /// Lower wins: in the merged view a package found in a higher-priority source hides
-    /// it in every lower one.
-    #[serde(default = "default_priority")]
-    #[schemars(range(min = 0, max = 10000))]
-    pub priority: i32,
-    #[serde(default = "default_enabled")]
-    pub enabled: bool,
+    /// What the source is: the same struct (fields, defaults, bounds, CEL rules) as a
+    /// source in the server's sources file and database row, flattened into the spec.
+    #[serde(flatten)]
+    pub source: SourceSettings,
     /// A Secret in the same namespace with the upstream's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<CredentialsSecretRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<TtlOverrides>,
-    /// Package name patterns (`*` wildcard) this source may serve; empty = all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub include: Vec<Pattern>,
-    /// Package name patterns this source never serves.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub exclude: Vec<Pattern>,
-    /// Hosts other than the source's own (`host` or `host:port`, e.g. a CDN the index
-    /// links to) that files may be fetched from: without the source's credentials, and
-    /// only files with a declared sha256/sha512.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub file_hosts: Vec<FileHost>,
-}
-
-fn default_priority() -> i32 {
-    100
-}
-fn default_enabled() -> bool {
-    true
-}
-
-/// `host` or `host:port` (IPv6 in brackets).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct FileHost(
-    #[schemars(
-        length(min = 1, max = 261),
-        regex(pattern = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
-    )]
-    pub String,
-);
-
-/// A name pattern such as `acme-*` or `com.acme:*`.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Pattern(#[schemars(length(min = 1, max = 214))] pub String);
-
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Pypi,
-    Npm,
-    Maven,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -125,19 +70,6 @@ pub struct CredentialsSecretRef {
 pub enum CredentialsType {
     Basic,
     Bearer,
-}
-
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TtlOverrides {
-    /// Seconds an index page (PyPI) stays fresh.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 31536000))]
-    pub index_seconds: Option<u64>,
-    /// Seconds version lists (npm packuments, maven-metadata.xml) stay fresh.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 31536000))]
-    pub versions_seconds: Option<u64>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -63,7 +63,7 @@ mod tests {
         let spec: crd::UpstreamSourceSpec =
             serde_json::from_str(r#"{"protocol":"npm","url":"https://upstream.example/npm/"}"#)
                 .unwrap();
-        assert_eq!((spec.priority, spec.enabled), (100, true));
+        assert_eq!((spec.source.priority, spec.source.enabled), (100, true));
         assert!(serde_json::from_str::<crd::UpstreamSourceSpec>(
             r#"{"protocol":"cargo","url":"https://x/"}"#
         )

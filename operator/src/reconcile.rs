@@ -21,10 +21,10 @@ use kube::{Resource, ResourceExt};
 use orchard_core::cache::CacheService;
 use orchard_core::credentials::CredentialsKey;
 use orchard_core::db::{ArtifactRepository, UpstreamSourceRow};
-use orchard_core::source_spec::{self, CredentialsKind, CredentialsSpec, SourceSpec};
+use orchard_core::source_spec::{CredentialsKind, CredentialsSpec, SourceSpec};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::crd::{Condition, CredentialsType, Protocol, UpstreamSource, UpstreamSourceStatus};
+use crate::crd::{Condition, CredentialsType, UpstreamSource, UpstreamSourceStatus};
 use crate::metrics::Metrics;
 
 pub const FINALIZER: &str = "orchard.dev/source-row";
@@ -275,25 +275,10 @@ async fn cleanup(obj: &UpstreamSource, ctx: &Context) -> Result<Action, Error> {
 
 /// The row the resource describes (credentials already resolved and sealed).
 pub fn desired_spec(obj: &UpstreamSource, credentials: Option<CredentialsSpec>) -> SourceSpec {
-    let s = &obj.spec;
     SourceSpec {
         name: obj.name_any(),
-        protocol: match s.protocol {
-            Protocol::Pypi => source_spec::Protocol::Pypi,
-            Protocol::Npm => source_spec::Protocol::Npm,
-            Protocol::Maven => source_spec::Protocol::Maven,
-        },
-        url: s.url.clone(),
-        priority: s.priority,
-        enabled: s.enabled,
+        settings: obj.spec.source.clone(),
         credentials,
-        ttl: s.ttl.as_ref().map(|t| source_spec::TtlOverrides {
-            index_seconds: t.index_seconds,
-            versions_seconds: t.versions_seconds,
-        }),
-        include: s.include.iter().map(|p| p.0.clone()).collect(),
-        exclude: s.exclude.iter().map(|p| p.0.clone()).collect(),
-        file_hosts: s.file_hosts.iter().map(|h| h.0.clone()).collect(),
     }
 }
 

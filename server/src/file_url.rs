@@ -216,20 +216,22 @@ pub fn redact(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::{Protocol, SourceSpec};
+    use crate::sources::{Protocol, SourceSettings, SourceSpec};
 
     fn source(url: &str, file_hosts: &[&str]) -> Source {
         let spec = SourceSpec {
             name: "s".into(),
-            protocol: Protocol::Pypi,
-            url: url.into(),
-            priority: 1,
-            enabled: true,
+            settings: SourceSettings {
+                protocol: Protocol::Pypi,
+                url: url.into(),
+                priority: 1,
+                enabled: true,
+                ttl: None,
+                include: vec![],
+                exclude: vec![],
+                file_hosts: file_hosts.iter().map(|s| s.to_string()).collect(),
+            },
             credentials: None,
-            ttl: None,
-            include: vec![],
-            exclude: vec![],
-            file_hosts: file_hosts.iter().map(|s| s.to_string()).collect(),
         };
         Source {
             base: url::Url::parse(&spec.url).unwrap(),

@@ -202,20 +202,22 @@ mod tests {
         let sealed = key.seal("internal", None, &SecretString::from("tok"));
         let mut spec = SourceSpec {
             name: "internal".into(),
-            protocol: Protocol::Npm,
-            url: "https://upstream.example/npm/".into(),
-            priority: 1,
-            enabled: true,
+            settings: SourceSettings {
+                protocol: Protocol::Npm,
+                url: "https://upstream.example/npm/".into(),
+                priority: 1,
+                enabled: true,
+                ttl: None,
+                include: vec![],
+                exclude: vec![],
+                file_hosts: vec![],
+            },
             credentials: Some(CredentialsSpec {
                 kind: CredentialsKind::Bearer,
                 username: None,
                 secret_env: None,
                 sealed: Some(sealed),
             }),
-            ttl: None,
-            include: vec![],
-            exclude: vec![],
-            file_hosts: vec![],
         };
         let row = spec.to_owned_row(Some("ns/internal"));
         assert_eq!(SourceSpec::row_owner(&row).as_deref(), Some("ns/internal"));
@@ -236,15 +238,17 @@ mod tests {
     fn include_exclude() {
         let spec = SourceSpec {
             name: "s".into(),
-            protocol: Protocol::Pypi,
-            url: "https://upstream.example/".into(),
-            priority: 1,
-            enabled: true,
+            settings: SourceSettings {
+                protocol: Protocol::Pypi,
+                url: "https://upstream.example/".into(),
+                priority: 1,
+                enabled: true,
+                ttl: None,
+                include: vec!["acme-*".into()],
+                exclude: vec!["acme-secret".into()],
+                file_hosts: vec![],
+            },
             credentials: None,
-            ttl: None,
-            include: vec!["acme-*".into()],
-            exclude: vec!["acme-secret".into()],
-            file_hosts: vec![],
         };
         let s = Source {
             base: url::Url::parse(&spec.url).unwrap(),

@@ -7,12 +7,15 @@
 //! protocol, priority 100). In a cluster the operator writes them to the
 //! `upstream_sources` table. A name defined in both places takes the static definition.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Env};
 use crate::db::UpstreamSourceRow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Pypi,
@@ -74,41 +77,127 @@ pub enum CredentialsKind {
     Bearer,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TtlOverrides {
+    /// Seconds an index page (PyPI) stays fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31536000))]
     pub index_seconds: Option<u64>,
+    /// Seconds version lists (npm packuments, maven-metadata.xml) stay fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 31536000))]
     pub versions_seconds: Option<u64>,
 }
 
-/// One upstream source, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SourceSpec {
-    pub name: String,
+// What an upstream source is, apart from its name and credentials — defined once for
+// every place a source is written: the sources file (`SourceSpec`), the database row,
+// and the `UpstreamSource` custom resource (the operator's CRD flattens this struct
+// into its spec, and its schema — with the bounds and CEL rules below — into the CRD;
+// the doc comments are the CRD's field descriptions).
+/// An upstream registry: its protocol, URL, priority and which packages it may serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSettings {
+    /// `pypi` (a PEP 503/691 simple index), `npm` (a registry) or `maven` (a repository layout).
     pub protocol: Protocol,
+    /// Base URL of the upstream, e.g. `https://upstream.example/simple/`.
+    #[schemars(
+        length(min = 8, max = 2048),
+        extend("x-kubernetes-validations" = [
+            {
+                "rule": "self.startsWith('http://') || self.startsWith('https://')",
+                "message": "url must start with http:// or https://"
+            },
+            {
+                "rule": "!self.contains('@') && !self.contains('?') && !self.contains('#')",
+                "message": "url must not carry credentials, a query or a fragment; use credentialsSecretRef"
+            }
+        ])
+    )]
     pub url: String,
+    /// Lower wins: in the merged view a package found in a higher-priority source hides
+    /// it in every lower one.
     #[serde(default = "default_priority")]
+    #[schemars(range(min = 0, max = 10000))]
     pub priority: i32,
     #[serde(default = "default_enabled")]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<TtlOverrides>,
-    /// Name patterns (`*` wildcard) this source may serve; empty = all.
+    /// Package name patterns (`*` wildcard) this source may serve; empty = all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 214)))]
     pub include: Vec<String>,
-    /// Name patterns this source never serves.
+    /// Package name patterns this source never serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 214)))]
     pub exclude: Vec<String>,
-    /// Hosts (`host` or `host:port`) other than the source's own that its index may
-    /// link files to (a CDN, say); such files are fetched without the source's
-    /// credentials and only with a declared sha256/sha512 (see `file_url`).
+    /// Hosts other than the source's own (`host` or `host:port`, e.g. a CDN the index
+    /// links to) that files may be fetched from: without the source's credentials, and
+    /// only files with a declared sha256/sha512.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 261),
+            regex(pattern = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+        )
+    )]
     pub file_hosts: Vec<String>,
+}
+
+impl SourceSettings {
+    /// Settings with every optional field at its default.
+    pub fn new(protocol: Protocol, url: impl Into<String>) -> Self {
+        SourceSettings {
+            protocol,
+            url: url.into(),
+            priority: default_priority(),
+            enabled: default_enabled(),
+            ttl: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            file_hosts: Vec::new(),
+        }
+    }
+
+    /// The field names a source may carry, from the schema (used to refuse unknown
+    /// fields in the sources file, which `flatten` would otherwise ignore).
+    pub fn field_names() -> Vec<String> {
+        let schema = schemars::schema_for!(SourceSettings);
+        schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One upstream source, as configured: its name, its settings and (in the sources
+/// file or a row) its credentials. Reads of the settings go through `Deref`
+/// (`spec.url`, `spec.priority`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub settings: SourceSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSpec>,
+}
+
+impl std::ops::Deref for SourceSpec {
+    type Target = SourceSettings;
+    fn deref(&self) -> &SourceSettings {
+        &self.settings
+    }
+}
+
+impl std::ops::DerefMut for SourceSpec {
+    fn deref_mut(&mut self) -> &mut SourceSettings {
+        &mut self.settings
+    }
 }
 
 fn default_priority() -> i32 {
@@ -238,15 +327,17 @@ impl SourceSpec {
             .map_err(|e| format!("source {}: bad settings: {e}", row.name))?;
         let spec = SourceSpec {
             name: row.name.clone(),
-            protocol,
-            url: row.url.clone(),
-            priority: row.priority,
-            enabled: row.enabled,
+            settings: SourceSettings {
+                protocol,
+                url: row.url.clone(),
+                priority: row.priority,
+                enabled: row.enabled,
+                ttl: settings.ttl,
+                include: settings.include,
+                exclude: settings.exclude,
+                file_hosts: settings.file_hosts,
+            },
             credentials: settings.credentials,
-            ttl: settings.ttl,
-            include: settings.include,
-            exclude: settings.exclude,
-            file_hosts: settings.file_hosts,
         };
         spec.validate()?;
         Ok(spec)
@@ -262,10 +353,34 @@ pub fn static_sources(env: &Env<'_>) -> Result<Vec<SourceSpec>, ConfigError> {
             var: FILE,
             message: format!("cannot read {path}: {e}"),
         })?;
-        specs = serde_norway::from_str(&text).map_err(|e| ConfigError {
-            var: FILE,
-            message: format!("{path} is not a list of sources: {e}"),
-        })?;
+        let entries: Vec<serde_norway::Value> =
+            serde_norway::from_str(&text).map_err(|e| ConfigError {
+                var: FILE,
+                message: format!("{path} is not a list of sources: {e}"),
+            })?;
+        let mut known = SourceSettings::field_names();
+        known.extend(["name".to_string(), "credentials".to_string()]);
+        for entry in entries {
+            if let Some(fields) = entry.as_mapping() {
+                if let Some(unknown) = fields
+                    .keys()
+                    .map(|k| k.as_str().unwrap_or("?"))
+                    .find(|k| !known.iter().any(|f| f == k))
+                {
+                    return Err(ConfigError {
+                        var: FILE,
+                        message: format!(
+                            "{path}: unknown field `{unknown}` in a source (known: {})",
+                            known.join(", ")
+                        ),
+                    });
+                }
+            }
+            specs.push(serde_norway::from_value(entry).map_err(|e| ConfigError {
+                var: FILE,
+                message: format!("{path} is not a list of sources: {e}"),
+            })?);
+        }
         for s in &specs {
             s.validate()
                 .map_err(|message| ConfigError { var: FILE, message })?;
@@ -279,15 +394,8 @@ pub fn static_sources(env: &Env<'_>) -> Result<Vec<SourceSpec>, ConfigError> {
         if let Some(url) = env.var(var) {
             let spec = SourceSpec {
                 name: protocol.as_str().to_string(),
-                protocol,
-                url,
-                priority: default_priority(),
-                enabled: true,
+                settings: SourceSettings::new(protocol, url),
                 credentials: None,
-                ttl: None,
-                include: vec![],
-                exclude: vec![],
-                file_hosts: vec![],
             };
             spec.validate()
                 .map_err(|message| ConfigError { var, message })?;
@@ -405,5 +513,19 @@ mod tests {
         }))
         .unwrap_err();
         assert!(e.message.contains("credentials"), "{e}");
+
+        // a misspelt field is refused, not ignored
+        std::fs::write(
+            &path,
+            "- name: typo\n  protocol: pypi\n  url: https://upstream.example/\n  priorty: 5\n",
+        )
+        .unwrap();
+        let p = path.to_string_lossy().to_string();
+        let e = static_sources(&Env::from_fn(move |k| {
+            (k == "ORCHARD_UPSTREAMS_FILE").then(|| p.clone())
+        }))
+        .unwrap_err();
+        assert!(e.message.contains("unknown field `priorty`"), "{e}");
+        assert!(e.message.contains("fileHosts"), "{e}");
     }
 }

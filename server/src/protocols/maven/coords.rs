@@ -222,15 +222,17 @@ mod tests {
     fn source(include: &[&str], exclude: &[&str]) -> crate::sources::Source {
         let spec = crate::sources::SourceSpec {
             name: "s".into(),
-            protocol: crate::sources::Protocol::Maven,
-            url: "https://upstream.example/maven2/".into(),
-            priority: 1,
-            enabled: true,
+            settings: crate::sources::SourceSettings {
+                protocol: crate::sources::Protocol::Maven,
+                url: "https://upstream.example/maven2/".into(),
+                priority: 1,
+                enabled: true,
+                ttl: None,
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+                file_hosts: vec![],
+            },
             credentials: None,
-            ttl: None,
-            include: include.iter().map(|s| s.to_string()).collect(),
-            exclude: exclude.iter().map(|s| s.to_string()).collect(),
-            file_hosts: vec![],
         };
         crate::sources::Source {
             base: url::Url::parse(&spec.url).unwrap(),

@@ -118,15 +118,17 @@ mod tests {
     fn patterns_match_normalised_names() {
         let spec = crate::sources::SourceSpec {
             name: "s".into(),
-            protocol: crate::sources::Protocol::Pypi,
-            url: "https://upstream.example/simple/".into(),
-            priority: 1,
-            enabled: true,
+            settings: crate::sources::SourceSettings {
+                protocol: crate::sources::Protocol::Pypi,
+                url: "https://upstream.example/simple/".into(),
+                priority: 1,
+                enabled: true,
+                ttl: None,
+                include: vec!["acme_*".into(), "Internal.Tools".into()],
+                exclude: vec!["acme_secret*".into()],
+                file_hosts: vec![],
+            },
             credentials: None,
-            ttl: None,
-            include: vec!["acme_*".into(), "Internal.Tools".into()],
-            exclude: vec!["acme_secret*".into()],
-            file_hosts: vec![],
         };
         let s = crate::sources::Source {
             base: url::Url::parse(&spec.url).unwrap(),
