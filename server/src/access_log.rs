@@ -14,17 +14,8 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use bytes::Bytes;
 
-use crate::routes::CacheStatus;
-
-/// The source that answered a request, put on the response by the flow.
-#[derive(Debug, Clone)]
-pub struct ServedBy(pub String);
-
-/// Marks `res` as answered by `source` (for the access log).
-pub fn served_by(mut res: actix_web::HttpResponse, source: &str) -> actix_web::HttpResponse {
-    res.extensions_mut().insert(ServedBy(source.to_string()));
-    res
-}
+use crate::proxy::response::ServedBy;
+use crate::proxy::CacheStatus;
 
 struct Line {
     method: String,

@@ -10,27 +10,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::error::ApiError;
 use crate::metrics::metrics;
-
-/// How a response was served, set by handlers as a response extension; `bypass` when
-/// none is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    Hit,
-    Miss,
-    Stale,
-    Bypass,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Stale => "stale",
-            CacheStatus::Bypass => "bypass",
-        }
-    }
-}
+use crate::proxy::CacheStatus;
 
 const PROTOCOLS: [&str; 3] = ["pypi", "npm", "maven"];
 

@@ -17,7 +17,7 @@ use crate::admin::authorize;
 use crate::cache::Category;
 use crate::error::ApiError;
 use crate::metrics::metrics;
-use crate::routes::CacheStatus;
+use crate::proxy::CacheStatus;
 use crate::state::AppState;
 
 /// Largest ensure file accepted.

@@ -26,7 +26,7 @@ use crate::cache::Category;
 use crate::db::{now_unix, Artifact, CachedUrl};
 use crate::error::ApiError;
 use crate::metrics::metrics;
-use crate::routes::CacheStatus;
+use crate::proxy::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
 use crate::storage::{Expected, StorageError};
@@ -78,7 +78,7 @@ where
     let source = spec.source.clone();
     serve_inner(state, req, spec, resolve, on_commit)
         .await
-        .map(|res| crate::access_log::served_by(res, source.name()))
+        .map(|res| response::served_by(res, source.name()))
 }
 
 async fn serve_inner<R, RF>(

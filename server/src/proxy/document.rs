@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::FetchError;
 use crate::cache::Category;
-use crate::routes::CacheStatus;
+use crate::proxy::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
 

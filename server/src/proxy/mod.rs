@@ -19,6 +19,27 @@ pub mod singleflight;
 use crate::error::ApiError;
 use crate::http_client::UpstreamError;
 
+/// How a response was served, set by the flow (or a handler) as a response extension; `bypass` when
+/// none is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Stale,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
 /// Why an upstream fetch failed; cloneable so single-flight waiters share it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {

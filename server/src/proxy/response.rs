@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::error::ApiError;
 use crate::metrics::metrics;
-use crate::routes::CacheStatus;
+use crate::proxy::CacheStatus;
 use crate::storage::ArtifactStore;
 
 /// What the client asked for.
@@ -171,6 +171,17 @@ pub async fn stored(
         b.body(SizedStream::new(len, body)),
         cache,
     ))
+}
+
+/// The source that answered a request, put on the response by the flow (the access
+/// log reads it).
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub String);
+
+/// Marks `res` as answered by `source`.
+pub fn served_by(mut res: HttpResponse, source: &str) -> HttpResponse {
+    res.extensions_mut().insert(ServedBy(source.to_string()));
+    res
 }
 
 pub fn tag(res: HttpResponse, cache: CacheStatus) -> HttpResponse {

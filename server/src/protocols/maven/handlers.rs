@@ -393,7 +393,7 @@ async fn serve_from(
                         ..main_spec()
                     };
                     if let Some(res) =
-                        artifact::serve_cached(state, req, &old, crate::routes::CacheStatus::Stale)
+                        artifact::serve_cached(state, req, &old, crate::proxy::CacheStatus::Stale)
                             .await?
                     {
                         return Ok(res);

@@ -28,7 +28,7 @@ use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Loaded, Parser};
 use crate::proxy::response;
-use crate::routes::CacheStatus;
+use crate::proxy::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
 

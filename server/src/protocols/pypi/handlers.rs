@@ -29,7 +29,7 @@ use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Parser};
 use crate::proxy::response;
-use crate::routes::CacheStatus;
+use crate::proxy::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
 use crate::storage::Expected;
@@ -350,20 +350,6 @@ async fn project_page(
     )))
 }
 
-/// Cache key of the project's cached-metadata list (dropped when a wheel's metadata is
-/// extracted).
-pub(super) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
-    state
-        .cache
-        .source_key(
-            Category::PackageIndex,
-            "pypi",
-            source,
-            &format!("metadata/{project}"),
-        )
-        .await
-}
-
 /// File name → sha256 of every `.metadata` Orchard holds for the project (cached; one
 /// query on a miss).
 async fn cached_metadata(
@@ -371,7 +357,7 @@ async fn cached_metadata(
     source: &Source,
     project: &str,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let key = metadata_list_key(state, source.name(), project).await;
+    let key = super::metadata::metadata_list_key(state, source.name(), project).await;
     if let Some(list) = state.cache.get_json::<BTreeMap<String, String>>(&key).await {
         return Ok(list);
     }

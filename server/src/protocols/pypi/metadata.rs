@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::cache::Category;
 use crate::db::{now_unix, Artifact, CachedUrl};
 use crate::proxy::artifact::Committed;
 use crate::sources::Source;
@@ -118,9 +119,23 @@ async fn try_extract(
     .await
     .map_err(|e| e.to_string())?;
     // Pages render the metadata list; make them see the new entry.
-    let key = super::handlers::metadata_list_key(state, source.name(), project).await;
+    let key = metadata_list_key(state, source.name(), project).await;
     state.cache.delete(&key).await;
     Ok(())
+}
+
+/// Cache key of the project's cached-metadata list (dropped when a wheel's metadata is
+/// extracted).
+pub(super) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
+    state
+        .cache
+        .source_key(
+            Category::PackageIndex,
+            "pypi",
+            source,
+            &format!("metadata/{project}"),
+        )
+        .await
 }
 
 #[cfg(test)]
