@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use futures::future::LocalBoxFuture;
-use orchard_server::deps::maven::{extract_pom, Gav, PomLoader};
-use orchard_server::deps::{npm, pypi};
+use orchard_server::protocols::maven::deps::{extract_pom, Gav, PomLoader};
+use orchard_server::protocols::npm::deps as npm;
+use orchard_server::protocols::pypi::deps as pypi;
 
 fn e2e() -> PathBuf {
     let dir = std::env::var("ORCHARD_E2E_DIR")

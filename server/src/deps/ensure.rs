@@ -242,7 +242,10 @@ pub fn parse_requirements(text: &str) -> Result<Vec<Entry>, String> {
         use std::str::FromStr;
         let req = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(&spec)
             .map_err(|e| format!("line {}: {e}", n + 1))?;
-        let mut e = Entry::new("pypi", &super::pypi::normalize(req.name.as_ref()));
+        let mut e = Entry::new(
+            "pypi",
+            &crate::protocols::pypi::deps::normalize(req.name.as_ref()),
+        );
         let specifier = req
             .version_or_url
             .as_ref()

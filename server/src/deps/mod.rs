@@ -1,8 +1,9 @@
 //! Dependencies: extracted once per artifact on ingest (immutable), resolved into
 //! transitive trees on request, and used by ensure files to warm the cache.
 //!
-//! - `pypi`, `npm`, `maven`: extraction from the stored bytes (wheel METADATA, sdist
-//!   PKG-INFO, package.json, POM with its parents and imported BOMs).
+//! - extraction from the stored bytes lives with each protocol: `protocols::pypi::deps`
+//!   (wheel METADATA, sdist PKG-INFO), `protocols::npm::deps` (package.json),
+//!   `protocols::maven::deps` (POM with its parents and imported BOMs).
 //! - `resolve`: the highest version satisfying each constraint among the versions the
 //!   sources list, no backtracking, conflicts reported.
 //! - `ensure`: ensure files and lockfiles → every artifact fetched and verified.
@@ -18,9 +19,6 @@ pub mod archive;
 pub mod cli;
 pub mod ensure;
 pub mod local;
-pub mod maven;
-pub mod npm;
-pub mod pypi;
 pub mod resolve;
 pub mod universe;
 
@@ -209,7 +207,7 @@ pub async fn extract_now(
     protocol: &'static str,
     filename: &str,
     sha256: &str,
-    loader: &dyn maven::PomLoader,
+    loader: &dyn crate::protocols::maven::deps::PomLoader,
 ) -> Result<Extracted, String> {
     let key = failure_key(state, protocol, sha256);
     if let Some(reason) = state.cache.get(&key).await {
@@ -243,7 +241,7 @@ async fn extract(
     protocol: &'static str,
     filename: &str,
     sha256: &str,
-    loader: &dyn maven::PomLoader,
+    loader: &dyn crate::protocols::maven::deps::PomLoader,
 ) -> Result<Extracted, Failure> {
     if protocol == "maven" {
         let (_, _, mut body) = state
@@ -263,9 +261,12 @@ async fn extract(
             }
         }
         // a parent or BOM may fail to load for a while: not the POM's own fault
-        return maven::extract_pom(String::from_utf8_lossy(&xml).into_owned(), loader)
-            .await
-            .map_err(Failure::passing);
+        return crate::protocols::maven::deps::extract_pom(
+            String::from_utf8_lossy(&xml).into_owned(),
+            loader,
+        )
+        .await
+        .map_err(Failure::passing);
     }
     let tmp = state
         .storage
@@ -277,8 +278,8 @@ async fn extract(
     let result = state
         .blocking
         .run(move || match protocol {
-            "pypi" => pypi::extract_file(&path, &name),
-            "npm" => npm::extract_tarball(&path),
+            "pypi" => crate::protocols::pypi::deps::extract_file(&path, &name),
+            "npm" => crate::protocols::npm::deps::extract_tarball(&path),
             other => Err(format!("no extractor for {other}")),
         })
         .await

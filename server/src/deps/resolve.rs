@@ -115,7 +115,7 @@ pub fn select(
 ) -> Result<Option<String>, String> {
     match protocol {
         "pypi" => {
-            let (_, spec) = super::pypi::split_requirement(requirement);
+            let (_, spec) = crate::protocols::pypi::deps::split_requirement(requirement);
             let spec = spec.trim();
             if spec.contains('@') || spec.contains("://") {
                 return Err(format!("direct URL requirement {spec:?} is not resolved"));
@@ -193,9 +193,10 @@ fn applies(
     if d.optional && !opts.include_optional {
         let extra = d.kind.strip_prefix("extra:");
         if !extra.is_some_and(|x| {
-            extras
-                .iter()
-                .any(|e| super::pypi::normalize(e) == super::pypi::normalize(x))
+            extras.iter().any(|e| {
+                crate::protocols::pypi::deps::normalize(e)
+                    == crate::protocols::pypi::deps::normalize(x)
+            })
         }) {
             return Ok(false);
         }
@@ -208,7 +209,7 @@ fn applies(
         && !d.marker.is_empty()
         && (opts.environment.python_version.is_some() || opts.environment.platform.is_some())
     {
-        return super::pypi::marker_applies(
+        return crate::protocols::pypi::deps::marker_applies(
             &d.marker,
             &opts.environment,
             d.kind.strip_prefix("extra:"),
@@ -401,7 +402,8 @@ impl Walk<'_> {
                         node.status = "depth-limit".into();
                     }
                 } else {
-                    let (node_extras, _) = super::pypi::split_requirement(&d.requirement);
+                    let (node_extras, _) =
+                        crate::protocols::pypi::deps::split_requirement(&d.requirement);
                     path.push(d.name.clone());
                     node.dependencies = self
                         .children(&extracted, &node_extras, depth + 1, path)

@@ -8,9 +8,9 @@ use futures::future::LocalBoxFuture;
 use serde::Deserialize;
 
 use super::local::Local;
-use super::maven::{Gav, PomLoader};
 use super::resolve::{Candidate, Universe};
 use super::Extracted;
+use crate::protocols::maven::deps::{Gav, PomLoader};
 use crate::protocols::pypi::names::version_of_filename;
 use crate::sources::Protocol;
 use crate::state::AppState;
@@ -72,7 +72,7 @@ impl ServerUniverse {
 
     /// The merged PyPI project page (JSON), `None` when no source has the project.
     pub async fn pypi_page(&self, name: &str) -> Result<Option<PyPage>, String> {
-        let name = super::pypi::normalize(name);
+        let name = crate::protocols::pypi::deps::normalize(name);
         if let Some(p) = self.pypi.borrow().get(&name) {
             return Ok(p.clone());
         }
@@ -123,7 +123,7 @@ impl ServerUniverse {
     pub fn pypi_file_path(&self, project: &str, href: &str) -> Result<String, String> {
         let base = url::Url::parse(&format!(
             "http://orchard/pypi/simple/{}/",
-            super::pypi::normalize(project)
+            crate::protocols::pypi::deps::normalize(project)
         ))
         .expect("static URL");
         let u = base
@@ -317,9 +317,10 @@ impl Universe for ServerUniverse {
                     let v = doc["versions"]
                         .get(version)
                         .ok_or_else(|| format!("{name}@{version} not listed"))?;
-                    let manifest: super::npm::Manifest = serde_json::from_value(v.clone())
-                        .map_err(|e| format!("{name}@{version}: {e}"))?;
-                    let extracted = super::npm::from_manifest(&manifest);
+                    let manifest: crate::protocols::npm::deps::Manifest =
+                        serde_json::from_value(v.clone())
+                            .map_err(|e| format!("{name}@{version}: {e}"))?;
+                    let extracted = crate::protocols::npm::deps::from_manifest(&manifest);
                     let file = v["dist"]["tarball"]
                         .as_str()
                         .and_then(|t| t.rsplit('/').next())

@@ -2,4 +2,5 @@
 //! `maven-metadata.xml` files and checksum sidecars.
 
 pub mod coords;
+pub mod deps;
 pub mod handlers;

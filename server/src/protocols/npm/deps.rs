@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{dep, Extracted};
+use crate::deps::{dep, Extracted};
 
 const MAX_PACKAGE_JSON: u64 = 8 * 1024 * 1024;
 
@@ -72,7 +72,7 @@ pub fn from_package_json(text: &str) -> Result<Extracted, String> {
 
 /// `*/package.json` at the first level of a gzipped tarball.
 pub fn extract_tarball(path: &Path) -> Result<Extracted, String> {
-    from_package_json(&super::top_level_file_in_tgz(
+    from_package_json(&crate::deps::top_level_file_in_tgz(
         path,
         "package.json",
         MAX_PACKAGE_JSON,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use futures::future::LocalBoxFuture;
 
-use super::{dep, Extracted};
+use crate::deps::{dep, Extracted};
 
 /// Nesting bound for parents and BOM imports (Maven has none; real trees stay < 10).
 const MAX_DEPTH: usize = 12;

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use pep508_rs::pep440_rs::Version;
 use pep508_rs::{Requirement, VerbatimUrl};
 
-use super::{dep, Extracted};
+use crate::deps::{dep, Extracted};
 
 const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -134,7 +134,7 @@ fn extra_of(marker: &str) -> Option<String> {
 
 /// Any valid environment: `extra_of` only compares evaluations with and without an extra.
 fn reference_environment() -> pep508_rs::MarkerEnvironment {
-    marker_environment(&super::resolve::Environment::default())
+    marker_environment(&crate::deps::resolve::Environment::default())
         .expect("a valid default environment")
 }
 
@@ -142,7 +142,7 @@ fn reference_environment() -> pep508_rs::MarkerEnvironment {
 /// as `sys_platform`); `extra` is the extra the dependency belongs to, if any.
 pub fn marker_applies(
     marker: &str,
-    env: &super::resolve::Environment,
+    env: &crate::deps::resolve::Environment,
     extra: Option<&str>,
 ) -> Result<bool, String> {
     use pep508_rs::{ExtraName, MarkerTree};
@@ -156,7 +156,7 @@ pub fn marker_applies(
 }
 
 fn marker_environment(
-    env: &super::resolve::Environment,
+    env: &crate::deps::resolve::Environment,
 ) -> Result<pep508_rs::MarkerEnvironment, String> {
     use pep508_rs::{MarkerEnvironment, MarkerEnvironmentBuilder};
     let python = env
@@ -223,7 +223,7 @@ pub fn extract_file(path: &Path, filename: &str) -> Result<Extracted, String> {
         return from_metadata(&text, false);
     }
     let pkg_info = if filename.ends_with(".tar.gz") || filename.ends_with(".tgz") {
-        super::top_level_file_in_tgz(path, "PKG-INFO", MAX_METADATA_BYTES)?
+        crate::deps::top_level_file_in_tgz(path, "PKG-INFO", MAX_METADATA_BYTES)?
     } else if filename.ends_with(".zip") {
         sdist_pkg_info_zip(path)?
     } else {
@@ -233,7 +233,7 @@ pub fn extract_file(path: &Path, filename: &str) -> Result<Extracted, String> {
 }
 
 fn sdist_pkg_info_zip(path: &Path) -> Result<String, String> {
-    super::archive::check_zip_directory(path)?;
+    crate::deps::archive::check_zip_directory(path)?;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a zip: {e}"))?;
     let name = zip
