@@ -317,17 +317,8 @@ pub async fn extract_committed(
     }
 }
 
-/// Whether Orchard extracts dependencies from a file of this name.
+/// Whether Orchard extracts dependencies from a file of this name (the protocol's
+/// `DependencyRules::extractable`).
 pub fn extractable(protocol: &str, filename: &str) -> bool {
-    match protocol {
-        "pypi" => {
-            filename.ends_with(".whl")
-                || filename.ends_with(".tar.gz")
-                || filename.ends_with(".zip")
-                || filename.ends_with(".whl.metadata")
-        }
-        "npm" => filename.ends_with(".tgz"),
-        "maven" => filename.ends_with(".pom"),
-        _ => false,
-    }
+    crate::protocols::dependency_rules_named(protocol).is_some_and(|r| r.extractable(filename))
 }

@@ -7,10 +7,8 @@
 //! target environment (`python_version`, `platform`), otherwise kept and not applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::str::FromStr;
 
 use futures::future::LocalBoxFuture;
-use pep508_rs::pep440_rs::{Version as PyVersion, VersionSpecifiers};
 use serde::{Deserialize, Serialize};
 
 use super::Extracted;
@@ -106,116 +104,37 @@ pub struct Resolution {
     pub conflicts: Vec<Conflict>,
 }
 
-/// Picks the highest satisfying version (stable before pre-releases, yanked never).
+/// Picks the version `requirement` selects among `candidates`, by the protocol's rules
+/// (`DependencyRules::select`: the highest satisfying one, stable before pre-releases,
+/// yanked never).
 pub fn select(
     protocol: &str,
     requirement: &str,
     candidates: &[Candidate],
     env: &Environment,
 ) -> Result<Option<String>, String> {
-    match protocol {
-        "pypi" => {
-            let (_, spec) = crate::protocols::pypi::deps::split_requirement(requirement);
-            let spec = spec.trim();
-            if spec.contains('@') || spec.contains("://") {
-                return Err(format!("direct URL requirement {spec:?} is not resolved"));
-            }
-            let specs = VersionSpecifiers::from_str(spec)
-                .map_err(|e| format!("bad specifier {spec:?}: {e}"))?;
-            let python = env
-                .python_version
-                .as_deref()
-                .and_then(|p| PyVersion::from_str(p).ok());
-            let mut ok: Vec<PyVersion> = candidates
-                .iter()
-                .filter(|c| !c.yanked)
-                .filter(|c| match (&python, &c.requires_python) {
-                    (Some(py), Some(rp)) => VersionSpecifiers::from_str(rp)
-                        .map(|s| s.contains(py))
-                        .unwrap_or(true),
-                    _ => true,
-                })
-                .filter_map(|c| PyVersion::from_str(&c.version).ok())
-                .filter(|v| specs.contains(v))
-                .collect();
-            ok.sort();
-            let stable = ok.iter().rev().find(|v| !v.any_prerelease());
-            Ok(stable.or(ok.last()).map(|v| v.to_string()))
-        }
-        "npm" => {
-            let r = requirement.trim();
-            let r = if r.is_empty() || r == "latest" {
-                "*"
-            } else {
-                r
-            };
-            if r.contains(':') || r.contains('/') {
-                return Err(format!(
-                    "npm requirement {r:?} (alias, URL or git) is not resolved"
-                ));
-            }
-            let range =
-                nodejs_semver::Range::parse(r).map_err(|e| format!("bad range {r:?}: {e}"))?;
-            let mut ok: Vec<nodejs_semver::Version> = candidates
-                .iter()
-                .filter_map(|c| nodejs_semver::Version::parse(&c.version).ok())
-                .filter(|v| range.satisfies(v))
-                .collect();
-            ok.sort();
-            Ok(ok.last().map(|v| v.to_string()))
-        }
-        "maven" => {
-            let r = requirement.trim();
-            if r.is_empty() {
-                return Err("no version declared or managed".into());
-            }
-            if r.starts_with('[') || r.starts_with('(') {
-                return Err(format!(
-                    "version range {r:?} is not resolved (declare a version)"
-                ));
-            }
-            Ok(candidates
-                .iter()
-                .any(|c| c.version == r)
-                .then(|| r.to_string()))
-        }
-        other => Err(format!("unknown protocol {other}")),
-    }
+    crate::protocols::dependency_rules_named(protocol)
+        .ok_or_else(|| format!("unknown protocol {protocol}"))?
+        .select(requirement, candidates, env)
 }
 
-/// Whether a dependency applies (PyPI markers, given an environment; extras only when
-/// optional dependencies are included or the extra was asked for).
+/// Whether a dependency applies: extras only when optional dependencies are included or
+/// the extra was asked for, then the protocol's own rules (scopes, markers).
 fn applies(
     d: &super::super::db::NewDependency,
     opts: &Options,
     extras: &[String],
 ) -> Result<bool, String> {
+    let Some(rules) = crate::protocols::dependency_rules_named(&d.protocol) else {
+        return Ok(true);
+    };
     if d.optional && !opts.include_optional {
         let extra = d.kind.strip_prefix("extra:");
-        if !extra.is_some_and(|x| {
-            extras.iter().any(|e| {
-                crate::protocols::pypi::deps::normalize(e)
-                    == crate::protocols::pypi::deps::normalize(x)
-            })
-        }) {
+        if !extra.is_some_and(|x| extras.iter().any(|e| rules.same_name(e, x))) {
             return Ok(false);
         }
     }
-    if d.protocol == "maven" && matches!(d.kind.as_str(), "test" | "provided" | "system" | "import")
-    {
-        return Ok(false);
-    }
-    if d.protocol == "pypi"
-        && !d.marker.is_empty()
-        && (opts.environment.python_version.is_some() || opts.environment.platform.is_some())
-    {
-        return crate::protocols::pypi::deps::marker_applies(
-            &d.marker,
-            &opts.environment,
-            d.kind.strip_prefix("extra:"),
-        );
-    }
-    Ok(true)
+    rules.applies(d, &opts.environment)
 }
 
 /// Nodes one resolution may visit; past it nodes are marked `budget` and not expanded.

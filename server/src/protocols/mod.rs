@@ -6,9 +6,53 @@ pub mod pypi;
 
 use std::sync::Arc;
 
+use crate::db::NewDependency;
+use crate::deps::resolve::{Candidate, Environment};
 use crate::error::ApiError;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
+
+/// What each protocol supplies to the shared dependency code (`deps`): which files
+/// carry dependencies, how a requirement picks a version, and which dependencies apply.
+/// Shared code asks `dependency_rules(protocol)` instead of matching on names.
+pub trait DependencyRules: Send + Sync {
+    /// Whether dependencies are extracted from a file of this name.
+    fn extractable(&self, filename: &str) -> bool;
+
+    /// The version `requirement` picks among `candidates` (the highest satisfying one;
+    /// `None` when none does), or why the requirement cannot be resolved.
+    fn select(
+        &self,
+        requirement: &str,
+        candidates: &[Candidate],
+        env: &Environment,
+    ) -> Result<Option<String>, String>;
+
+    /// Whether a (non-optional, or asked-for optional) dependency applies in `env`:
+    /// scopes, environment markers. Everything applies unless the protocol says not.
+    fn applies(&self, _dependency: &NewDependency, _env: &Environment) -> Result<bool, String> {
+        Ok(true)
+    }
+
+    /// Whether two names (of extras, packages) are the same by the protocol's rules.
+    fn same_name(&self, a: &str, b: &str) -> bool {
+        a == b
+    }
+}
+
+/// The dependency rules of `protocol`.
+pub fn dependency_rules(protocol: Protocol) -> &'static dyn DependencyRules {
+    match protocol {
+        Protocol::Pypi => &pypi::deps::Rules,
+        Protocol::Npm => &npm::deps::Rules,
+        Protocol::Maven => &maven::deps::Rules,
+    }
+}
+
+/// The rules of a protocol named in a row or a request (`None` for an unknown name).
+pub fn dependency_rules_named(protocol: &str) -> Option<&'static dyn DependencyRules> {
+    Protocol::parse(protocol).map(dependency_rules)
+}
 
 /// Which sources a request sees: all enabled sources of the protocol by priority
 /// (`/pypi/…`, `/npm/…`, `/maven/…`) or one named source (`/sources/{name}/…`).

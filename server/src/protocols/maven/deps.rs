@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use futures::future::LocalBoxFuture;
 
+use crate::deps::resolve::{Candidate, Environment};
 use crate::deps::{dep, Extracted};
 
 /// Nesting bound for parents and BOM imports (Maven has none; real trees stay < 10).
@@ -440,6 +441,44 @@ pub async fn extract_pom(xml: String, loader: &dyn PomLoader) -> Result<Extracte
         known: true,
         dependencies: deps,
     })
+}
+
+/// Maven's dependency rules: a declared (or managed) version is taken as it is, ranges
+/// are not resolved; `test`, `provided`, `system` and `import` scopes do not apply.
+pub struct Rules;
+
+impl crate::protocols::DependencyRules for Rules {
+    fn extractable(&self, filename: &str) -> bool {
+        filename.ends_with(".pom")
+    }
+
+    fn select(
+        &self,
+        requirement: &str,
+        candidates: &[Candidate],
+        _env: &Environment,
+    ) -> Result<Option<String>, String> {
+        let r = requirement.trim();
+        if r.is_empty() {
+            return Err("no version declared or managed".into());
+        }
+        if r.starts_with('[') || r.starts_with('(') {
+            return Err(format!(
+                "version range {r:?} is not resolved (declare a version)"
+            ));
+        }
+        Ok(candidates
+            .iter()
+            .any(|c| c.version == r)
+            .then(|| r.to_string()))
+    }
+
+    fn applies(&self, d: &crate::db::NewDependency, _env: &Environment) -> Result<bool, String> {
+        Ok(!matches!(
+            d.kind.as_str(),
+            "test" | "provided" | "system" | "import"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::deps::resolve::{Candidate, Environment};
 use crate::deps::{dep, Extracted};
 
 const MAX_PACKAGE_JSON: u64 = 8 * 1024 * 1024;
@@ -77,6 +78,43 @@ pub fn extract_tarball(path: &Path) -> Result<Extracted, String> {
         "package.json",
         MAX_PACKAGE_JSON,
     )?)
+}
+
+/// npm's dependency rules: semver ranges (`latest` and empty mean any), the highest
+/// satisfying version; aliases, URLs and git specs are not resolved.
+pub struct Rules;
+
+impl crate::protocols::DependencyRules for Rules {
+    fn extractable(&self, filename: &str) -> bool {
+        filename.ends_with(".tgz")
+    }
+
+    fn select(
+        &self,
+        requirement: &str,
+        candidates: &[Candidate],
+        _env: &Environment,
+    ) -> Result<Option<String>, String> {
+        let r = requirement.trim();
+        let r = if r.is_empty() || r == "latest" {
+            "*"
+        } else {
+            r
+        };
+        if r.contains(':') || r.contains('/') {
+            return Err(format!(
+                "npm requirement {r:?} (alias, URL or git) is not resolved"
+            ));
+        }
+        let range = nodejs_semver::Range::parse(r).map_err(|e| format!("bad range {r:?}: {e}"))?;
+        let mut ok: Vec<nodejs_semver::Version> = candidates
+            .iter()
+            .filter_map(|c| nodejs_semver::Version::parse(&c.version).ok())
+            .filter(|v| range.satisfies(v))
+            .collect();
+        ok.sort();
+        Ok(ok.last().map(|v| v.to_string()))
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
-use pep508_rs::pep440_rs::Version;
+use pep508_rs::pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::{Requirement, VerbatimUrl};
 
+use crate::deps::resolve::{Candidate, Environment};
 use crate::deps::{dep, Extracted};
 
 const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
@@ -251,6 +252,64 @@ fn sdist_pkg_info_zip(path: &Path) -> Result<String, String> {
         .read_to_string(&mut s)
         .map_err(|e| e.to_string())?;
     Ok(s)
+}
+
+/// PyPI's dependency rules: PEP 440 specifiers (stable before pre-releases, yanked never,
+/// `Requires-Python` against the environment), PEP 508 markers, normalised names.
+pub struct Rules;
+
+impl crate::protocols::DependencyRules for Rules {
+    fn extractable(&self, filename: &str) -> bool {
+        filename.ends_with(".whl")
+            || filename.ends_with(".tar.gz")
+            || filename.ends_with(".zip")
+            || filename.ends_with(".whl.metadata")
+    }
+
+    fn select(
+        &self,
+        requirement: &str,
+        candidates: &[Candidate],
+        env: &Environment,
+    ) -> Result<Option<String>, String> {
+        let (_, spec) = split_requirement(requirement);
+        let spec = spec.trim();
+        if spec.contains('@') || spec.contains("://") {
+            return Err(format!("direct URL requirement {spec:?} is not resolved"));
+        }
+        let specs = VersionSpecifiers::from_str(spec)
+            .map_err(|e| format!("bad specifier {spec:?}: {e}"))?;
+        let python = env
+            .python_version
+            .as_deref()
+            .and_then(|p| Version::from_str(p).ok());
+        let mut ok: Vec<Version> = candidates
+            .iter()
+            .filter(|c| !c.yanked)
+            .filter(|c| match (&python, &c.requires_python) {
+                (Some(py), Some(rp)) => VersionSpecifiers::from_str(rp)
+                    .map(|s| s.contains(py))
+                    .unwrap_or(true),
+                _ => true,
+            })
+            .filter_map(|c| Version::from_str(&c.version).ok())
+            .filter(|v| specs.contains(v))
+            .collect();
+        ok.sort();
+        let stable = ok.iter().rev().find(|v| !v.any_prerelease());
+        Ok(stable.or(ok.last()).map(|v| v.to_string()))
+    }
+
+    fn applies(&self, d: &crate::db::NewDependency, env: &Environment) -> Result<bool, String> {
+        if d.marker.is_empty() || (env.python_version.is_none() && env.platform.is_none()) {
+            return Ok(true);
+        }
+        marker_applies(&d.marker, env, d.kind.strip_prefix("extra:"))
+    }
+
+    fn same_name(&self, a: &str, b: &str) -> bool {
+        normalize(a) == normalize(b)
+    }
 }
 
 #[cfg(test)]
