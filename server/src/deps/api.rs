@@ -18,6 +18,7 @@ use crate::cache::Category;
 use crate::error::ApiError;
 use crate::metrics::metrics;
 use crate::proxy::CacheStatus;
+use crate::sources::Protocol;
 use crate::state::AppState;
 
 /// Largest ensure file accepted.
@@ -112,18 +113,13 @@ async fn root_extraction(
             "no cached artifact has SHA-256 {sha256}"
         )));
     };
-    let protocol: &'static str = match url.protocol.as_str() {
-        "pypi" => "pypi",
-        "npm" => "npm",
-        "maven" => "maven",
-        _ => return Err(ApiError::Internal),
-    };
+    let protocol = Protocol::parse(&url.protocol).ok_or(ApiError::Internal)?;
     let filename = url.path.rsplit('/').next().unwrap_or("").to_string();
     if extractable(protocol, &filename) {
         match u.extraction(protocol, &filename, sha256).await {
             Ok(e) => return Ok((e, sha256.to_string())),
             // A wheel Orchard cannot read: its PEP 658 metadata, when the index has it.
-            Err(err) if protocol == "pypi" && filename.ends_with(".whl") => {
+            Err(err) if protocol == Protocol::Pypi && filename.ends_with(".whl") => {
                 let fetched = u
                     .local
                     .fetch(&format!(
@@ -135,7 +131,11 @@ async fn root_extraction(
                     return Err(ApiError::BadGateway(err));
                 }
                 let e = u
-                    .extraction("pypi", &format!("{filename}.metadata"), &fetched.sha256)
+                    .extraction(
+                        Protocol::Pypi,
+                        &format!("{filename}.metadata"),
+                        &fetched.sha256,
+                    )
                     .await
                     .map_err(ApiError::BadGateway)?;
                 return Ok((e, sha256.to_string()));
@@ -143,7 +143,7 @@ async fn root_extraction(
             Err(err) => return Err(ApiError::BadGateway(err)),
         }
     }
-    if protocol == "maven" {
+    if protocol == Protocol::Maven {
         // group/…/artifact/version/file → that version's POM.
         let parts: Vec<&str> = url.path.split('/').collect();
         if parts.len() >= 4 {
@@ -158,7 +158,7 @@ async fn root_extraction(
                 return Err(ApiError::BadGateway(format!("the POM of {filename}: {e}")));
             }
             let e = u
-                .extraction("maven", &pom, &fetched.sha256)
+                .extraction(Protocol::Maven, &pom, &fetched.sha256)
                 .await
                 .map_err(ApiError::BadGateway)?;
             return Ok((e, fetched.sha256));

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::resolve::{select, Environment, Universe};
 use super::universe::ServerUniverse;
+use crate::sources::Protocol;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -35,9 +36,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(protocol: &str, name: &str) -> Entry {
+    fn new(protocol: Protocol, name: &str) -> Entry {
         Entry {
-            protocol: protocol.into(),
+            protocol: protocol.as_str().into(),
             name: name.into(),
             version: None,
             constraint: None,
@@ -108,14 +109,14 @@ fn check(e: &Entry) -> Result<(), String> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
     };
-    let name_ok = match e.protocol.as_str() {
-        "npm" => {
+    let name_ok = match Protocol::parse(&e.protocol) {
+        Some(Protocol::Npm) => {
             ok(e.name.trim_start_matches('@'), "/")
                 && e.name.matches('/').count() <= 1
                 && !e.name.contains("..")
         }
-        "maven" => ok(&e.name, ":") && e.name.matches(':').count() == 1,
-        _ => ok(&e.name, ""),
+        Some(Protocol::Maven) => ok(&e.name, ":") && e.name.matches(':').count() == 1,
+        Some(Protocol::Pypi) | None => ok(&e.name, ""),
     };
     if !name_ok || e.name.starts_with('.') {
         return Err("invalid package name".into());
@@ -165,7 +166,7 @@ fn parse_yaml(text: &str) -> Result<Vec<Entry>, String> {
         Doc::List(e) | Doc::Wrapped { entries: e } => e,
     };
     for (i, e) in entries.iter().enumerate() {
-        if !matches!(e.protocol.as_str(), "pypi" | "npm" | "maven") {
+        if Protocol::parse(&e.protocol).is_none() {
             return Err(format!(
                 "entry {}: protocol {:?} is not pypi, npm or maven",
                 i + 1,
@@ -191,7 +192,7 @@ fn is_maven_coordinate(line: &str) -> bool {
 
 fn parse_maven_coordinate(line: &str) -> Result<Entry, String> {
     let parts: Vec<&str> = line.split(':').collect();
-    let mut e = Entry::new("maven", &format!("{}:{}", parts[0], parts[1]));
+    let mut e = Entry::new(Protocol::Maven, &format!("{}:{}", parts[0], parts[1]));
     e.version = Some(parts[2].to_string());
     e.packaging = parts.get(3).map(|s| s.to_string());
     e.classifier = parts.get(4).map(|s| s.to_string());
@@ -243,7 +244,7 @@ pub fn parse_requirements(text: &str) -> Result<Vec<Entry>, String> {
         let req = pep508_rs::Requirement::<pep508_rs::VerbatimUrl>::from_str(&spec)
             .map_err(|e| format!("line {}: {e}", n + 1))?;
         let mut e = Entry::new(
-            "pypi",
+            Protocol::Pypi,
             &crate::protocols::pypi::deps::normalize(req.name.as_ref()),
         );
         let specifier = req
@@ -302,7 +303,7 @@ pub fn parse_package_lock(text: &str) -> Result<Vec<Entry>, String> {
             // Lockfiles written with omit-lockfile-registry-resolved: the registry's naming.
             None => format!("{}-{version}.tgz", name.rsplit('/').next().unwrap_or(&name)),
         };
-        let mut e = Entry::new("npm", &name);
+        let mut e = Entry::new(Protocol::Npm, &name);
         e.version = Some(version.to_string());
         e.file = Some(file);
         if let Some(i) = p["integrity"].as_str() {
@@ -364,8 +365,10 @@ async fn plan(
     e: &Entry,
     env: &Environment,
 ) -> Result<(String, Vec<(String, String)>), String> {
-    match e.protocol.as_str() {
-        "pypi" => {
+    let protocol =
+        Protocol::parse(&e.protocol).ok_or_else(|| format!("unknown protocol {}", e.protocol))?;
+    match protocol {
+        Protocol::Pypi => {
             let page = u
                 .pypi_page(&e.name)
                 .await?
@@ -402,7 +405,7 @@ async fn plan(
             };
             Ok((version, files))
         }
-        "npm" => {
+        Protocol::Npm => {
             let version = version_of(u, e, env).await?;
             let file = match &e.file {
                 Some(f) => f.clone(),
@@ -421,7 +424,7 @@ async fn plan(
             let encoded = e.name.replace('/', "%2f");
             Ok((version, vec![(format!("/npm/{encoded}/-/{file}"), file)]))
         }
-        "maven" => {
+        Protocol::Maven => {
             let version = e.version.clone().ok_or("Maven entries need a version")?;
             let (group, artifact) = e
                 .name
@@ -445,7 +448,6 @@ async fn plan(
             }
             Ok((version, files))
         }
-        other => Err(format!("unknown protocol {other}")),
     }
 }
 

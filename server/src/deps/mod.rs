@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::Category;
 use crate::db::{Dependency, NewDependency};
+use crate::protocols::{dependency_rules, Extractor};
+use crate::sources::Protocol;
 use crate::state::AppState;
 
 /// What extraction found for one artifact.
@@ -130,12 +132,12 @@ pub async fn store(state: &AppState, sha256: &str, extracted: &Extracted) -> Res
 /// The stored extraction of an artifact: cache, then database.
 pub async fn stored(
     state: &AppState,
-    protocol: &str,
+    protocol: Protocol,
     sha256: &str,
 ) -> Result<Option<Extracted>, String> {
     if let Some(e) = state
         .cache
-        .get_json::<Extracted>(&cache_key(state, protocol, sha256))
+        .get_json::<Extracted>(&cache_key(state, protocol.as_str(), sha256))
         .await
     {
         return Ok(Some(e));
@@ -176,10 +178,10 @@ pub(crate) fn top_level_file_in_tgz(
 /// are remembered for `ORCHARD_CACHE_TTL_NEGATIVE`.
 const CONTENT_FAILURE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-fn failure_key(state: &AppState, protocol: &str, sha256: &str) -> String {
+fn failure_key(state: &AppState, protocol: Protocol, sha256: &str) -> String {
     state.cache.key(
         Category::ArtifactDependencies,
-        protocol,
+        protocol.as_str(),
         &format!("failed/{sha256}"),
     )
 }
@@ -204,7 +206,7 @@ impl Failure {
 /// `CONTENT_FAILURE_TTL`) and answered again without the work.
 pub async fn extract_now(
     state: &AppState,
-    protocol: &'static str,
+    protocol: Protocol,
     filename: &str,
     sha256: &str,
     loader: &dyn crate::protocols::maven::deps::PomLoader,
@@ -238,36 +240,39 @@ pub async fn extract_now(
 
 async fn extract(
     state: &AppState,
-    protocol: &'static str,
+    protocol: Protocol,
     filename: &str,
     sha256: &str,
     loader: &dyn crate::protocols::maven::deps::PomLoader,
 ) -> Result<Extracted, Failure> {
-    if protocol == "maven" {
-        let (_, _, mut body) = state
-            .storage
-            .get(sha256, None)
-            .await
-            .map_err(Failure::passing)?;
-        let mut xml = Vec::new();
-        use futures::StreamExt;
-        while let Some(chunk) = body.next().await {
-            xml.extend_from_slice(&chunk.map_err(Failure::passing)?);
-            if xml.len() > 16 << 20 {
-                return Err(Failure {
-                    message: "POM is too large".into(),
-                    of_content: true,
-                });
+    let read = match dependency_rules(protocol).extractor() {
+        Extractor::Archive(read) => read,
+        Extractor::PomWithParents => {
+            let (_, _, mut body) = state
+                .storage
+                .get(sha256, None)
+                .await
+                .map_err(Failure::passing)?;
+            let mut xml = Vec::new();
+            use futures::StreamExt;
+            while let Some(chunk) = body.next().await {
+                xml.extend_from_slice(&chunk.map_err(Failure::passing)?);
+                if xml.len() > 16 << 20 {
+                    return Err(Failure {
+                        message: "POM is too large".into(),
+                        of_content: true,
+                    });
+                }
             }
+            // a parent or BOM may fail to load for a while: not the POM's own fault
+            return crate::protocols::maven::deps::extract_pom(
+                String::from_utf8_lossy(&xml).into_owned(),
+                loader,
+            )
+            .await
+            .map_err(Failure::passing);
         }
-        // a parent or BOM may fail to load for a while: not the POM's own fault
-        return crate::protocols::maven::deps::extract_pom(
-            String::from_utf8_lossy(&xml).into_owned(),
-            loader,
-        )
-        .await
-        .map_err(Failure::passing);
-    }
+    };
     let tmp = state
         .storage
         .to_temp_file(sha256)
@@ -277,11 +282,7 @@ async fn extract(
     let name = filename.to_string();
     let result = state
         .blocking
-        .run(move || match protocol {
-            "pypi" => crate::protocols::pypi::deps::extract_file(&path, &name),
-            "npm" => crate::protocols::npm::deps::extract_tarball(&path),
-            other => Err(format!("no extractor for {other}")),
-        })
+        .run(move || read(&path, &name))
         .await
         .map_err(Failure::passing)?;
     drop(tmp);
@@ -295,7 +296,7 @@ async fn extract(
 /// served anyway).
 pub async fn extract_committed(
     state: AppState,
-    protocol: &'static str,
+    protocol: Protocol,
     filename: String,
     sha256: String,
 ) {
@@ -311,7 +312,7 @@ pub async fn extract_committed(
     if let Err(e) = extract_now(&state, protocol, &filename, &sha256, &loader).await {
         crate::metrics::metrics()
             .dependency_extractions
-            .with_label_values(&[protocol, "failed"])
+            .with_label_values(&[protocol.as_str(), "failed"])
             .inc();
         tracing::warn!(package.file = %filename, artifact.sha256 = %sha256, error = %e, "dependencies not extracted");
     }
@@ -319,6 +320,6 @@ pub async fn extract_committed(
 
 /// Whether Orchard extracts dependencies from a file of this name (the protocol's
 /// `DependencyRules::extractable`).
-pub fn extractable(protocol: &str, filename: &str) -> bool {
-    crate::protocols::dependency_rules_named(protocol).is_some_and(|r| r.extractable(filename))
+pub fn extractable(protocol: Protocol, filename: &str) -> bool {
+    dependency_rules(protocol).extractable(filename)
 }

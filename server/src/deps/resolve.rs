@@ -231,7 +231,9 @@ impl Walk<'_> {
                     continue;
                 }
                 let key = (d.protocol.clone(), d.name.clone());
-                if d.protocol == "maven" {
+                let lists_versions = crate::protocols::dependency_rules_named(&d.protocol)
+                    .is_none_or(|r| r.lists_versions());
+                if !lists_versions {
                     // Maven takes the declared (or managed) version; its existence is
                     // checked when its POM is read below.
                     self.versions.insert(

@@ -156,7 +156,7 @@ impl ServerUniverse {
     /// The stored extraction of an artifact, made now if there is none.
     pub async fn extraction(
         &self,
-        protocol: &'static str,
+        protocol: Protocol,
         filename: &str,
         sha256: &str,
     ) -> Result<Extracted, String> {
@@ -226,8 +226,8 @@ impl Universe for ServerUniverse {
         name: &'a str,
     ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
         Box::pin(async move {
-            match protocol {
-                "pypi" => {
+            match Protocol::parse(protocol) {
+                Some(Protocol::Pypi) => {
                     let Some(page) = self.pypi_page(name).await? else {
                         return Ok(vec![]);
                     };
@@ -248,7 +248,7 @@ impl Universe for ServerUniverse {
                     }
                     Ok(by_version.into_values().collect())
                 }
-                "npm" => {
+                Some(Protocol::Npm) => {
                     let Some(doc) = self.packument(name).await? else {
                         return Ok(vec![]);
                     };
@@ -264,7 +264,7 @@ impl Universe for ServerUniverse {
                         })
                         .unwrap_or_default())
                 }
-                other => Err(format!("versions of {other} packages are not listed")),
+                _ => Err(format!("versions of {protocol} packages are not listed")),
             }
         })
     }
@@ -276,8 +276,8 @@ impl Universe for ServerUniverse {
         version: &'a str,
     ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
         Box::pin(async move {
-            match protocol {
-                "pypi" => {
+            match Protocol::parse(protocol) {
+                Some(Protocol::Pypi) => {
                     let page = self
                         .pypi_page(name)
                         .await?
@@ -292,7 +292,7 @@ impl Universe for ServerUniverse {
                         if fetched.error.is_none() {
                             let e = self
                                 .extraction(
-                                    "pypi",
+                                    Protocol::Pypi,
                                     &format!("{}.metadata", file.filename),
                                     &fetched.sha256,
                                 )
@@ -305,11 +305,11 @@ impl Universe for ServerUniverse {
                         return Err(e);
                     }
                     let e = self
-                        .extraction("pypi", &file.filename, &fetched.sha256)
+                        .extraction(Protocol::Pypi, &file.filename, &fetched.sha256)
                         .await?;
                     Ok((e, Some(fetched.sha256)))
                 }
-                "npm" => {
+                Some(Protocol::Npm) => {
                     let doc = self
                         .packument(name)
                         .await?
@@ -332,7 +332,7 @@ impl Universe for ServerUniverse {
                             .await,
                     ))
                 }
-                "maven" => {
+                Some(Protocol::Maven) => {
                     let (group, artifact) = name
                         .split_once(':')
                         .ok_or_else(|| format!("{name:?} is not group:artifact"))?;
@@ -350,10 +350,12 @@ impl Universe for ServerUniverse {
                         return Err(e);
                     }
                     let filename = format!("{artifact}-{version}.pom");
-                    let e = self.extraction("maven", &filename, &fetched.sha256).await?;
+                    let e = self
+                        .extraction(Protocol::Maven, &filename, &fetched.sha256)
+                        .await?;
                     Ok((e, Some(fetched.sha256)))
                 }
-                other => Err(format!("unknown protocol {other}")),
+                None => Err(format!("unknown protocol {protocol}")),
             }
         })
     }

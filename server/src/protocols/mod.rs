@@ -19,6 +19,9 @@ pub trait DependencyRules: Send + Sync {
     /// Whether dependencies are extracted from a file of this name.
     fn extractable(&self, filename: &str) -> bool;
 
+    /// How an extractable file is read.
+    fn extractor(&self) -> Extractor;
+
     /// The version `requirement` picks among `candidates` (the highest satisfying one;
     /// `None` when none does), or why the requirement cannot be resolved.
     fn select(
@@ -34,10 +37,26 @@ pub trait DependencyRules: Send + Sync {
         Ok(true)
     }
 
+    /// Whether the registry lists a package's versions for `select` to choose from;
+    /// `false` (Maven): the declared or managed version is taken as it is, and its
+    /// existence is checked when its descriptor is read.
+    fn lists_versions(&self) -> bool {
+        true
+    }
+
     /// Whether two names (of extras, packages) are the same by the protocol's rules.
     fn same_name(&self, a: &str, b: &str) -> bool {
         a == b
     }
+}
+
+/// How a protocol's stored artifacts yield their dependencies.
+pub enum Extractor {
+    /// From the file alone, on the blocking pool: `read(path, file name)`.
+    Archive(fn(&std::path::Path, &str) -> Result<crate::deps::Extracted, String>),
+    /// A Maven POM: its effective model needs its parents and imported BOMs, loaded
+    /// through Orchard (`protocols::maven::deps::extract_pom`).
+    PomWithParents,
 }
 
 /// The dependency rules of `protocol`.

@@ -452,6 +452,10 @@ impl crate::protocols::DependencyRules for Rules {
         filename.ends_with(".pom")
     }
 
+    fn extractor(&self) -> crate::protocols::Extractor {
+        crate::protocols::Extractor::PomWithParents
+    }
+
     fn select(
         &self,
         requirement: &str,
@@ -471,6 +475,10 @@ impl crate::protocols::DependencyRules for Rules {
             .iter()
             .any(|c| c.version == r)
             .then(|| r.to_string()))
+    }
+
+    fn lists_versions(&self) -> bool {
+        false
     }
 
     fn applies(&self, d: &crate::db::NewDependency, _env: &Environment) -> Result<bool, String> {

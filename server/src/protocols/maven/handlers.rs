@@ -212,7 +212,7 @@ fn pom_hook(req: &HttpRequest, file: String) -> Option<artifact::CommitHook> {
         move |state: AppState, committed: artifact::Committed| {
             actix_web::rt::spawn(crate::deps::extract_committed(
                 state,
-                "maven",
+                Protocol::Maven,
                 file,
                 committed.sha256,
             ));

@@ -89,6 +89,10 @@ impl crate::protocols::DependencyRules for Rules {
         filename.ends_with(".tgz")
     }
 
+    fn extractor(&self) -> crate::protocols::Extractor {
+        crate::protocols::Extractor::Archive(|path, _| extract_tarball(path))
+    }
+
     fn select(
         &self,
         requirement: &str,

@@ -466,7 +466,7 @@ async fn tarball(
         Box::new(move |state: AppState, committed: artifact::Committed| {
             actix_web::rt::spawn(crate::deps::extract_committed(
                 state,
-                "npm",
+                Protocol::Npm,
                 file_name,
                 committed.sha256,
             ));

@@ -266,6 +266,10 @@ impl crate::protocols::DependencyRules for Rules {
             || filename.ends_with(".whl.metadata")
     }
 
+    fn extractor(&self) -> crate::protocols::Extractor {
+        crate::protocols::Extractor::Archive(extract_file)
+    }
+
     fn select(
         &self,
         requirement: &str,

@@ -432,14 +432,14 @@ async fn file(
         path: format!("{project}/{filename}"),
         content_type: content_type(filename),
     };
-    let hook: Option<artifact::CommitHook> =
-        crate::deps::extractable("pypi", filename).then(|| {
+    let hook: Option<artifact::CommitHook> = crate::deps::extractable(Protocol::Pypi, filename)
+        .then(|| {
             let (source, project, filename) =
                 (source.clone(), project.clone(), filename.to_string());
             Box::new(move |state: AppState, committed: artifact::Committed| {
                 actix_web::rt::spawn(crate::deps::extract_committed(
                     state.clone(),
-                    "pypi",
+                    Protocol::Pypi,
                     filename.clone(),
                     committed.sha256.clone(),
                 ));
