@@ -45,6 +45,17 @@ impl Source {
             .unwrap_or(default)
     }
 
+    /// How long this source's version lists (npm packuments, `maven-metadata.xml`) stay
+    /// fresh: its own `ttl.versionsSeconds`, else `default`.
+    pub fn versions_ttl(&self, default: Duration) -> Duration {
+        self.spec
+            .ttl
+            .as_ref()
+            .and_then(|t| t.versions_seconds)
+            .map(Duration::from_secs)
+            .unwrap_or(default)
+    }
+
     /// `relative` joined to the base; `relative` must already be made of validated,
     /// percent-encoded segments.
     pub fn url(&self, relative: &str) -> String {

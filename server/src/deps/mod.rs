@@ -292,6 +292,29 @@ async fn extract(
     })
 }
 
+/// The commit hook that extracts a file's dependencies once it is stored (in the
+/// background; the artifact is served anyway), or `None` when the protocol reads no
+/// dependencies from a file of this name. Every protocol's artifact route uses it.
+pub fn extraction_hook(
+    protocol: Protocol,
+    filename: &str,
+) -> Option<crate::proxy::artifact::CommitHook> {
+    if !extractable(protocol, filename) {
+        return None;
+    }
+    let filename = filename.to_string();
+    Some(Box::new(
+        move |state: AppState, committed: crate::proxy::artifact::Committed| {
+            actix_web::rt::spawn(extract_committed(
+                state,
+                protocol,
+                filename,
+                committed.sha256,
+            ));
+        },
+    ))
+}
+
 /// The commit hook of extractable files: extracts once, logs failures (the artifact is
 /// served anyway).
 pub async fn extract_committed(

@@ -95,6 +95,42 @@ fn body_key(key: &str, digest: &str) -> String {
     format!("{key}#{digest}")
 }
 
+/// A document found in one of several sources.
+pub struct Found {
+    pub source: Arc<Source>,
+    pub request: DocumentRequest,
+    pub doc: Arc<Loaded>,
+    pub status: CacheStatus,
+}
+
+/// The merged view's rule: the first of `sources` (in priority order) that `serves`
+/// the name and whose document (`request`) exists — a higher-priority source that has
+/// it hides every lower one. A source that fails (5xx, timeout) ends the search with
+/// its error rather than falling through to a lower one.
+pub async fn first_found(
+    state: &AppState,
+    sources: impl IntoIterator<Item = Arc<Source>>,
+    serves: impl Fn(&Source) -> bool,
+    request: impl Fn(&Arc<Source>) -> DocumentRequest,
+) -> Result<Option<Found>, FetchError> {
+    for source in sources {
+        if !serves(&source) {
+            continue;
+        }
+        let request = request(&source);
+        let (doc, status) = get(state, &request).await?;
+        if doc.found() {
+            return Ok(Some(Found {
+                source,
+                request,
+                doc,
+                status,
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// The document's head, from the cache when fresh, else from the upstream (coalesced).
 pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
     let key = state

@@ -173,6 +173,36 @@ pub async fn stored(
     ))
 }
 
+/// A page (index page, packument, metadata document) with its ETag: 304 when the
+/// client's `If-None-Match` names it; varies by `Accept` (the representation), and
+/// clients may reuse it for a minute.
+pub fn page(
+    req: &HttpRequest,
+    content_type: &str,
+    body: impl actix_web::body::MessageBody + 'static,
+    etag: String,
+    cache: CacheStatus,
+) -> HttpResponse {
+    let inm = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::VARY, "Accept"))
+            .finish()
+    } else {
+        HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, content_type))
+            .insert_header((header::VARY, "Accept"))
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::CACHE_CONTROL, "max-age=60"))
+            .body(body)
+    };
+    with_cache_status(res, cache)
+}
+
 /// The source that answered a request, put on the response by the flow (the access
 /// log reads it).
 #[derive(Debug, Clone)]

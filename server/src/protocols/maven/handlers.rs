@@ -39,13 +39,7 @@ use crate::state::AppState;
 use crate::storage::Expected;
 
 fn versions_ttl(state: &AppState, source: &Source) -> Duration {
-    source
-        .spec
-        .ttl
-        .as_ref()
-        .and_then(|t| t.versions_seconds)
-        .map(Duration::from_secs)
-        .unwrap_or(state.config.cache.ttl_versions)
+    source.versions_ttl(state.config.cache.ttl_versions)
 }
 
 fn metadata_request(state: &AppState, source: &Arc<Source>, path: &str) -> DocumentRequest {
@@ -116,15 +110,20 @@ async fn metadata(
     checksum: Option<Checksum>,
 ) -> Result<HttpResponse, ApiError> {
     let path = format!("{dir}/maven-metadata.xml");
-    for source in view.sources(state, Protocol::Maven) {
-        if !coords::source_serves_dir(&source, dir) {
-            continue;
-        }
-        let dreq = metadata_request(state, &source, &path);
-        let (doc, status) = document::get(state, &dreq).await?;
-        if !doc.found() {
-            continue;
-        }
+    let found = document::first_found(
+        state,
+        view.sources(state, Protocol::Maven),
+        |source| coords::source_serves_dir(source, dir),
+        |source| metadata_request(state, source, &path),
+    )
+    .await?;
+    if let Some(document::Found {
+        request: dreq,
+        doc,
+        status,
+        ..
+    }) = found
+    {
         let body = document::body(state, &dreq, &doc).await?;
         let res = match checksum {
             Some(algo) => text(digest_of(algo, body.as_bytes()), "text/plain", None),
@@ -208,16 +207,7 @@ fn pom_hook(req: &HttpRequest, file: String) -> Option<artifact::CommitHook> {
     if internal {
         return None;
     }
-    Some(Box::new(
-        move |state: AppState, committed: artifact::Committed| {
-            actix_web::rt::spawn(crate::deps::extract_committed(
-                state,
-                Protocol::Maven,
-                file,
-                committed.sha256,
-            ));
-        },
-    ))
+    crate::deps::extraction_hook(Protocol::Maven, &file)
 }
 
 /// Where a file's bytes are upstream, with the digest the upstream declares for them.

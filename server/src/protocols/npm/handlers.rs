@@ -26,9 +26,8 @@ use crate::cache::Category;
 use crate::error::ApiError;
 use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
-use crate::proxy::document::{self, DocumentRequest, Loaded, Parser};
+use crate::proxy::document::{self, DocumentRequest, Parser};
 use crate::proxy::response;
-use crate::proxy::CacheStatus;
 use crate::sources::{Protocol, Source};
 use crate::state::AppState;
 
@@ -170,13 +169,7 @@ fn packument_request(
     let parse_name = name.clone();
     let prefix = format!("/sources/{}", source.name());
     let parse: Parser = Arc::new(move |body, _ct| packument::parse(body, &parse_name, &prefix));
-    let ttl = source
-        .spec
-        .ttl
-        .as_ref()
-        .and_then(|t| t.versions_seconds)
-        .map(std::time::Duration::from_secs)
-        .unwrap_or(state.config.cache.ttl_versions);
+    let ttl = source.versions_ttl(state.config.cache.ttl_versions);
     DocumentRequest {
         protocol: Protocol::Npm,
         source: source.clone(),
@@ -210,48 +203,16 @@ async fn find_package(
     view: &View,
     name: &PackageName,
     abbreviated: bool,
-) -> Result<(Arc<Source>, DocumentRequest, Arc<Loaded>, CacheStatus), ApiError> {
-    for source in view.sources(state, Protocol::Npm) {
-        if !source.allows_with(|p| crate::sources::wildcard_match(p, &name.full())) {
-            continue;
-        }
-        let dreq = packument_request(state, &source, name, abbreviated);
-        let (doc, status) = document::get(state, &dreq).await?;
-        if doc.found() {
-            return Ok((source, dreq, doc, status));
-        }
-    }
-    Err(ApiError::NotFound(format!(
-        "package {:?} not found in any npm source",
-        name.full()
-    )))
-}
-
-fn json_response(
-    req: &HttpRequest,
-    content_type: &str,
-    body: impl actix_web::body::MessageBody + 'static,
-    etag: String,
-    cache: CacheStatus,
-) -> HttpResponse {
-    let inm = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
-        HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::VARY, "Accept"))
-            .finish()
-    } else {
-        HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, content_type))
-            .insert_header((header::VARY, "Accept"))
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, "max-age=60"))
-            .body(body)
-    };
-    response::tag(res, cache)
+) -> Result<document::Found, ApiError> {
+    let full = name.full();
+    document::first_found(
+        state,
+        view.sources(state, Protocol::Npm),
+        |source| source.allows_with(|p| crate::sources::wildcard_match(p, &full)),
+        |source| packument_request(state, source, name, abbreviated),
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("package {full:?} not found in any npm source")))
 }
 
 /// Packuments up to this size are rendered once per digest and base URL and the
@@ -268,7 +229,12 @@ async fn packument(
 ) -> Result<HttpResponse, ApiError> {
     let abbreviated = wants_abbreviated(req);
     let base = base_url(state, req)?;
-    let (source, dreq, doc, status) = find_package(state, view, name, abbreviated).await?;
+    let document::Found {
+        source,
+        request: dreq,
+        doc,
+        status,
+    } = find_package(state, view, name, abbreviated).await?;
     let base_tag = base_tag(&base);
     let repr = if abbreviated { "abbreviated" } else { "full" };
     let etag = format!("W/\"{}-{repr}-{base_tag}\"", doc.digest());
@@ -288,7 +254,7 @@ async fn packument(
         ),
     );
     if let Some(body) = state.cache.get(&key).await {
-        return Ok(json_response(req, content_type, body, etag, status));
+        return Ok(response::page(req, content_type, body, etag, status));
     }
     let stored = document::body(state, &dreq, &doc).await?;
     let unreadable = |e: String| {
@@ -307,7 +273,7 @@ async fn packument(
                 .set_with_ttl(&key, rendered.clone(), Some(dreq.ttl))
                 .await;
         }
-        return Ok(json_response(req, content_type, rendered, etag, status));
+        return Ok(response::page(req, content_type, rendered, etag, status));
     }
     let spliced = packument::Spliced::new(stored.bytes(), &base).map_err(unreadable)?;
     let len = spliced.len as u64;
@@ -316,7 +282,7 @@ async fn packument(
             .map(|c| (Ok::<_, std::convert::Infallible>(c), s))
     });
     let body = actix_web::body::SizedStream::new(len, pieces);
-    Ok(json_response(req, content_type, body, etag, status))
+    Ok(response::page(req, content_type, body, etag, status))
 }
 
 /// One render of all versions at a time per packument digest and base, per replica.
@@ -332,7 +298,12 @@ async fn version(
     wanted: &str,
 ) -> Result<HttpResponse, ApiError> {
     let base = base_url(state, req)?;
-    let (source, dreq, doc, status) = find_package(state, view, name, false).await?;
+    let document::Found {
+        source,
+        request: dreq,
+        doc,
+        status,
+    } = find_package(state, view, name, false).await?;
     // Each version's manifest is rendered once per packument digest and base — all of
     // them in one skim of the stored document, by one request while the others wait —
     // and then served from the cache.
@@ -427,7 +398,7 @@ async fn tarball(
 ) -> Result<HttpResponse, ApiError> {
     let source = match view {
         View::Source(s) => s.clone(),
-        View::Merged => find_package(state, view, name, true).await?.0,
+        View::Merged => find_package(state, view, name, true).await?.source,
     };
     if !source.allows_with(|p| crate::sources::wildcard_match(p, &name.full())) {
         return Err(ApiError::NotFound(format!(
@@ -461,17 +432,8 @@ async fn tarball(
         let url = crate::file_url::vet(&source, &found.url, &expected).await?;
         Ok(Upstream { url, expected })
     };
-    let file_name = file.to_string();
-    let hook: artifact::CommitHook =
-        Box::new(move |state: AppState, committed: artifact::Committed| {
-            actix_web::rt::spawn(crate::deps::extract_committed(
-                state,
-                Protocol::Npm,
-                file_name,
-                committed.sha256,
-            ));
-        });
-    artifact::serve(state, req, spec, resolve, Some(hook)).await
+    let hook = crate::deps::extraction_hook(Protocol::Npm, file);
+    artifact::serve(state, req, spec, resolve, hook).await
 }
 
 async fn dispatch(

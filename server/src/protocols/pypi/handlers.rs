@@ -114,24 +114,7 @@ fn page_response(
     etag: String,
     cache: CacheStatus,
 ) -> HttpResponse {
-    let inm = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
-    let res = if inm.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
-        HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::VARY, "Accept"))
-            .finish()
-    } else {
-        HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, repr.content_type()))
-            .insert_header((header::VARY, "Accept"))
-            .insert_header((header::ETAG, etag))
-            .insert_header((header::CACHE_CONTROL, "max-age=60"))
-            .body(body)
-    };
-    response::tag(res, cache)
+    response::page(req, repr.content_type(), body, etag, cache)
 }
 
 /// Redirect to the normalised, trailing-slash URL (relative, so path prefixes work).
@@ -283,15 +266,20 @@ async fn project_page(
     project: &str,
 ) -> Result<HttpResponse, ApiError> {
     let repr = representation(req)?;
-    for source in view.sources(state, Protocol::Pypi) {
-        if !super::names::source_serves(&source, project) {
-            continue;
-        }
-        let dreq = project_request(state, &source, project);
-        let (doc, status) = document::get(state, &dreq).await?;
-        if !doc.found() {
-            continue;
-        }
+    let found = document::first_found(
+        state,
+        view.sources(state, Protocol::Pypi),
+        |source| super::names::source_serves(source, project),
+        |source| project_request(state, source, project),
+    )
+    .await?;
+    if let Some(document::Found {
+        source,
+        request: dreq,
+        doc,
+        status,
+    }) = found
+    {
         let cached_meta = cached_metadata(state, &source, project).await?;
         let meta_digest =
             hex::encode(&Sha256::digest(serde_json::to_vec(&cached_meta).unwrap_or_default())[..8]);
@@ -432,24 +420,22 @@ async fn file(
         path: format!("{project}/{filename}"),
         content_type: content_type(filename),
     };
-    let hook: Option<artifact::CommitHook> = crate::deps::extractable(Protocol::Pypi, filename)
-        .then(|| {
-            let (source, project, filename) =
-                (source.clone(), project.clone(), filename.to_string());
-            Box::new(move |state: AppState, committed: artifact::Committed| {
-                actix_web::rt::spawn(crate::deps::extract_committed(
+    // dependencies, and for a wheel its PEP 658 metadata file too
+    let hook = crate::deps::extraction_hook(Protocol::Pypi, filename).map(|extract| {
+        let (source, project, filename) = (source.clone(), project.clone(), filename.to_string());
+        Box::new(move |state: AppState, committed: artifact::Committed| {
+            if is_wheel(&filename) {
+                actix_web::rt::spawn(metadata::extract_and_store(
                     state.clone(),
-                    Protocol::Pypi,
-                    filename.clone(),
-                    committed.sha256.clone(),
+                    source,
+                    project,
+                    filename,
+                    committed.clone(),
                 ));
-                if is_wheel(&filename) {
-                    actix_web::rt::spawn(metadata::extract_and_store(
-                        state, source, project, filename, committed,
-                    ));
-                }
-            }) as artifact::CommitHook
-        });
+            }
+            extract(state, committed);
+        }) as artifact::CommitHook
+    });
     let resolve = || async {
         let entry = find_file(state, &source, &project, filename).await?;
         let expected = expected_of(&entry.hashes);
