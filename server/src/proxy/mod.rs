@@ -15,6 +15,8 @@ pub mod persisted;
 pub mod quarantine;
 pub mod response;
 pub mod singleflight;
+#[cfg(test)]
+mod tests;
 
 use crate::error::ApiError;
 use crate::http_client::UpstreamError;
