@@ -5,11 +5,9 @@
 pub use orchard_core::{cache, config, credentials, db, metrics};
 
 pub mod access_log;
-pub mod admin;
 pub mod deps;
 pub mod error;
 pub mod file_url;
-pub mod health;
 pub mod http_client;
 pub mod lifecycle;
 pub mod protocols;

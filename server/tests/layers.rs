@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!   wiring (lib, main, lifecycle)
-//!     └─> routes (HTTP handlers: routes, protocols/*/handlers, deps/api, admin, health,
-//!           │     access_log) ─> state (AppState, the application's handle)
+//!     └─> routes (routes/*: pypi, npm, maven, deps, admin, health; access_log; the
+//!           │     `orchard ensure` CLI) ─> state (AppState, the application's handle)
 //!           └─> flow (proxy/*)  <── adapters (protocols/*, deps/*) implement what the flow defines
 //!                 └─> backends (storage, http_client, file_url, worker_pool, sources) ─> orchard-core
 //! ```
@@ -37,10 +37,9 @@ fn layer_of(module: &str) -> Layer {
     match top {
         "lib" | "main" | "lifecycle" => Wiring,
         "state" => State,
-        "routes" | "admin" | "health" | "access_log" => Routes,
+        "routes" | "access_log" => Routes,
         "proxy" => Flow,
-        "protocols" if module.ends_with("/handlers") => Routes,
-        "deps" if module == "deps/api" || module == "deps/cli" => Routes,
+        "deps" if module == "deps/cli" => Routes,
         "protocols" | "deps" => Adapters,
         "storage" | "http_client" | "file_url" | "worker_pool" | "sources" => Backends,
         "error" | "cache" | "config" | "credentials" | "db" | "metrics" => Shared,
@@ -291,6 +290,6 @@ fn paths_are_found() {
     assert!(!allowed(Layer::Flow, Layer::Routes));
     assert!(!allowed(Layer::Backends, Layer::Flow));
     assert!(!allowed(Layer::Flow, Layer::State));
-    assert_eq!(layer_of("protocols/npm/handlers"), Layer::Routes);
+    assert_eq!(layer_of("routes/npm"), Layer::Routes);
     assert_eq!(layer_of("protocols/npm/packument"), Layer::Adapters);
 }

@@ -7,14 +7,13 @@
 //! - `resolve`: the highest version satisfying each constraint among the versions the
 //!   sources list, no backtracking, conflicts reported.
 //! - `ensure`: ensure files and lockfiles → every artifact fetched and verified.
-//! - `api`: `GET /api/v1/artifacts/{sha256}/dependencies`, `POST /api/v1/ensure`.
+//! - routes: `routes::deps` (`GET /api/v1/artifacts/{sha256}/dependencies`, `POST /api/v1/ensure`).
 //!
 //! Storage: `batch_upsert_dependencies` writes one artifact's extraction in one
 //! statement. Row 0 is the artifact's own identity (`kind = "self"`, `name`,
 //! `requirement` = its version, `marker` = `known` or `unknown`); rows 1… are its
 //! dependencies. "unknown" records an sdist whose dependencies are dynamic: never guessed.
 
-pub mod api;
 pub mod archive;
 pub mod cli;
 pub mod ensure;

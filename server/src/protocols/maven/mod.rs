@@ -3,4 +3,3 @@
 
 pub mod coords;
 pub mod deps;
-pub mod handlers;

@@ -126,7 +126,7 @@ async fn try_extract(
 
 /// Cache key of the project's cached-metadata list (dropped when a wheel's metadata is
 /// extracted).
-pub(super) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
+pub(crate) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
     state
         .cache
         .source_key(

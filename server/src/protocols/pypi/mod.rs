@@ -1,7 +1,6 @@
 //! PyPI: the simple repository API (PEP 503, 592, 629, 658, 691, 700, 714).
 
 pub mod deps;
-pub mod handlers;
 pub mod metadata;
 pub mod model;
 pub mod names;

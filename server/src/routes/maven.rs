@@ -26,9 +26,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::coords::{self, content_type, is_snapshot, Checksum, MavenPath};
 use crate::cache::Category;
 use crate::error::ApiError;
+use crate::protocols::maven::coords::{self, content_type, is_snapshot, Checksum, MavenPath};
 use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Parser};
@@ -453,7 +453,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/sources/{source}/{tail:.*}")
-            .guard(crate::routes::source_protocol(Protocol::Maven))
+            .guard(super::source_protocol(Protocol::Maven))
             .route(web::get().to(one_source))
             .route(web::head().to(one_source)),
     );

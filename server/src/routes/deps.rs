@@ -9,12 +9,12 @@ use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::ensure::{self, Item};
-use super::resolve::{self, Environment, Options};
-use super::universe::ServerUniverse;
-use super::{extractable, Extracted};
-use crate::admin::authorize;
+use super::admin::authorize;
 use crate::cache::Category;
+use crate::deps::ensure::{self, Item};
+use crate::deps::resolve::{self, Environment, Options};
+use crate::deps::universe::ServerUniverse;
+use crate::deps::{extractable, Extracted};
 use crate::error::ApiError;
 use crate::metrics::metrics;
 use crate::proxy::CacheStatus;

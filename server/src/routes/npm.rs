@@ -20,10 +20,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::names::{is_valid_tarball, is_valid_version_or_tag, PackageName};
-use super::packument;
 use crate::cache::Category;
 use crate::error::ApiError;
+use crate::protocols::npm::names::{is_valid_tarball, is_valid_version_or_tag, PackageName};
+use crate::protocols::npm::packument;
 use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Parser};
@@ -481,7 +481,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/sources/{source}/{tail:.*}")
-            .guard(crate::routes::source_protocol(Protocol::Npm))
+            .guard(super::source_protocol(Protocol::Npm))
             .route(web::get().to(one_source))
             .route(web::head().to(one_source)),
     );

@@ -1,6 +1,13 @@
 //! Every route of the package listener, registered in one place, and the middleware
 //! that counts requests. Protocol handlers join here as they land.
 
+pub mod admin;
+pub mod deps;
+pub mod health;
+pub mod maven;
+pub mod npm;
+pub mod pypi;
+
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -95,11 +102,11 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 /// The package listener's routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index));
-    crate::protocols::pypi::handlers::configure(cfg);
-    crate::protocols::npm::handlers::configure(cfg);
-    crate::protocols::maven::handlers::configure(cfg);
-    crate::deps::api::configure(cfg);
-    crate::admin::configure(cfg);
+    pypi::configure(cfg);
+    npm::configure(cfg);
+    maven::configure(cfg);
+    deps::configure(cfg);
+    admin::configure(cfg);
 }
 
 /// Matches `/sources/{source}/…` only when `{source}` is an enabled source of

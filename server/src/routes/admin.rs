@@ -98,7 +98,7 @@ fn artifact_operation(
     raw_sha: &str,
 ) -> Result<(String, std::sync::Arc<dyn crate::db::ArtifactRepository>), ApiError> {
     authorize(state, req)?;
-    let sha = crate::deps::api::check_sha(raw_sha)?;
+    let sha = super::deps::check_sha(raw_sha)?;
     let repo = state.db().ok_or(ApiError::DatabaseUnavailable)?.clone();
     Ok((sha, repo))
 }

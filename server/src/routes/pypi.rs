@@ -19,12 +19,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::model::{ProjectPage, RootIndex};
-use super::names::{content_type, is_valid_filename, is_valid_project_name, is_wheel, normalize};
-use super::negotiate::{negotiate, Representation};
-use super::{metadata, parse, render};
 use crate::cache::Category;
 use crate::error::ApiError;
+use crate::protocols::pypi::model::{ProjectPage, RootIndex};
+use crate::protocols::pypi::names::{
+    content_type, is_valid_filename, is_valid_project_name, is_wheel, normalize,
+};
+use crate::protocols::pypi::negotiate::{negotiate, Representation};
+use crate::protocols::pypi::{metadata, parse, render};
 use crate::protocols::View;
 use crate::proxy::artifact::{self, ArtifactSpec, Upstream};
 use crate::proxy::document::{self, DocumentRequest, Parser};
@@ -204,7 +206,7 @@ async fn root_page(
                                 serde_json::from_str(&body).map_err(|e| e.to_string())?;
                             for p in root.projects {
                                 let n = normalize(&p);
-                                if super::names::source_serves(&source, &n) {
+                                if crate::protocols::pypi::names::source_serves(&source, &n) {
                                     names.entry(n).or_insert(p);
                                 }
                             }
@@ -269,7 +271,7 @@ async fn project_page(
     let found = document::first_found(
         state,
         view.sources(state, Protocol::Pypi),
-        |source| super::names::source_serves(source, project),
+        |source| crate::protocols::pypi::names::source_serves(source, project),
         |source| project_request(state, source, project),
     )
     .await?;
@@ -345,7 +347,8 @@ async fn cached_metadata(
     source: &Source,
     project: &str,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let key = super::metadata::metadata_list_key(state, source.name(), project).await;
+    let key =
+        crate::protocols::pypi::metadata::metadata_list_key(state, source.name(), project).await;
     if let Some(list) = state.cache.get_json::<BTreeMap<String, String>>(&key).await {
         return Ok(list);
     }
@@ -374,7 +377,7 @@ async fn find_file(
     source: &Arc<Source>,
     project: &str,
     filename: &str,
-) -> Result<super::model::FileEntry, ApiError> {
+) -> Result<crate::protocols::pypi::model::FileEntry, ApiError> {
     let dreq = project_request(state, source, project);
     let (doc, _) = document::get(state, &dreq).await?;
     if !doc.found() {
@@ -400,7 +403,7 @@ async fn file(
 ) -> Result<HttpResponse, ApiError> {
     let project = checked_project(project)?;
     let source = pypi_source(state, source)?;
-    if !super::names::source_serves(&source, &project) {
+    if !crate::protocols::pypi::names::source_serves(&source, &project) {
         return Err(ApiError::NotFound(format!(
             "source {:?} does not serve {project:?}",
             source.name()
@@ -574,7 +577,7 @@ where
 {
     let resource = web::resource(path);
     let resource = if path.starts_with("/sources/") {
-        resource.guard(crate::routes::source_protocol(Protocol::Pypi))
+        resource.guard(super::source_protocol(Protocol::Pypi))
     } else {
         resource
     };
