@@ -4,7 +4,8 @@
 //! `StorageError`, `UpstreamError`, `ConfigError`); `anyhow` only in `main` and start-up.
 //! Handlers return `ApiError`, the one HTTP error type: it picks the status (not found →
 //! 404, pool exhausted → 503, upstream timeout → 504, …) and renders one envelope,
-//! `{"error": {"status": N, "code": "…", "message": "…"}}`. Messages never carry
+//! `{"error": {"status": N, "code": "…", "message": "…"}}`, plus `"reason"` (a stable
+//! label, `FetchError::label`) when an upstream fetch failed. Messages never carry
 //! secrets or internal addresses; the detail is logged once, here.
 
 use actix_web::http::StatusCode;
@@ -48,11 +49,39 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A failed upstream fetch: answered as `error`, with the fetch's stable `reason`
+    /// label (`FetchError::label`) in the body.
+    #[error("{error}")]
+    Fetch {
+        reason: &'static str,
+        error: Box<ApiError>,
+    },
 }
 
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    /// The error as answered (a fetch failure answers as the error it maps to).
+    pub fn answered(&self) -> &ApiError {
         match self {
+            ApiError::Fetch { error, .. } => error.answered(),
+            other => other,
+        }
+    }
+
+    /// Whether this is a 404 (a missing thing, directly or from a fetch).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.answered(), ApiError::NotFound(_))
+    }
+
+    /// The stable reason label of a fetch failure.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Fetch { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self.answered() {
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotAcceptable(_) => "not_acceptable",
@@ -66,13 +95,14 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Fetch { .. } => unreachable!("answered() unwraps fetch errors"),
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
+        match self.answered() {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -87,21 +117,27 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::GatewayTimeout | ApiError::WaitTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Fetch { .. } => unreachable!("answered() unwraps fetch errors"),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        self.response_builder().json(serde_json::json!({
-            "error": {"status": status.as_u16(), "code": self.code(), "message": self.to_string()}
-        }))
+        let mut error = serde_json::json!({
+            "status": status.as_u16(), "code": self.code(), "message": self.to_string()
+        });
+        if let Some(reason) = self.reason() {
+            error["reason"] = reason.into();
+        }
+        self.response_builder()
+            .json(serde_json::json!({ "error": error }))
     }
 }
 
 impl ApiError {
     /// Seconds a client should wait before trying again, for answers that say "not now".
     fn retry_after(&self) -> Option<u32> {
-        match self {
+        match self.answered() {
             ApiError::DatabaseUnavailable | ApiError::Unavailable(_) => Some(5),
             _ => None,
         }
@@ -118,10 +154,14 @@ impl ApiError {
     /// The npm registry's error body, `{"error": "<message>"}` — npm prints that string
     /// (a structured `error` shows as `[object Object]`); `code` is the stable label.
     pub fn npm_response(&self) -> HttpResponse {
-        self.response_builder().json(serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.to_string(),
             "code": self.code(),
-        }))
+        });
+        if let Some(reason) = self.reason() {
+            body["reason"] = reason.into();
+        }
+        self.response_builder().json(body)
     }
 }
 
@@ -171,5 +211,59 @@ impl From<UpstreamError> for ApiError {
             }
             UpstreamError::Request(_) => ApiError::BadGateway("the upstream request failed".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::FetchError;
+
+    async fn body_of(e: &ApiError) -> (u16, serde_json::Value) {
+        let res = e.error_response();
+        let status = res.status().as_u16();
+        let bytes = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn fetch_failures_carry_a_stable_reason() {
+        for (fetch, status, code, reason) in [
+            (
+                FetchError::Timeout,
+                504,
+                "gateway_timeout",
+                "upstream_timeout",
+            ),
+            (
+                FetchError::Upstream("upstream answered 500".into()),
+                502,
+                "bad_gateway",
+                "upstream_error",
+            ),
+            (
+                FetchError::HashMismatch,
+                502,
+                "bad_gateway",
+                "hash_mismatch",
+            ),
+            (FetchError::NotFound, 404, "not_found", "not_found_upstream"),
+            (
+                FetchError::Unavailable("storage".into()),
+                503,
+                "unavailable",
+                "backend_unavailable",
+            ),
+        ] {
+            let e = ApiError::from(fetch);
+            let (got, body) = body_of(&e).await;
+            assert_eq!(got, status, "{body}");
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert_eq!(body["error"]["reason"], reason, "{body}");
+            assert_eq!(e.is_not_found(), status == 404);
+        }
+        // errors that are not fetch failures have no reason
+        let (_, body) = body_of(&ApiError::BadRequest("bad".into())).await;
+        assert!(body["error"].get("reason").is_none(), "{body}");
     }
 }

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub quarantine_refusals: IntCounter,
     pub storage_cleaned: IntCounterVec,
     pub damaged_artifacts: IntCounter,
+    pub fetch_failures: IntCounterVec,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -180,6 +181,12 @@ impl Metrics {
                 "orchard_storage_cleaned_total",
                 "Leftovers of killed fills removed from artifact storage by the cleaner, by kind (temporary object, multipart upload)",
                 &["kind"],
+            ),
+            fetch_failures: counter_vec(
+                &r,
+                "orchard_fetch_failures_total",
+                "Upstream fetches that failed a request, by reason (the `reason` of the JSON error body)",
+                &["reason"],
             ),
             damaged_artifacts: counter(
                 &r,

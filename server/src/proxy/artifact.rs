@@ -104,7 +104,7 @@ where
         )
         .await
         {
-            Err(ApiError::NotFound(_)) => {
+            Err(e) if e.is_not_found() => {
                 tracing::warn!(artifact.sha256 = %hit.sha256, "artifact row without stored bytes; fetching again");
                 state.cache.delete(&lookup_key(state, &spec)).await;
             }
@@ -318,7 +318,7 @@ fn offer(client_tx: &mut Option<ClientTx>, item: Result<Bytes, std::io::Error>) 
 /// A leader whose resolve step failed: its followers get the same answer (no second
 /// upstream request for them), and the leader's own client gets the error.
 fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> ApiError {
-    let shared = match &e {
+    let shared = match e.answered() {
         ApiError::NotFound(m) => Some(FetchError::Missing(m.clone())),
         ApiError::BadGateway(m) => Some(FetchError::Upstream(m.clone())),
         ApiError::GatewayTimeout => Some(FetchError::Timeout),
@@ -354,7 +354,7 @@ pub async fn serve_cached(
     )
     .await
     {
-        Err(ApiError::NotFound(_)) => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         other => other.map(Some),
     }
 }
@@ -408,7 +408,7 @@ where
         )
         .await
         {
-            Err(ApiError::NotFound(_)) => state.cache.delete(&lookup_key(state, &spec)).await,
+            Err(e) if e.is_not_found() => state.cache.delete(&lookup_key(state, &spec)).await,
             other => return other,
         };
     }

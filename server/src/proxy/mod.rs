@@ -72,6 +72,25 @@ pub enum FetchError {
     Quarantined(String),
 }
 
+impl FetchError {
+    /// A stable label of the reason: the `reason` of the JSON error body and of
+    /// `orchard_fetch_failures_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FetchError::Timeout => "upstream_timeout",
+            FetchError::Upstream(_) => "upstream_error",
+            FetchError::NotFound => "not_found_upstream",
+            FetchError::Missing(_) => "not_listed",
+            FetchError::Database => "database_unavailable",
+            FetchError::HashMismatch => "hash_mismatch",
+            FetchError::Internal(_) => "internal",
+            FetchError::FillWait(_) => "fill_wait_timeout",
+            FetchError::Unavailable(_) => "backend_unavailable",
+            FetchError::Quarantined(_) => "quarantined",
+        }
+    }
+}
+
 impl From<UpstreamError> for FetchError {
     fn from(e: UpstreamError) -> Self {
         match e {
@@ -86,7 +105,12 @@ impl From<UpstreamError> for FetchError {
 
 impl From<FetchError> for ApiError {
     fn from(e: FetchError) -> Self {
-        match e {
+        let reason = e.label();
+        crate::metrics::metrics()
+            .fetch_failures
+            .with_label_values(&[reason])
+            .inc();
+        let error = match e {
             FetchError::Timeout => ApiError::GatewayTimeout,
             FetchError::Upstream(m) => ApiError::BadGateway(m),
             FetchError::NotFound => ApiError::NotFound("not found upstream".into()),
@@ -102,6 +126,10 @@ impl From<FetchError> for ApiError {
             e @ FetchError::FillWait(_) => ApiError::WaitTimeout(e.to_string()),
             FetchError::Unavailable(m) => ApiError::Unavailable(m),
             FetchError::Quarantined(m) => ApiError::Quarantined(m),
+        };
+        ApiError::Fetch {
+            reason,
+            error: Box::new(error),
         }
     }
 }

@@ -240,7 +240,7 @@ async fn a_404_is_remembered_and_a_failure_without_a_copy_is_an_error() {
     let err = document::get(&state, &broken).await.unwrap_err();
     assert!(matches!(err, FetchError::Upstream(_)), "{err:?}");
     assert!(
-        !matches!(ApiError::from(err), ApiError::NotFound(_)),
+        !ApiError::from(err).is_not_found(),
         "a failure is never a 404"
     );
     server.stop(false).await;
@@ -336,7 +336,8 @@ async fn bytes_that_do_not_match_the_declared_digest_are_not_stored() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ApiError::BadGateway(_)), "{err:?}");
+    assert!(matches!(err.answered(), ApiError::BadGateway(_)), "{err:?}");
+    assert_eq!(err.reason(), Some("hash_mismatch"));
     let actual = hex::encode(Sha256::digest(b"tampered bytes"));
     assert!(
         state.storage.head(&actual).await.is_err(),

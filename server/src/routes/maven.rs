@@ -185,7 +185,7 @@ async fn version_owner(
             .await
             {
                 Ok(_) => true,
-                Err(ApiError::NotFound(_)) => false,
+                Err(e) if e.is_not_found() => false,
                 Err(e) => return Err(e),
             }
         };
@@ -317,7 +317,7 @@ async fn file(
     // source's 404 is remembered per path; any other failure ends the lookup.
     for source in candidates {
         match serve_from(state, req, source, path).await {
-            Err(ApiError::NotFound(_)) => continue,
+            Err(e) if e.is_not_found() => continue,
             other => return other,
         }
     }
@@ -375,7 +375,12 @@ async fn serve_from(
     match checksum {
         None if mutable => match artifact::serve(state, req, main_spec(), resolve, None).await {
             // The upstream failed: the newest earlier copy within ORCHARD_CACHE_STALE_MAX.
-            Err(e @ (ApiError::BadGateway(_) | ApiError::GatewayTimeout)) => {
+            Err(e)
+                if matches!(
+                    e.answered(),
+                    ApiError::BadGateway(_) | ApiError::GatewayTimeout
+                ) =>
+            {
                 let back = (state.config.cache.stale_max.as_secs() / window).clamp(1, 24);
                 for w in (current.saturating_sub(back)..current).rev() {
                     let old = ArtifactSpec {
