@@ -131,7 +131,11 @@ pub fn run(args: EnsureArgs) -> u8 {
                             first.version.clone().unwrap_or_default()
                         )));
                     }
-                    failures.extend(items.into_iter().filter(|i| i.status == "failed"));
+                    failures.extend(
+                        items
+                            .into_iter()
+                            .filter(|i| i.status == super::ensure::ItemStatus::Failed),
+                    );
                 }
                 if let Some(s) = line.summary {
                     summary = Some(s);

@@ -61,10 +61,45 @@ pub struct Item {
     pub file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// `cached`, `fetched` or `failed`.
-    pub status: String,
+    pub status: ItemStatus,
+    /// Why a file `failed`: a stable label; `reason` says it in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<EnsureFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    /// Served from Orchard's cache.
+    Cached,
+    /// Fetched from the upstream now.
+    Fetched,
+    Failed,
+}
+
+impl ItemStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Cached => "cached",
+            ItemStatus::Fetched => "fetched",
+            ItemStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Why an ensure entry's file failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnsureFailure {
+    /// Its version or files could not be determined (not listed, no match, a source
+    /// failed).
+    Unplanned,
+    /// Orchard could not serve the file (not found, upstream failure).
+    FetchFailed,
+    /// The file's digest is none of the hashes the entry allows.
+    HashMismatch,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,10 +116,10 @@ pub fn summarize(items: &[Item]) -> Summary {
         ..Default::default()
     };
     for i in items {
-        match i.status.as_str() {
-            "cached" => s.cached += 1,
-            "fetched" => s.fetched += 1,
-            _ => s.failed += 1,
+        match i.status {
+            ItemStatus::Cached => s.cached += 1,
+            ItemStatus::Fetched => s.fetched += 1,
+            ItemStatus::Failed => s.failed += 1,
         }
     }
     s
@@ -453,34 +488,55 @@ async fn plan(
 
 /// Runs one entry: plans its files and fetches each; reports one item per file.
 pub async fn run_entry(u: &ServerUniverse, e: &Entry, env: &Environment) -> Vec<Item> {
-    let failed = |reason: String, version: Option<String>, file: Option<String>| Item {
+    let failed = |cause: EnsureFailure,
+                  reason: String,
+                  version: Option<String>,
+                  file: Option<String>| Item {
         protocol: e.protocol.clone(),
         name: e.name.clone(),
         version,
         file,
         sha256: None,
-        status: "failed".into(),
+        status: ItemStatus::Failed,
+        cause: Some(cause),
         reason: Some(reason),
     };
     let (version, files) = match plan(u, e, env).await {
         Ok(p) => p,
-        Err(reason) => return vec![failed(reason, e.version.clone(), None)],
+        Err(reason) => {
+            return vec![failed(
+                EnsureFailure::Unplanned,
+                reason,
+                e.version.clone(),
+                None,
+            )]
+        }
     };
     let mut items = Vec::new();
     for (path, file) in files {
         let fetched = u.local.fetch(&path).await;
         if let Some(err) = fetched.error {
-            items.push(failed(err, Some(version.clone()), Some(file)));
+            items.push(failed(
+                EnsureFailure::FetchFailed,
+                err,
+                Some(version.clone()),
+                Some(file),
+            ));
             continue;
         }
         if let Err(reason) = digest_ok(&e.hashes, &fetched.sha256, &fetched.sha512) {
-            items.push(failed(reason, Some(version.clone()), Some(file)));
+            items.push(failed(
+                EnsureFailure::HashMismatch,
+                reason,
+                Some(version.clone()),
+                Some(file),
+            ));
             continue;
         }
         let status = if fetched.cache == "hit" {
-            "cached"
+            ItemStatus::Cached
         } else {
-            "fetched"
+            ItemStatus::Fetched
         };
         items.push(Item {
             protocol: e.protocol.clone(),
@@ -488,7 +544,8 @@ pub async fn run_entry(u: &ServerUniverse, e: &Entry, env: &Environment) -> Vec<
             version: Some(version.clone()),
             file: Some(file),
             sha256: Some(fetched.sha256),
-            status: status.into(),
+            status,
+            cause: None,
             reason: None,
         });
     }

@@ -62,9 +62,10 @@ pub struct Node {
     pub optional: bool,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub marker: String,
-    /// `resolved`, `unsatisfiable`, `not-found`, `error`, `unknown-dependencies`
-    /// (an sdist with dynamic metadata), `cycle`, `depth-limit`, `budget`.
-    pub status: String,
+    pub status: NodeStatus,
+    /// Why a node is in `error`: a stable label.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cause: Option<NodeError>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -74,6 +75,38 @@ pub struct Node {
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub repeated: bool,
     pub dependencies: Vec<Node>,
+}
+
+/// What became of one node of a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    Resolved,
+    /// No listed version satisfies the requirement.
+    Unsatisfiable,
+    /// No source lists the package.
+    NotFound,
+    /// See `Node::cause`.
+    Error,
+    /// An sdist with dynamic metadata: its dependencies are not guessed.
+    UnknownDependencies,
+    Cycle,
+    /// `max_depth` reached: its dependencies are not listed.
+    DepthLimit,
+    /// More than `MAX_NODES` nodes in the tree: not resolved.
+    Budget,
+}
+
+/// Why a node could not be resolved (`NodeStatus::Error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeError {
+    /// The package's versions could not be listed (a source failed).
+    VersionsUnavailable,
+    /// The requirement cannot be resolved (a direct URL, an alias, a range, bad syntax).
+    UnresolvableRequirement,
+    /// The chosen version's dependencies could not be read.
+    DependenciesUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,7 +248,9 @@ impl Walk<'_> {
                     kind: d.kind.clone(),
                     optional: d.optional,
                     marker: d.marker.clone(),
-                    status: String::new(),
+                    // set on every path below
+                    status: NodeStatus::Resolved,
+                    cause: None,
                     version: None,
                     sha256: None,
                     message: None,
@@ -223,7 +258,7 @@ impl Walk<'_> {
                     dependencies: vec![],
                 };
                 if self.nodes > MAX_NODES {
-                    node.status = "budget".into();
+                    node.status = NodeStatus::Budget;
                     node.message = Some(format!(
                         "more than {MAX_NODES} nodes in this tree; not resolved"
                     ));
@@ -249,13 +284,14 @@ impl Walk<'_> {
                 }
                 let candidates = match &self.versions[&key] {
                     Ok(c) if c.is_empty() => {
-                        node.status = "not-found".into();
+                        node.status = NodeStatus::NotFound;
                         out.push(node);
                         continue;
                     }
                     Ok(c) => c.clone(),
                     Err(e) => {
-                        node.status = "error".into();
+                        node.status = NodeStatus::Error;
+                        node.cause = Some(NodeError::VersionsUnavailable);
                         node.message = Some(e.clone());
                         out.push(node);
                         continue;
@@ -269,14 +305,15 @@ impl Walk<'_> {
                 ) {
                     Ok(Some(v)) => v,
                     Ok(None) => {
-                        node.status = "unsatisfiable".into();
+                        node.status = NodeStatus::Unsatisfiable;
                         node.message =
                             Some(format!("no listed version satisfies {:?}", d.requirement));
                         out.push(node);
                         continue;
                     }
                     Err(e) => {
-                        node.status = "error".into();
+                        node.status = NodeStatus::Error;
+                        node.cause = Some(NodeError::UnresolvableRequirement);
                         node.message = Some(e);
                         out.push(node);
                         continue;
@@ -292,7 +329,7 @@ impl Walk<'_> {
                         version: version.clone(),
                     });
                 if path.contains(&d.name) {
-                    node.status = "cycle".into();
+                    node.status = NodeStatus::Cycle;
                     out.push(node);
                     continue;
                 }
@@ -303,7 +340,8 @@ impl Walk<'_> {
                 {
                     Ok(x) => x,
                     Err(e) => {
-                        node.status = "error".into();
+                        node.status = NodeStatus::Error;
+                        node.cause = Some(NodeError::DependenciesUnavailable);
                         node.message = Some(e);
                         out.push(node);
                         continue;
@@ -311,16 +349,15 @@ impl Walk<'_> {
                 };
                 node.sha256 = sha;
                 node.status = if extracted.known {
-                    "resolved"
+                    NodeStatus::Resolved
                 } else {
-                    "unknown-dependencies"
-                }
-                .into();
+                    NodeStatus::UnknownDependencies
+                };
                 if !self.expanded.insert((d.name.clone(), version.clone())) {
                     node.repeated = true;
                 } else if depth >= self.opts.max_depth {
                     if !extracted.dependencies.is_empty() {
-                        node.status = "depth-limit".into();
+                        node.status = NodeStatus::DepthLimit;
                     }
                 } else {
                     let (node_extras, _) =
@@ -442,13 +479,14 @@ mod tests {
         let r = resolve(&world(), &root, "rootsha", &opts).await;
         let a = &r.dependencies[0];
         assert_eq!(
-            (a.version.as_deref(), a.status.as_str(), a.sha256.as_deref()),
-            (Some("1.2.0"), "resolved", Some("sha-a-1.2.0"))
+            (a.version.as_deref(), a.status, a.sha256.as_deref()),
+            (Some("1.2.0"), NodeStatus::Resolved, Some("sha-a-1.2.0"))
         );
         let c_under_a = &a.dependencies[0];
         assert_eq!(c_under_a.version.as_deref(), Some("1.1.0"));
         assert_eq!(
-            c_under_a.dependencies[0].status, "cycle",
+            c_under_a.dependencies[0].status,
+            NodeStatus::Cycle,
             "c → a is a cycle"
         );
         assert_eq!(
@@ -456,7 +494,12 @@ mod tests {
             Some("1.0.5"),
             "b wants ~1.0.0"
         );
-        assert_eq!(r.dependencies[2].status, "not-found");
+        assert_eq!(r.dependencies[2].status, NodeStatus::NotFound);
+        assert_eq!(
+            serde_json::to_value(NodeStatus::NotFound).unwrap(),
+            "not-found",
+            "the JSON labels are kebab-case"
+        );
         assert_eq!(r.conflicts.len(), 1);
         assert_eq!(r.conflicts[0].name, "c");
         assert_eq!(r.conflicts[0].versions, ["1.0.5", "1.1.0"]);
@@ -471,7 +514,7 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(shallow.dependencies[0].status, "depth-limit");
+        assert_eq!(shallow.dependencies[0].status, NodeStatus::DepthLimit);
         assert!(shallow.dependencies[0].dependencies.is_empty());
     }
 

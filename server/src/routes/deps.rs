@@ -280,7 +280,10 @@ async fn ensure_file(
         .buffer_unordered(ENSURE_CONCURRENCY)
         .inspect(|items: &Vec<Item>| {
             for i in items {
-                metrics().ensure_files.with_label_values(&[&i.status]).inc();
+                metrics()
+                    .ensure_files
+                    .with_label_values(&[i.status.as_str()])
+                    .inc();
             }
         });
     if streaming {
