@@ -34,7 +34,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let blocking = BlockingPool::new(config.http.worker_threads);
     let cache = CacheService::from_config(&config.cache).context("cache configuration")?;
     let storage = ArtifactStore::from_config(&config.storage).context("storage configuration")?;
-    let state = AppState::new(config.clone(), cache, storage, http, blocking.clone());
+    let state = AppState::new(crate::proxy::Flow::new(
+        config.clone(),
+        cache,
+        storage,
+        http,
+        blocking.clone(),
+    ));
 
     let admin_state = web::Data::new(state.clone());
     let admin = HttpServer::new(move || {

@@ -1,59 +1,34 @@
-//! The application state shared by every handler: pools, cache, storage and the
-//! repository, each behind a handle that tests can swap.
+//! The HTTP application's state, shared by every handler: the flow's handle
+//! (`proxy::Flow`: configuration, cache, storage, database, sources, HTTP clients) and
+//! what only the application needs. Handlers reach the flow's fields through `Deref`.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::cache::CacheService;
-use crate::config::Config;
-use crate::db::ArtifactRepository;
-use crate::http_client::HttpClientManager;
-use crate::proxy::ProxyShared;
-use crate::sources::SourceRegistry;
-use crate::storage::ArtifactStore;
-use crate::worker_pool::BlockingPool;
+use crate::proxy::Flow;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub cache: CacheService,
-    pub storage: ArtifactStore,
-    pub http: Arc<HttpClientManager>,
-    pub blocking: BlockingPool,
-    pub sources: Arc<SourceRegistry>,
-    pub proxy: Arc<ProxyShared>,
-    /// Set once the database is reachable and migrated (start-up retries until then).
-    db: Arc<OnceLock<Arc<dyn ArtifactRepository>>>,
+    flow: Flow,
     pub started: Instant,
 }
 
 impl AppState {
-    pub fn new(
-        config: Arc<Config>,
-        cache: CacheService,
-        storage: ArtifactStore,
-        http: Arc<HttpClientManager>,
-        blocking: BlockingPool,
-    ) -> Self {
-        let proxy = Arc::new(ProxyShared::new(&config));
+    pub fn new(flow: Flow) -> Self {
         AppState {
-            config,
-            cache,
-            storage,
-            http,
-            blocking,
-            sources: Arc::new(SourceRegistry::default()),
-            proxy,
-            db: Arc::new(OnceLock::new()),
+            flow,
             started: Instant::now(),
         }
     }
 
-    pub fn db(&self) -> Option<&Arc<dyn ArtifactRepository>> {
-        self.db.get()
+    /// The flow's handle, for calls that keep it (commit hooks, background work).
+    pub fn flow(&self) -> &Flow {
+        &self.flow
     }
+}
 
-    pub fn set_db(&self, repo: Arc<dyn ArtifactRepository>) {
-        let _ = self.db.set(repo);
+impl std::ops::Deref for AppState {
+    type Target = Flow;
+    fn deref(&self) -> &Flow {
+        &self.flow
     }
 }

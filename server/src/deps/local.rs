@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::state::AppState;
+use crate::proxy::Flow;
 
 pub struct Local {
     base: String,
@@ -30,7 +30,7 @@ pub struct Fetched {
 }
 
 impl Local {
-    pub fn new(state: &AppState) -> Local {
+    pub fn new(state: &Flow) -> Local {
         let addr = state.config.server.listen_addr;
         let ip = match addr.ip() {
             IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Category;
 use crate::db::{Dependency, NewDependency};
 use crate::protocols::{dependency_rules, Extractor};
+use crate::proxy::Flow;
 use crate::sources::Protocol;
-use crate::state::AppState;
 
 /// What extraction found for one artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,14 +98,14 @@ pub(crate) fn dep(
     }
 }
 
-fn cache_key(state: &AppState, protocol: &str, sha256: &str) -> String {
+fn cache_key(state: &Flow, protocol: &str, sha256: &str) -> String {
     state
         .cache
         .key(Category::ArtifactDependencies, protocol, sha256)
 }
 
 /// Stores an extraction (one statement) and caches it forever.
-pub async fn store(state: &AppState, sha256: &str, extracted: &Extracted) -> Result<(), String> {
+pub async fn store(state: &Flow, sha256: &str, extracted: &Extracted) -> Result<(), String> {
     let repo = state.db().ok_or("database not ready")?;
     repo.batch_upsert_dependencies(sha256, &extracted.rows())
         .await
@@ -130,7 +130,7 @@ pub async fn store(state: &AppState, sha256: &str, extracted: &Extracted) -> Res
 
 /// The stored extraction of an artifact: cache, then database.
 pub async fn stored(
-    state: &AppState,
+    state: &Flow,
     protocol: Protocol,
     sha256: &str,
 ) -> Result<Option<Extracted>, String> {
@@ -177,7 +177,7 @@ pub(crate) fn top_level_file_in_tgz(
 /// are remembered for `ORCHARD_CACHE_TTL_NEGATIVE`.
 const CONTENT_FAILURE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-fn failure_key(state: &AppState, protocol: Protocol, sha256: &str) -> String {
+fn failure_key(state: &Flow, protocol: Protocol, sha256: &str) -> String {
     state.cache.key(
         Category::ArtifactDependencies,
         protocol.as_str(),
@@ -204,7 +204,7 @@ impl Failure {
 /// their parents and BOMs through `loader`. A failure is remembered (see
 /// `CONTENT_FAILURE_TTL`) and answered again without the work.
 pub async fn extract_now(
-    state: &AppState,
+    state: &Flow,
     protocol: Protocol,
     filename: &str,
     sha256: &str,
@@ -238,7 +238,7 @@ pub async fn extract_now(
 }
 
 async fn extract(
-    state: &AppState,
+    state: &Flow,
     protocol: Protocol,
     filename: &str,
     sha256: &str,
@@ -303,7 +303,7 @@ pub fn extraction_hook(
     }
     let filename = filename.to_string();
     Some(Box::new(
-        move |state: AppState, committed: crate::proxy::artifact::Committed| {
+        move |state: Flow, committed: crate::proxy::artifact::Committed| {
             actix_web::rt::spawn(extract_committed(
                 state,
                 protocol,
@@ -316,12 +316,7 @@ pub fn extraction_hook(
 
 /// The commit hook of extractable files: extracts once, logs failures (the artifact is
 /// served anyway).
-pub async fn extract_committed(
-    state: AppState,
-    protocol: Protocol,
-    filename: String,
-    sha256: String,
-) {
+pub async fn extract_committed(state: Flow, protocol: Protocol, filename: String, sha256: String) {
     match stored(&state, protocol, &sha256).await {
         Ok(Some(_)) => return,
         Ok(None) => {}

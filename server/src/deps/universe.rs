@@ -12,8 +12,8 @@ use super::resolve::{Candidate, Universe};
 use super::Extracted;
 use crate::protocols::maven::deps::{Gav, PomLoader};
 use crate::protocols::pypi::names::version_of_filename;
+use crate::proxy::Flow;
 use crate::sources::Protocol;
-use crate::state::AppState;
 
 const PYPI_JSON: &str = "application/vnd.pypi.simple.v1+json";
 
@@ -54,14 +54,14 @@ pub struct PyPage {
 }
 
 pub struct ServerUniverse {
-    pub state: AppState,
+    pub state: Flow,
     pub local: Local,
     pypi: RefCell<HashMap<String, Option<PyPage>>>,
     npm: RefCell<HashMap<String, Option<serde_json::Value>>>,
 }
 
 impl ServerUniverse {
-    pub fn new(state: &AppState) -> Self {
+    pub fn new(state: &Flow) -> Self {
         ServerUniverse {
             state: state.clone(),
             local: Local::new(state),

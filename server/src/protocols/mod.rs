@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::db::NewDependency;
 use crate::deps::resolve::{Candidate, Environment};
 use crate::error::ApiError;
+use crate::proxy::Flow;
 use crate::sources::{Protocol, Source};
-use crate::state::AppState;
 
 /// What each protocol supplies to the shared dependency code (`deps`): which files
 /// carry dependencies, how a requirement picks a version, and which dependencies apply.
@@ -82,7 +82,7 @@ pub enum View {
 }
 
 impl View {
-    pub fn sources(&self, state: &AppState, protocol: Protocol) -> Vec<Arc<Source>> {
+    pub fn sources(&self, state: &Flow, protocol: Protocol) -> Vec<Arc<Source>> {
         match self {
             View::Merged => state.sources.for_protocol(protocol),
             View::Source(s) => vec![s.clone()],
@@ -91,7 +91,7 @@ impl View {
 
     /// The view of `/sources/{source}/{tail}`, with the raw tail.
     pub fn of_source_path(
-        state: &AppState,
+        state: &Flow,
         path: &str,
         protocol: Protocol,
     ) -> Result<(View, String), ApiError> {

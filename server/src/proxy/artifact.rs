@@ -27,8 +27,8 @@ use crate::db::{now_unix, Artifact, CachedUrl};
 use crate::error::ApiError;
 use crate::metrics::metrics;
 use crate::proxy::CacheStatus;
+use crate::proxy::Flow;
 use crate::sources::{Protocol, Source};
-use crate::state::AppState;
 use crate::storage::{Expected, StorageError};
 
 /// Where the bytes come from, resolved only on a miss.
@@ -49,7 +49,7 @@ pub struct Committed {
 pub type FillResult = Result<Committed, FetchError>;
 
 /// Called after a fill committed (e.g. to extract metadata from a wheel).
-pub type CommitHook = Box<dyn FnOnce(AppState, Committed)>;
+pub type CommitHook = Box<dyn FnOnce(Flow, Committed)>;
 
 pub struct ArtifactSpec {
     pub protocol: Protocol,
@@ -65,7 +65,7 @@ type LengthTx = tokio::sync::oneshot::Sender<Result<Option<u64>, FetchError>>;
 
 /// Serves the artifact: from storage on a hit, through a fill on a miss.
 pub async fn serve<R, RF>(
-    state: &AppState,
+    state: &Flow,
     req: &HttpRequest,
     spec: ArtifactSpec,
     resolve: R,
@@ -82,7 +82,7 @@ where
 }
 
 async fn serve_inner<R, RF>(
-    state: &AppState,
+    state: &Flow,
     req: &HttpRequest,
     spec: ArtifactSpec,
     resolve: R,
@@ -336,7 +336,7 @@ fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> A
 
 /// Serves the artifact only if it is already stored (no upstream call), labelled `cache`.
 pub async fn serve_cached(
-    state: &AppState,
+    state: &Flow,
     req: &HttpRequest,
     spec: &ArtifactSpec,
     cache: CacheStatus,
@@ -363,7 +363,7 @@ pub async fn serve_cached(
 /// with concurrent fills) — for callers that need the bytes stored rather than a
 /// response (e.g. checksum sidecars).
 pub async fn ensure<R, RF>(
-    state: &AppState,
+    state: &Flow,
     spec: ArtifactSpec,
     resolve: R,
     on_commit: Option<CommitHook>,
@@ -387,7 +387,7 @@ where
 /// Serves a file Orchard derives itself (a checksum of a stored artifact, say): from
 /// storage once derived, else `produce`d, stored and committed now.
 pub async fn serve_derived<P, PF>(
-    state: &AppState,
+    state: &Flow,
     req: &HttpRequest,
     spec: ArtifactSpec,
     produce: P,
@@ -447,7 +447,7 @@ fn flight_key(spec: &ArtifactSpec) -> String {
 
 /// One fill for concurrent callers, without a client stream; only the leader resolves.
 async fn fill_once<R, RF>(
-    state: &AppState,
+    state: &Flow,
     spec: &Arc<ArtifactSpec>,
     resolve: R,
     on_commit: Option<CommitHook>,
@@ -497,7 +497,7 @@ where
 /// The artifact, if a fill committed it (with its bytes in storage) since this
 /// request's first lookup.
 async fn committed_meanwhile(
-    state: &AppState,
+    state: &Flow,
     spec: &ArtifactSpec,
 ) -> Result<Option<Committed>, ApiError> {
     match lookup(state, spec).await? {
@@ -509,7 +509,7 @@ async fn committed_meanwhile(
 /// What is checked once the upstream file is known, before any byte is fetched: a
 /// declared SHA-256 that is quarantined (451), and a store known to be down (a clean
 /// 503 now, not a 200 that breaks off when the bytes cannot be stored).
-async fn before_fetching(state: &AppState, upstream: &Upstream) -> Result<(), ApiError> {
+async fn before_fetching(state: &Flow, upstream: &Upstream) -> Result<(), ApiError> {
     if let Some(sha) = &upstream.expected.sha256 {
         super::quarantine::check(state, sha).await?;
     }
@@ -524,7 +524,7 @@ async fn before_fetching(state: &AppState, upstream: &Upstream) -> Result<(), Ap
 /// A follower's wait for this replica's fill of the same file, bounded by
 /// `ORCHARD_FILL_WAIT_TIMEOUT` (the fill goes on for its own client).
 async fn wait_for_fill(
-    state: &AppState,
+    state: &Flow,
     rx: tokio::sync::watch::Receiver<Option<FillResult>>,
 ) -> Result<Option<FillResult>, FetchError> {
     let limit = state.config.cache.fill_wait;
@@ -537,7 +537,7 @@ async fn wait_for_fill(
 }
 
 /// Key remembering that the upstream answered 404 for this path (ORCHARD_CACHE_TTL_NEGATIVE).
-fn missing_key(state: &AppState, spec: &ArtifactSpec) -> String {
+fn missing_key(state: &Flow, spec: &ArtifactSpec) -> String {
     state.cache.key(
         Category::ArtifactMetadata,
         spec.protocol.as_str(),
@@ -545,12 +545,12 @@ fn missing_key(state: &AppState, spec: &ArtifactSpec) -> String {
     )
 }
 
-async fn known_missing(state: &AppState, spec: &ArtifactSpec) -> bool {
+async fn known_missing(state: &Flow, spec: &ArtifactSpec) -> bool {
     state.cache.get(&missing_key(state, spec)).await.is_some()
 }
 
 /// Cache key of the path → artifact mapping (ARTIFACT_METADATA: immutable, no TTL).
-fn lookup_key(state: &AppState, spec: &ArtifactSpec) -> String {
+fn lookup_key(state: &Flow, spec: &ArtifactSpec) -> String {
     state.cache.key(
         Category::ArtifactMetadata,
         spec.protocol.as_str(),
@@ -560,7 +560,7 @@ fn lookup_key(state: &AppState, spec: &ArtifactSpec) -> String {
 
 /// The committed artifact for the spec's path: a cache hit, else one joined query
 /// (whose answer is then cached).
-async fn lookup(state: &AppState, spec: &ArtifactSpec) -> Result<Option<Committed>, ApiError> {
+async fn lookup(state: &Flow, spec: &ArtifactSpec) -> Result<Option<Committed>, ApiError> {
     let key = lookup_key(state, spec);
     if let Some(hit) = state.cache.get_json::<CommittedRecord>(&key).await {
         return Ok(Some(Committed {
@@ -605,7 +605,7 @@ fn io_error(msg: &str) -> std::io::Error {
 /// streamed to the leader's response (the last chunk only after verification), and the
 /// upstream's length (or failure) is reported as soon as the head arrives.
 async fn fill(
-    state: &AppState,
+    state: &Flow,
     spec: &ArtifactSpec,
     upstream: &Upstream,
     client: Option<(ClientTx, LengthTx)>,
@@ -807,7 +807,7 @@ struct FillLock {
 }
 
 impl FillLock {
-    fn new(state: &AppState, key: String, token: String) -> Self {
+    fn new(state: &Flow, key: String, token: String) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (cache, k, t, ttl, flag) = (
@@ -879,7 +879,7 @@ impl Drop for FillLock {
 
 /// Takes the cross-replica fill lock, or waits for the replica holding it to commit
 /// (then the committed object is served) or to give up (then this replica takes over).
-async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
+async fn replica_lock(state: &Flow, spec: &ArtifactSpec) -> LockOutcome {
     let key = state.cache.key(
         Category::ArtifactMetadata,
         spec.protocol.as_str(),
@@ -939,7 +939,7 @@ async fn replica_lock(state: &AppState, spec: &ArtifactSpec) -> LockOutcome {
 }
 
 async fn commit(
-    state: &AppState,
+    state: &Flow,
     spec: &ArtifactSpec,
     upstream: &Upstream,
     sha256: String,

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use super::FetchError;
 use crate::cache::Category;
 use crate::proxy::CacheStatus;
+use crate::proxy::Flow;
 use crate::sources::{Protocol, Source};
-use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DocHead {
@@ -108,7 +108,7 @@ pub struct Found {
 /// it hides every lower one. A source that fails (5xx, timeout) ends the search with
 /// its error rather than falling through to a lower one.
 pub async fn first_found(
-    state: &AppState,
+    state: &Flow,
     sources: impl IntoIterator<Item = Arc<Source>>,
     serves: impl Fn(&Source) -> bool,
     request: impl Fn(&Arc<Source>) -> DocumentRequest,
@@ -132,7 +132,7 @@ pub async fn first_found(
 }
 
 /// The document's head, from the cache when fresh, else from the upstream (coalesced).
-pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
+pub async fn get(state: &Flow, req: &DocumentRequest) -> DocumentResult {
     let key = state
         .cache
         .source_key(
@@ -172,7 +172,7 @@ pub async fn get(state: &AppState, req: &DocumentRequest) -> DocumentResult {
     coalesced_fetch(state, req, key, cached).await
 }
 
-fn refresh_in_background(state: &AppState, req: &DocumentRequest, key: &str, head: &DocHead) {
+fn refresh_in_background(state: &Flow, req: &DocumentRequest, key: &str, head: &DocHead) {
     let (state, req, key, previous) = (state.clone(), req.clone(), key.to_string(), head.clone());
     crate::metrics::metrics().background_refreshes.inc();
     actix_web::rt::spawn(async move {
@@ -183,7 +183,7 @@ fn refresh_in_background(state: &AppState, req: &DocumentRequest, key: &str, hea
 }
 
 async fn coalesced_fetch(
-    state: &AppState,
+    state: &Flow,
     req: &DocumentRequest,
     key: String,
     previous: Option<DocHead>,
@@ -202,7 +202,7 @@ async fn coalesced_fetch(
 /// The body of a found document: the one just fetched, else from the cache; when the
 /// cache lost it, the document is fetched again.
 pub async fn body(
-    state: &AppState,
+    state: &Flow,
     req: &DocumentRequest,
     loaded: &Loaded,
 ) -> Result<Text, FetchError> {
@@ -308,14 +308,14 @@ impl WorkBudget {
     }
 }
 
-async fn store_head(state: &AppState, key: &str, head: &DocHead, ttl: Duration) {
+async fn store_head(state: &Flow, key: &str, head: &DocHead, ttl: Duration) {
     if let Ok(bytes) = serde_json::to_vec(head) {
         state.cache.set_with_ttl(key, bytes.into(), Some(ttl)).await;
     }
 }
 
 async fn stale_or(
-    state: &AppState,
+    state: &Flow,
     req: &DocumentRequest,
     key: &str,
     previous: Option<Arc<DocHead>>,
@@ -362,7 +362,7 @@ async fn stale_or(
 }
 
 async fn fetch(
-    state: &AppState,
+    state: &Flow,
     req: &DocumentRequest,
     key: &str,
     previous: Option<Arc<DocHead>>,

@@ -11,12 +11,15 @@
 
 pub mod artifact;
 pub mod document;
+mod flow;
 pub mod persisted;
 pub mod quarantine;
 pub mod response;
 pub mod singleflight;
 #[cfg(test)]
 mod tests;
+
+pub use flow::Flow;
 
 use crate::error::ApiError;
 use crate::http_client::UpstreamError;

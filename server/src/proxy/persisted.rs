@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::document::{DocHead, DocumentRequest, Text};
 use crate::metrics::metrics;
-use crate::state::AppState;
+use crate::proxy::Flow;
 
 /// A persisted copy is rewritten after a revalidation once it is this old.
 pub const REFRESH_AFTER: Duration = Duration::from_secs(3600);
@@ -46,7 +46,7 @@ fn name(req: &DocumentRequest) -> String {
 }
 
 /// Persists `body` as the document's last good copy, in the background.
-pub fn save(state: &AppState, req: &DocumentRequest, head: &DocHead, body: Text) {
+pub fn save(state: &Flow, req: &DocumentRequest, head: &DocHead, body: Text) {
     let envelope = Envelope {
         source: req.source.name().to_string(),
         source_url: req.source.spec.url.clone(),
@@ -79,7 +79,7 @@ pub fn save(state: &AppState, req: &DocumentRequest, head: &DocHead, body: Text)
 
 /// The document's persisted last good copy, if there is one from the source's current
 /// URL.
-pub async fn load(state: &AppState, req: &DocumentRequest) -> Option<(DocHead, Text)> {
+pub async fn load(state: &Flow, req: &DocumentRequest) -> Option<(DocHead, Text)> {
     let bytes = match state.storage.get_named(&name(req)).await {
         Ok(Some(b)) => b,
         Ok(None) => return None,

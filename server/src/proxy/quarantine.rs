@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
 use crate::metrics::metrics;
-use crate::state::AppState;
+use crate::proxy::Flow;
 
 const REFRESH: Duration = Duration::from_secs(1);
 
@@ -25,7 +25,7 @@ pub struct Memo {
 
 impl Memo {
     /// SHA-256 → reason of every quarantined artifact, at most a second old.
-    pub async fn current(&self, state: &AppState) -> Reasons {
+    pub async fn current(&self, state: &Flow) -> Reasons {
         let mut guard = self.inner.lock().await;
         if guard.0.is_some_and(|at| at.elapsed() < REFRESH) {
             return guard.1.clone();
@@ -51,7 +51,7 @@ impl Memo {
 }
 
 /// 451 when the artifact is quarantined.
-pub async fn check(state: &AppState, sha256: &str) -> Result<(), ApiError> {
+pub async fn check(state: &Flow, sha256: &str) -> Result<(), ApiError> {
     match state.proxy.quarantine.current(state).await.get(sha256) {
         Some(reason) => {
             metrics().quarantine_refusals.inc();

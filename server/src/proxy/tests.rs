@@ -18,8 +18,8 @@ use crate::cache::{CacheService, Category};
 use crate::config::{Config, Env};
 use crate::error::ApiError;
 use crate::http_client::HttpClientManager;
+use crate::proxy::Flow;
 use crate::sources::{Protocol, SourceSettings, SourceSpec};
-use crate::state::AppState;
 use crate::storage::{ArtifactStore, Expected};
 use crate::worker_pool::BlockingPool;
 
@@ -120,7 +120,7 @@ impl TestUpstream {
 }
 
 /// An embedded-default state with one PyPI source `up` at `base`.
-async fn state(base: &str, dir: &tempfile::TempDir) -> AppState {
+async fn state(base: &str, dir: &tempfile::TempDir) -> Flow {
     let vars: HashMap<&str, String> = HashMap::from([
         ("ORCHARD_DATA_DIR", dir.path().display().to_string()),
         ("ORCHARD_CACHE_TTL_NEGATIVE", "60".to_string()),
@@ -129,7 +129,7 @@ async fn state(base: &str, dir: &tempfile::TempDir) -> AppState {
     let config = Config::from_env(&Env::from_fn(move |k| vars.get(k).cloned())).unwrap();
     let config = Arc::new(config);
     let http = Arc::new(HttpClientManager::new(&config.http, 1));
-    let state = AppState::new(
+    let state = Flow::new(
         config.clone(),
         CacheService::from_config(&config.cache).unwrap(),
         ArtifactStore::from_config(&config.storage).unwrap(),
@@ -152,7 +152,7 @@ async fn state(base: &str, dir: &tempfile::TempDir) -> AppState {
     state
 }
 
-fn doc_request(state: &AppState, path: &str, ttl: Duration) -> DocumentRequest {
+fn doc_request(state: &Flow, path: &str, ttl: Duration) -> DocumentRequest {
     let source = state.sources.get(Protocol::Pypi, "up").unwrap();
     let parse: Parser =
         Arc::new(|body, _| String::from_utf8(body.to_vec()).map_err(|_| "not UTF-8".to_string()));
@@ -169,7 +169,7 @@ fn doc_request(state: &AppState, path: &str, ttl: Duration) -> DocumentRequest {
 }
 
 async fn get_text(
-    state: &AppState,
+    state: &Flow,
     req: &DocumentRequest,
 ) -> Result<(String, CacheStatus), FetchError> {
     let (doc, status) = document::get(state, req).await?;
@@ -260,7 +260,7 @@ async fn concurrent_document_misses_make_one_upstream_request() {
     server.stop(false).await;
 }
 
-fn file_spec(state: &AppState, path: &str) -> ArtifactSpec {
+fn file_spec(state: &Flow, path: &str) -> ArtifactSpec {
     ArtifactSpec {
         protocol: Protocol::Pypi,
         source: state.sources.get(Protocol::Pypi, "up").unwrap(),
@@ -270,7 +270,7 @@ fn file_spec(state: &AppState, path: &str) -> ArtifactSpec {
 }
 
 async fn ensure_file(
-    state: &AppState,
+    state: &Flow,
     base: &str,
     path: &str,
     expected: Expected,

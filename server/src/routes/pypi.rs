@@ -426,18 +426,20 @@ async fn file(
     // dependencies, and for a wheel its PEP 658 metadata file too
     let hook = crate::deps::extraction_hook(Protocol::Pypi, filename).map(|extract| {
         let (source, project, filename) = (source.clone(), project.clone(), filename.to_string());
-        Box::new(move |state: AppState, committed: artifact::Committed| {
-            if is_wheel(&filename) {
-                actix_web::rt::spawn(metadata::extract_and_store(
-                    state.clone(),
-                    source,
-                    project,
-                    filename,
-                    committed.clone(),
-                ));
-            }
-            extract(state, committed);
-        }) as artifact::CommitHook
+        Box::new(
+            move |state: crate::proxy::Flow, committed: artifact::Committed| {
+                if is_wheel(&filename) {
+                    actix_web::rt::spawn(metadata::extract_and_store(
+                        state.clone(),
+                        source,
+                        project,
+                        filename,
+                        committed.clone(),
+                    ));
+                }
+                extract(state, committed);
+            },
+        ) as artifact::CommitHook
     });
     let resolve = || async {
         let entry = find_file(state, &source, &project, filename).await?;

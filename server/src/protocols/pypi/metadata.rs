@@ -10,8 +10,8 @@ use bytes::Bytes;
 use crate::cache::Category;
 use crate::db::{now_unix, Artifact, CachedUrl};
 use crate::proxy::artifact::Committed;
+use crate::proxy::Flow;
 use crate::sources::Source;
-use crate::state::AppState;
 
 /// METADATA files larger than this are not extracted.
 const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
@@ -51,7 +51,7 @@ pub fn extract_from_wheel(path: &std::path::Path) -> Result<Vec<u8>, String> {
 /// Extracts and stores the metadata of a committed wheel. Failures are logged: the
 /// page simply does not advertise metadata for that file.
 pub async fn extract_and_store(
-    state: AppState,
+    state: Flow,
     source: Arc<Source>,
     project: String,
     filename: String,
@@ -63,7 +63,7 @@ pub async fn extract_and_store(
 }
 
 async fn try_extract(
-    state: &AppState,
+    state: &Flow,
     source: &Source,
     project: &str,
     filename: &str,
@@ -126,7 +126,7 @@ async fn try_extract(
 
 /// Cache key of the project's cached-metadata list (dropped when a wheel's metadata is
 /// extracted).
-pub(crate) async fn metadata_list_key(state: &AppState, source: &str, project: &str) -> String {
+pub(crate) async fn metadata_list_key(state: &Flow, source: &str, project: &str) -> String {
     state
         .cache
         .source_key(
