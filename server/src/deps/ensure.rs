@@ -14,6 +14,9 @@ use super::resolve::{select, Environment, Universe};
 use super::universe::ServerUniverse;
 use crate::sources::Protocol;
 
+/// An entry's version and its files, as (Orchard path, file name).
+pub type Planned = (String, Vec<(String, String)>);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub protocol: String,
@@ -384,7 +387,11 @@ fn digest_ok(hashes: &[String], sha256: &str, sha512: &[u8]) -> Result<(), Strin
 }
 
 /// The entry's version: as given, or the highest listed one its constraint allows.
-async fn version_of(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<String, String> {
+pub(crate) async fn version_of(
+    u: &ServerUniverse,
+    e: &Entry,
+    env: &Environment,
+) -> Result<String, String> {
     if let Some(v) = &e.version {
         return Ok(v.clone());
     }
@@ -394,96 +401,14 @@ async fn version_of(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<
         .ok_or_else(|| format!("no version of {} satisfies {constraint:?}", e.name))
 }
 
-/// The files one entry stands for, as Orchard paths (with their declared digests).
-async fn plan(
-    u: &ServerUniverse,
-    e: &Entry,
-    env: &Environment,
-) -> Result<(String, Vec<(String, String)>), String> {
+/// The files one entry stands for, as Orchard paths (with their declared digests): the
+/// protocol's `DependencyRules::plan`.
+async fn plan(u: &ServerUniverse, e: &Entry, env: &Environment) -> Result<Planned, String> {
     let protocol =
         Protocol::parse(&e.protocol).ok_or_else(|| format!("unknown protocol {}", e.protocol))?;
-    match protocol {
-        Protocol::Pypi => {
-            let page = u
-                .pypi_page(&e.name)
-                .await?
-                .ok_or_else(|| format!("{} not found in any PyPI source", e.name))?;
-            let version = version_of(u, e, env).await?;
-            let files: Vec<(String, String)> = if e.hashes.is_empty() {
-                let f = ServerUniverse::pick_file(&page.files, &version)
-                    .ok_or_else(|| format!("{} {version} has no files", e.name))?;
-                vec![(u.pypi_file_path(&e.name, &f.url)?, f.filename.clone())]
-            } else {
-                // pip's rule: the files whose digest is allowed.
-                let wanted: Vec<String> = e
-                    .hashes
-                    .iter()
-                    .filter_map(|h| h.strip_prefix("sha256:"))
-                    .map(str::to_ascii_lowercase)
-                    .collect();
-                let mut out = Vec::new();
-                for f in &page.files {
-                    if f.hashes
-                        .get("sha256")
-                        .is_some_and(|h| wanted.contains(&h.to_ascii_lowercase()))
-                    {
-                        out.push((u.pypi_file_path(&e.name, &f.url)?, f.filename.clone()));
-                    }
-                }
-                if out.is_empty() {
-                    return Err(format!(
-                        "no file of {} {version} has one of the given sha256 hashes",
-                        e.name
-                    ));
-                }
-                out
-            };
-            Ok((version, files))
-        }
-        Protocol::Npm => {
-            let version = version_of(u, e, env).await?;
-            let file = match &e.file {
-                Some(f) => f.clone(),
-                None => {
-                    let doc = u
-                        .packument(&e.name)
-                        .await?
-                        .ok_or_else(|| format!("{} not found in any npm source", e.name))?;
-                    doc["versions"][&version]["dist"]["tarball"]
-                        .as_str()
-                        .and_then(|t| t.rsplit('/').next())
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{}@{version} not found", e.name))?
-                }
-            };
-            let encoded = e.name.replace('/', "%2f");
-            Ok((version, vec![(format!("/npm/{encoded}/-/{file}"), file)]))
-        }
-        Protocol::Maven => {
-            let version = e.version.clone().ok_or("Maven entries need a version")?;
-            let (group, artifact) = e
-                .name
-                .split_once(':')
-                .ok_or_else(|| format!("{:?} is not group:artifact", e.name))?;
-            let dir = format!("/maven/{}/{artifact}/{version}", group.replace('.', "/"));
-            let pom = format!("{artifact}-{version}.pom");
-            let mut files = vec![(format!("{dir}/{pom}"), pom)];
-            let packaging = e.packaging.clone().unwrap_or_else(|| "jar".into());
-            if packaging != "pom" {
-                let ext = if matches!(packaging.as_str(), "bundle" | "maven-plugin") {
-                    "jar".to_string()
-                } else {
-                    packaging
-                };
-                let file = match &e.classifier {
-                    Some(c) => format!("{artifact}-{version}-{c}.{ext}"),
-                    None => format!("{artifact}-{version}.{ext}"),
-                };
-                files.push((format!("{dir}/{file}"), file));
-            }
-            Ok((version, files))
-        }
-    }
+    crate::protocols::dependency_rules(protocol)
+        .plan(u, e, env)
+        .await
 }
 
 /// Runs one entry: plans its files and fetches each; reports one item per file.

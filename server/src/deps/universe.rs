@@ -226,46 +226,10 @@ impl Universe for ServerUniverse {
         name: &'a str,
     ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
         Box::pin(async move {
-            match Protocol::parse(protocol) {
-                Some(Protocol::Pypi) => {
-                    let Some(page) = self.pypi_page(name).await? else {
-                        return Ok(vec![]);
-                    };
-                    let mut by_version: HashMap<String, Candidate> = HashMap::new();
-                    for f in &page.files {
-                        let Some(v) = version_of_filename(&f.filename) else {
-                            continue;
-                        };
-                        let c = by_version.entry(v.clone()).or_insert(Candidate {
-                            version: v,
-                            yanked: true,
-                            requires_python: None,
-                        });
-                        c.yanked &= f.is_yanked();
-                        if c.requires_python.is_none() {
-                            c.requires_python = f.requires_python.clone();
-                        }
-                    }
-                    Ok(by_version.into_values().collect())
-                }
-                Some(Protocol::Npm) => {
-                    let Some(doc) = self.packument(name).await? else {
-                        return Ok(vec![]);
-                    };
-                    Ok(doc["versions"]
-                        .as_object()
-                        .map(|m| {
-                            m.keys()
-                                .map(|v| Candidate {
-                                    version: v.clone(),
-                                    ..Default::default()
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default())
-                }
-                _ => Err(format!("versions of {protocol} packages are not listed")),
-            }
+            crate::protocols::dependency_rules_named(protocol)
+                .ok_or_else(|| format!("unknown protocol {protocol}"))?
+                .versions(self, name)
+                .await
         })
     }
 
@@ -276,87 +240,10 @@ impl Universe for ServerUniverse {
         version: &'a str,
     ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
         Box::pin(async move {
-            match Protocol::parse(protocol) {
-                Some(Protocol::Pypi) => {
-                    let page = self
-                        .pypi_page(name)
-                        .await?
-                        .ok_or_else(|| format!("{name} not found"))?;
-                    let file = Self::pick_file(&page.files, version)
-                        .ok_or_else(|| format!("{name} {version} has no wheel or sdist"))?;
-                    let path = self.pypi_file_path(name, &file.url)?;
-                    // PEP 658: a wheel's METADATA alone says what it needs — no need to
-                    // download the wheel (which can be gigabytes) to resolve through it.
-                    if file.offers_metadata() {
-                        let fetched = self.local.fetch(&format!("{path}.metadata")).await;
-                        if fetched.error.is_none() {
-                            let e = self
-                                .extraction(
-                                    Protocol::Pypi,
-                                    &format!("{}.metadata", file.filename),
-                                    &fetched.sha256,
-                                )
-                                .await?;
-                            return Ok((e, self.cached_pypi_file(&path).await));
-                        }
-                    }
-                    let fetched = self.local.fetch(&path).await;
-                    if let Some(e) = fetched.error {
-                        return Err(e);
-                    }
-                    let e = self
-                        .extraction(Protocol::Pypi, &file.filename, &fetched.sha256)
-                        .await?;
-                    Ok((e, Some(fetched.sha256)))
-                }
-                Some(Protocol::Npm) => {
-                    let doc = self
-                        .packument(name)
-                        .await?
-                        .ok_or_else(|| format!("{name} not found"))?;
-                    let v = doc["versions"]
-                        .get(version)
-                        .ok_or_else(|| format!("{name}@{version} not listed"))?;
-                    let manifest: crate::protocols::npm::deps::Manifest =
-                        serde_json::from_value(v.clone())
-                            .map_err(|e| format!("{name}@{version}: {e}"))?;
-                    let extracted = crate::protocols::npm::deps::from_manifest(&manifest);
-                    let file = v["dist"]["tarball"]
-                        .as_str()
-                        .and_then(|t| t.rsplit('/').next())
-                        .unwrap_or("")
-                        .to_string();
-                    Ok((
-                        extracted,
-                        self.cached_sha(Protocol::Npm, &format!("{name}/-/{file}"))
-                            .await,
-                    ))
-                }
-                Some(Protocol::Maven) => {
-                    let (group, artifact) = name
-                        .split_once(':')
-                        .ok_or_else(|| format!("{name:?} is not group:artifact"))?;
-                    let gav = Gav {
-                        group: group.into(),
-                        artifact: artifact.into(),
-                        version: version.into(),
-                    };
-                    let path = format!("/maven/{}", gav.pom_path());
-                    let fetched = self.local.fetch(&path).await;
-                    if fetched.status == 404 {
-                        return Err(format!("{name}:{version} not found"));
-                    }
-                    if let Some(e) = fetched.error {
-                        return Err(e);
-                    }
-                    let filename = format!("{artifact}-{version}.pom");
-                    let e = self
-                        .extraction(Protocol::Maven, &filename, &fetched.sha256)
-                        .await?;
-                    Ok((e, Some(fetched.sha256)))
-                }
-                None => Err(format!("unknown protocol {protocol}")),
-            }
+            crate::protocols::dependency_rules_named(protocol)
+                .ok_or_else(|| format!("unknown protocol {protocol}"))?
+                .dependencies(self, name, version)
+                .await
         })
     }
 }

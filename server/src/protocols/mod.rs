@@ -6,8 +6,13 @@ pub mod pypi;
 
 use std::sync::Arc;
 
+use futures::future::LocalBoxFuture;
+
 use crate::db::NewDependency;
+use crate::deps::ensure::{Entry, Planned};
 use crate::deps::resolve::{Candidate, Environment};
+use crate::deps::universe::ServerUniverse;
+use crate::deps::Extracted;
 use crate::error::ApiError;
 use crate::proxy::Flow;
 use crate::sources::{Protocol, Source};
@@ -48,6 +53,34 @@ pub trait DependencyRules: Send + Sync {
     fn same_name(&self, a: &str, b: &str) -> bool {
         a == b
     }
+
+    /// The versions of a package resolution may choose from, read through Orchard's own
+    /// routes (`u`); only asked when `lists_versions`.
+    fn versions<'a>(
+        &'a self,
+        _u: &'a ServerUniverse,
+        name: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
+        Box::pin(async move { Err(format!("versions of {name} are not listed")) })
+    }
+
+    /// One version's dependencies (extracted from its file, fetched through Orchard
+    /// when needed) and the SHA-256 of that file when Orchard holds it.
+    fn dependencies<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        name: &'a str,
+        version: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>>;
+
+    /// The files an ensure-file entry stands for: its version and each file's Orchard
+    /// path and name.
+    fn plan<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        entry: &'a Entry,
+        env: &'a Environment,
+    ) -> LocalBoxFuture<'a, Result<Planned, String>>;
 }
 
 /// How a protocol's stored artifacts yield their dependencies.

@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 
 use futures::future::LocalBoxFuture;
 
+use crate::deps::ensure::{Entry, Planned};
 use crate::deps::resolve::{Candidate, Environment};
+use crate::deps::universe::ServerUniverse;
 use crate::deps::{dep, Extracted};
+use crate::sources::Protocol;
 
 /// Nesting bound for parents and BOM imports (Maven has none; real trees stay < 10).
 const MAX_DEPTH: usize = 12;
@@ -486,6 +489,69 @@ impl crate::protocols::DependencyRules for Rules {
             d.kind.as_str(),
             "test" | "provided" | "system" | "import"
         ))
+    }
+
+    fn dependencies<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        name: &'a str,
+        version: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
+        Box::pin(async move {
+            let (group, artifact) = name
+                .split_once(':')
+                .ok_or_else(|| format!("{name:?} is not group:artifact"))?;
+            let gav = Gav {
+                group: group.into(),
+                artifact: artifact.into(),
+                version: version.into(),
+            };
+            let path = format!("/maven/{}", gav.pom_path());
+            let fetched = u.local.fetch(&path).await;
+            if fetched.status == 404 {
+                return Err(format!("{name}:{version} not found"));
+            }
+            if let Some(e) = fetched.error {
+                return Err(e);
+            }
+            let filename = format!("{artifact}-{version}.pom");
+            let e = u
+                .extraction(Protocol::Maven, &filename, &fetched.sha256)
+                .await?;
+            Ok((e, Some(fetched.sha256)))
+        })
+    }
+
+    fn plan<'a>(
+        &'a self,
+        _u: &'a ServerUniverse,
+        e: &'a Entry,
+        _env: &'a Environment,
+    ) -> LocalBoxFuture<'a, Result<Planned, String>> {
+        Box::pin(async move {
+            let version = e.version.clone().ok_or("Maven entries need a version")?;
+            let (group, artifact) = e
+                .name
+                .split_once(':')
+                .ok_or_else(|| format!("{:?} is not group:artifact", e.name))?;
+            let dir = format!("/maven/{}/{artifact}/{version}", group.replace('.', "/"));
+            let pom = format!("{artifact}-{version}.pom");
+            let mut files = vec![(format!("{dir}/{pom}"), pom)];
+            let packaging = e.packaging.clone().unwrap_or_else(|| "jar".into());
+            if packaging != "pom" {
+                let ext = if matches!(packaging.as_str(), "bundle" | "maven-plugin") {
+                    "jar".to_string()
+                } else {
+                    packaging
+                };
+                let file = match &e.classifier {
+                    Some(c) => format!("{artifact}-{version}-{c}.{ext}"),
+                    None => format!("{artifact}-{version}.{ext}"),
+                };
+                files.push((format!("{dir}/{file}"), file));
+            }
+            Ok((version, files))
+        })
     }
 }
 

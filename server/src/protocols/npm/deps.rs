@@ -8,8 +8,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use futures::future::LocalBoxFuture;
+
+use crate::deps::ensure::{Entry, Planned};
 use crate::deps::resolve::{Candidate, Environment};
+use crate::deps::universe::ServerUniverse;
 use crate::deps::{dep, Extracted};
+use crate::sources::Protocol;
 
 const MAX_PACKAGE_JSON: u64 = 8 * 1024 * 1024;
 
@@ -118,6 +123,86 @@ impl crate::protocols::DependencyRules for Rules {
             .collect();
         ok.sort();
         Ok(ok.last().map(|v| v.to_string()))
+    }
+
+    fn versions<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        name: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
+        Box::pin(async move {
+            let Some(doc) = u.packument(name).await? else {
+                return Ok(vec![]);
+            };
+            Ok(doc["versions"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .map(|v| Candidate {
+                            version: v.clone(),
+                            ..Default::default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
+        })
+    }
+
+    fn dependencies<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        name: &'a str,
+        version: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
+        Box::pin(async move {
+            let doc = u
+                .packument(name)
+                .await?
+                .ok_or_else(|| format!("{name} not found"))?;
+            let v = doc["versions"]
+                .get(version)
+                .ok_or_else(|| format!("{name}@{version} not listed"))?;
+            let manifest: crate::protocols::npm::deps::Manifest =
+                serde_json::from_value(v.clone()).map_err(|e| format!("{name}@{version}: {e}"))?;
+            let extracted = crate::protocols::npm::deps::from_manifest(&manifest);
+            let file = v["dist"]["tarball"]
+                .as_str()
+                .and_then(|t| t.rsplit('/').next())
+                .unwrap_or("")
+                .to_string();
+            Ok((
+                extracted,
+                u.cached_sha(Protocol::Npm, &format!("{name}/-/{file}"))
+                    .await,
+            ))
+        })
+    }
+
+    fn plan<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        e: &'a Entry,
+        env: &'a Environment,
+    ) -> LocalBoxFuture<'a, Result<Planned, String>> {
+        Box::pin(async move {
+            let version = crate::deps::ensure::version_of(u, e, env).await?;
+            let file = match &e.file {
+                Some(f) => f.clone(),
+                None => {
+                    let doc = u
+                        .packument(&e.name)
+                        .await?
+                        .ok_or_else(|| format!("{} not found in any npm source", e.name))?;
+                    doc["versions"][&version]["dist"]["tarball"]
+                        .as_str()
+                        .and_then(|t| t.rsplit('/').next())
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{}@{version} not found", e.name))?
+                }
+            };
+            let encoded = e.name.replace('/', "%2f");
+            Ok((version, vec![(format!("/npm/{encoded}/-/{file}"), file)]))
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! requirements with `pep508_rs`. Extras become kind `extra:{name}` (optional), other
 //! requirements kind `runtime`; the environment marker is kept as written (normalised).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
@@ -10,8 +11,14 @@ use std::str::FromStr;
 use pep508_rs::pep440_rs::{Version, VersionSpecifiers};
 use pep508_rs::{Requirement, VerbatimUrl};
 
+use futures::future::LocalBoxFuture;
+
+use crate::deps::ensure::{Entry, Planned};
 use crate::deps::resolve::{Candidate, Environment};
+use crate::deps::universe::ServerUniverse;
 use crate::deps::{dep, Extracted};
+use crate::protocols::pypi::names::version_of_filename;
+use crate::sources::Protocol;
 
 const MAX_METADATA_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -313,6 +320,119 @@ impl crate::protocols::DependencyRules for Rules {
 
     fn same_name(&self, a: &str, b: &str) -> bool {
         normalize(a) == normalize(b)
+    }
+
+    fn versions<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        name: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<Candidate>, String>> {
+        Box::pin(async move {
+            let Some(page) = u.pypi_page(name).await? else {
+                return Ok(vec![]);
+            };
+            let mut by_version: HashMap<String, Candidate> = HashMap::new();
+            for f in &page.files {
+                let Some(v) = version_of_filename(&f.filename) else {
+                    continue;
+                };
+                let c = by_version.entry(v.clone()).or_insert(Candidate {
+                    version: v,
+                    yanked: true,
+                    requires_python: None,
+                });
+                c.yanked &= f.is_yanked();
+                if c.requires_python.is_none() {
+                    c.requires_python = f.requires_python.clone();
+                }
+            }
+            Ok(by_version.into_values().collect())
+        })
+    }
+
+    fn dependencies<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        name: &'a str,
+        version: &'a str,
+    ) -> LocalBoxFuture<'a, Result<(Extracted, Option<String>), String>> {
+        Box::pin(async move {
+            let page = u
+                .pypi_page(name)
+                .await?
+                .ok_or_else(|| format!("{name} not found"))?;
+            let file = ServerUniverse::pick_file(&page.files, version)
+                .ok_or_else(|| format!("{name} {version} has no wheel or sdist"))?;
+            let path = u.pypi_file_path(name, &file.url)?;
+            // PEP 658: a wheel's METADATA alone says what it needs — no need to
+            // download the wheel (which can be gigabytes) to resolve through it.
+            if file.offers_metadata() {
+                let fetched = u.local.fetch(&format!("{path}.metadata")).await;
+                if fetched.error.is_none() {
+                    let e = u
+                        .extraction(
+                            Protocol::Pypi,
+                            &format!("{}.metadata", file.filename),
+                            &fetched.sha256,
+                        )
+                        .await?;
+                    return Ok((e, u.cached_pypi_file(&path).await));
+                }
+            }
+            let fetched = u.local.fetch(&path).await;
+            if let Some(e) = fetched.error {
+                return Err(e);
+            }
+            let e = u
+                .extraction(Protocol::Pypi, &file.filename, &fetched.sha256)
+                .await?;
+            Ok((e, Some(fetched.sha256)))
+        })
+    }
+
+    fn plan<'a>(
+        &'a self,
+        u: &'a ServerUniverse,
+        e: &'a Entry,
+        env: &'a Environment,
+    ) -> LocalBoxFuture<'a, Result<Planned, String>> {
+        Box::pin(async move {
+            let page = u
+                .pypi_page(&e.name)
+                .await?
+                .ok_or_else(|| format!("{} not found in any PyPI source", e.name))?;
+            let version = crate::deps::ensure::version_of(u, e, env).await?;
+            let files: Vec<(String, String)> = if e.hashes.is_empty() {
+                let f = ServerUniverse::pick_file(&page.files, &version)
+                    .ok_or_else(|| format!("{} {version} has no files", e.name))?;
+                vec![(u.pypi_file_path(&e.name, &f.url)?, f.filename.clone())]
+            } else {
+                // pip's rule: the files whose digest is allowed.
+                let wanted: Vec<String> = e
+                    .hashes
+                    .iter()
+                    .filter_map(|h| h.strip_prefix("sha256:"))
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let mut out = Vec::new();
+                for f in &page.files {
+                    if f.hashes
+                        .get("sha256")
+                        .is_some_and(|h| wanted.contains(&h.to_ascii_lowercase()))
+                    {
+                        out.push((u.pypi_file_path(&e.name, &f.url)?, f.filename.clone()));
+                    }
+                }
+                if out.is_empty() {
+                    return Err(format!(
+                        "no file of {} {version} has one of the given sha256 hashes",
+                        e.name
+                    ));
+                }
+                out
+            };
+            Ok((version, files))
+        })
     }
 }
 
