@@ -138,24 +138,21 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
+/// 1–214 ASCII letters, digits, `.`, `_`, `-` and the `extra` characters: what a name
+/// or value in an ensure entry may be made of (no `?`, `#`, `%`, spaces or slashes
+/// beyond what `extra` allows).
+pub(crate) fn plain_value(s: &str, extra: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 214
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
+}
+
 /// Names, versions and file names as the protocols allow them (no `?`, `#`, `%`,
 /// spaces or path tricks), so that they cannot change the request they end up in.
 fn check(e: &Entry) -> Result<(), String> {
-    let ok = |s: &str, extra: &str| {
-        !s.is_empty()
-            && s.len() <= 214
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
-    };
-    let name_ok = match Protocol::parse(&e.protocol) {
-        Some(Protocol::Npm) => {
-            ok(e.name.trim_start_matches('@'), "/")
-                && e.name.matches('/').count() <= 1
-                && !e.name.contains("..")
-        }
-        Some(Protocol::Maven) => ok(&e.name, ":") && e.name.matches(':').count() == 1,
-        Some(Protocol::Pypi) | None => ok(&e.name, ""),
-    };
+    let name_ok = crate::protocols::dependency_rules_named(&e.protocol)
+        .is_some_and(|r| r.valid_entry_name(&e.name));
     if !name_ok || e.name.starts_with('.') {
         return Err("invalid package name".into());
     }
@@ -163,7 +160,7 @@ fn check(e: &Entry) -> Result<(), String> {
         .into_iter()
         .flatten()
     {
-        if !ok(v, "+!") || v.contains("..") {
+        if !plain_value(v, "+!") || v.contains("..") {
             return Err(format!("invalid value {v:?}"));
         }
     }

@@ -54,6 +54,12 @@ pub trait DependencyRules: Send + Sync {
         a == b
     }
 
+    /// Whether an ensure-file entry may name this package (`deps::ensure::plain_value`
+    /// characters by default; protocols allow their separators).
+    fn valid_entry_name(&self, name: &str) -> bool {
+        crate::deps::ensure::plain_value(name, "")
+    }
+
     /// The versions of a package resolution may choose from, read through Orchard's own
     /// routes (`u`); only asked when `lists_versions`.
     fn versions<'a>(

@@ -459,6 +459,10 @@ impl crate::protocols::DependencyRules for Rules {
         crate::protocols::Extractor::PomWithParents
     }
 
+    fn valid_entry_name(&self, name: &str) -> bool {
+        crate::deps::ensure::plain_value(name, ":") && name.matches(':').count() == 1
+    }
+
     fn select(
         &self,
         requirement: &str,

@@ -98,6 +98,12 @@ impl crate::protocols::DependencyRules for Rules {
         crate::protocols::Extractor::Archive(|path, _| extract_tarball(path))
     }
 
+    fn valid_entry_name(&self, name: &str) -> bool {
+        crate::deps::ensure::plain_value(name.trim_start_matches('@'), "/")
+            && name.matches('/').count() <= 1
+            && !name.contains("..")
+    }
+
     fn select(
         &self,
         requirement: &str,
