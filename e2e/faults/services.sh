@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Faults on the shared services of `make services-up`, for the fault suite:
 #   restart-postgres        pg_ctl restart -m fast (every connection is cut)
+#   stop-postgres / start-postgres   pg_ctl stop -m fast / start
 #   stop-s3 / start-s3      kill s3s-fs / start it again (e2e/services/up.sh)
 #   kill-redis-master       SIGKILL one Redis Cluster master (not the first node);
 #                           prints its port
@@ -23,6 +24,12 @@ cluster_whole() {
 case "${1:-}" in
   restart-postgres)
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "-c port=$PG_PORT" -m fast -w -t 60 restart >/dev/null
+    ;;
+  stop-postgres)
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null
+    ;;
+  start-postgres)
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -o "-c port=$PG_PORT" -w -t 60 start >/dev/null
     ;;
   stop-s3)
     pid=$(live_pid "$S3_PID" s3s-fs) && kill "$pid"
@@ -59,7 +66,7 @@ case "${1:-}" in
     redis-cli -p "${REDIS_CLUSTER_PORTS[0]}" cluster info | tr -d '\r' | grep '^cluster_state'
     ;;
   *)
-    echo "usage: $0 restart-postgres|stop-s3|start-s3|kill-redis-master|kill-redis-node PORT|restart-redis-node PORT|cluster-state" >&2
+    echo "usage: $0 restart-postgres|stop-postgres|start-postgres|stop-s3|start-s3|kill-redis-master|kill-redis-node PORT|restart-redis-node PORT|cluster-state" >&2
     exit 2
     ;;
 esac

@@ -62,6 +62,39 @@ def test_postgres_restart(cluster, tmp):
     check(load, row, allowed={"503"})
 
 
+def test_a_fill_commits_after_postgres_comes_back(cluster, fault):
+    """A miss whose bytes arrive while Postgres is down: the verified bytes wait for the
+    database (a checkout waits up to ORCHARD_DATABASE_POOL_TIMEOUT, and a commit whose
+    connection is lost under it tries again for up to 10 s, orchard_commit_retries_total)
+    and the client gets the whole file, committed."""
+    project = "commit-waits"
+    file = files_of(project)[0][0]
+    replica = cluster.replicas[1]
+    assert http(f"{replica.url}/pypi/simple/{project}/")[0] == 200
+    fault.mode(file, "drip3")
+    result = {}
+
+    def get():
+        from conftest import raw_get
+        result["r"] = raw_get(replica.port, f"/sources/up/files/{project}/{file}", timeout=60)
+
+    t = threading.Thread(target=get)
+    t.start()
+    try:
+        time.sleep(1)
+        service("stop-postgres")
+        time.sleep(6)  # the drip ends meanwhile: the commit finds no database
+    finally:
+        service("start-postgres")
+    t.join(60)
+    fault.mode(file, "ok")
+    status, _, body, complete = result["r"]
+    assert (status, complete) == (200, True)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(content(file)).digest()
+    # and it is committed: the next request is a hit
+    assert http(f"{replica.url}/sources/up/files/{project}/{file}")[1].get("x-orchard-cache") == "hit"
+
+
 def test_redis_master_killed(cluster, tmp):
     def heal(port):
         service("restart-redis-node", port)

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub storage_cleaned: IntCounterVec,
     pub damaged_artifacts: IntCounter,
     pub fetch_failures: IntCounterVec,
+    pub commit_retries: IntCounter,
     pub page_renders: IntCounterVec,
     pub artifact_bytes_served: IntCounter,
     pub singleflight_waiters: IntCounter,
@@ -181,6 +182,11 @@ impl Metrics {
                 "orchard_storage_cleaned_total",
                 "Leftovers of killed fills removed from artifact storage by the cleaner, by kind (temporary object, multipart upload)",
                 &["kind"],
+            ),
+            commit_retries: counter(
+                &r,
+                "orchard_commit_retries_total",
+                "Artifact commits tried again because the database was unavailable (a restart)",
             ),
             fetch_failures: counter_vec(
                 &r,

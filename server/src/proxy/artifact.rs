@@ -318,16 +318,8 @@ fn offer(client_tx: &mut Option<ClientTx>, item: Result<Bytes, std::io::Error>) 
 /// A leader whose resolve step failed: its followers get the same answer (no second
 /// upstream request for them), and the leader's own client gets the error.
 fn finish_unresolved(leader: singleflight::Leader<FillResult>, e: ApiError) -> ApiError {
-    let shared = match e.answered() {
-        ApiError::NotFound(m) => Some(FetchError::Missing(m.clone())),
-        ApiError::BadGateway(m) => Some(FetchError::Upstream(m.clone())),
-        ApiError::GatewayTimeout => Some(FetchError::Timeout),
-        ApiError::DatabaseUnavailable => Some(FetchError::Database),
-        ApiError::Quarantined(m) => Some(FetchError::Quarantined(m.clone())),
-        ApiError::Unavailable(m) => Some(FetchError::Unavailable(m.clone())),
-        // anything else: followers try themselves (dropping the leader releases them)
-        _ => None,
-    };
+    // anything else: followers try themselves (dropping the leader releases them)
+    let shared = FetchError::shareable(&e);
     if let Some(f) = shared {
         leader.finish(Err(f));
     }
@@ -641,7 +633,7 @@ async fn fill(
                     return Ok(c);
                 }
                 Ok(None) => Some(lock),
-                Err(e) => return fail_early(len_tx, FetchError::Internal(e.to_string())),
+                Err(e) => return fail_early(len_tx, e.into()),
             }
         }
         LockOutcome::Unavailable => None,
@@ -920,7 +912,7 @@ async fn replica_lock(state: &Flow, spec: &ArtifactSpec) -> LockOutcome {
             match lookup(state, spec).await {
                 Ok(Some(c)) => return LockOutcome::CommittedElsewhere(c),
                 Ok(None) => {}
-                Err(e) => return LockOutcome::Failed(FetchError::Internal(e.to_string())),
+                Err(e) => return LockOutcome::Failed(e.into()),
             }
             if known_missing(state, spec).await {
                 return LockOutcome::Failed(FetchError::NotFound);
@@ -951,18 +943,54 @@ async fn commit(
         tracing::warn!(upstream.source = spec.source.name(), artifact.path = %spec.path, artifact.sha256 = %sha256, "the upstream served quarantined bytes; not stored under this path");
         return Err(FetchError::Quarantined(m));
     }
-    let repo = state
-        .db()
-        .ok_or_else(|| FetchError::Internal("database not ready".into()))?;
+    write_mapping(state, spec, upstream, &sha256, size).await?;
+    Ok(Committed { sha256, size })
+}
+
+/// How long a commit waits for the database when it is unavailable (a restart takes a
+/// few seconds): the bytes are stored and verified, only their mapping is missing, and
+/// the leader's client is waiting for its last chunk.
+const COMMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Writes the artifact row and the path → artifact mapping, trying again (250 ms,
+/// doubling) while the database is unavailable, for at most `COMMIT_PATIENCE`.
+async fn write_mapping(
+    state: &Flow,
+    spec: &ArtifactSpec,
+    upstream: &Upstream,
+    sha256: &str,
+    size: u64,
+) -> Result<(), FetchError> {
+    let deadline = std::time::Instant::now() + COMMIT_PATIENCE;
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match write_mapping_once(state, spec, upstream, sha256, size).await {
+            Err(FetchError::Database) if std::time::Instant::now() + delay < deadline => {
+                metrics().commit_retries.inc();
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn write_mapping_once(
+    state: &Flow,
+    spec: &ArtifactSpec,
+    upstream: &Upstream,
+    sha256: &str,
+    size: u64,
+) -> Result<(), FetchError> {
+    let repo = state.db().ok_or(FetchError::Database)?;
+    let sha256 = sha256.to_string();
     let art = Artifact {
         sha256: sha256.clone(),
         size: size as i64,
         content_type: spec.content_type.to_string(),
         created_at: now_unix(),
     };
-    repo.get_or_create_artifact(&art)
-        .await
-        .map_err(|e| FetchError::Internal(e.to_string()))?;
+    repo.get_or_create_artifact(&art).await?;
     let url = CachedUrl {
         protocol: spec.protocol.as_str().to_string(),
         source: spec.source.name().to_string(),
@@ -971,8 +999,6 @@ async fn commit(
         upstream_url: crate::file_url::redact(&upstream.url), // no userinfo or query tokens at rest
         created_at: now_unix(),
     };
-    repo.upsert_cached_url(&url)
-        .await
-        .map_err(|e| FetchError::Internal(e.to_string()))?;
-    Ok(Committed { sha256, size })
+    repo.upsert_cached_url(&url).await?;
+    Ok(())
 }

@@ -94,6 +94,43 @@ impl FetchError {
     }
 }
 
+impl FetchError {
+    /// The fetch failure an answer stands for, when followers of a fill can share it
+    /// (`None`: an error of this request alone — a bad request, say).
+    pub fn shareable(e: &ApiError) -> Option<FetchError> {
+        Some(match e.answered() {
+            ApiError::NotFound(m) => FetchError::Missing(m.clone()),
+            ApiError::BadGateway(m) => FetchError::Upstream(m.clone()),
+            ApiError::GatewayTimeout => FetchError::Timeout,
+            ApiError::DatabaseUnavailable => FetchError::Database,
+            ApiError::Quarantined(m) => FetchError::Quarantined(m.clone()),
+            ApiError::Unavailable(m) => FetchError::Unavailable(m.clone()),
+            _ => return None,
+        })
+    }
+}
+
+/// An error of a step of a fill (a lookup, the quarantine check) as the fill's failure:
+/// its kind kept, so that a database or storage outage stays a 503.
+impl From<ApiError> for FetchError {
+    fn from(e: ApiError) -> Self {
+        FetchError::shareable(&e).unwrap_or_else(|| FetchError::Internal(e.to_string()))
+    }
+}
+
+/// A database call of a fill: unavailable (connection lost, pool exhausted) is
+/// `Database` — a 503 —, anything else internal.
+impl From<crate::db::DbError> for FetchError {
+    fn from(e: crate::db::DbError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable during a fill");
+            FetchError::Database
+        } else {
+            FetchError::Internal(e.to_string())
+        }
+    }
+}
+
 impl From<UpstreamError> for FetchError {
     fn from(e: UpstreamError) -> Self {
         match e {

@@ -354,3 +354,26 @@ async fn bytes_that_do_not_match_the_declared_digest_are_not_stored() {
     assert_eq!(up.count("/files/b-1.0.tar.gz"), 2);
     server.stop(false).await;
 }
+
+/// A database that goes away during a fill (the lookup after taking the fill lock, the
+/// commit) is a 503, never a 500: found by the fault suite (a Postgres restart answered
+/// one 500, "artifact fill failed: the metadata database is unavailable").
+#[test]
+fn an_unavailable_database_during_a_fill_is_a_503() {
+    use crate::db::DbError;
+    use actix_web::ResponseError;
+    let lost = DbError::PoolTimeout;
+    assert!(lost.is_unavailable());
+    let fetch = FetchError::from(lost);
+    assert!(matches!(fetch, FetchError::Database), "{fetch:?}");
+    assert_eq!(ApiError::from(fetch).status_code().as_u16(), 503);
+    // a lookup's error (an ApiError) keeps its kind when a fill reports it
+    let fetch = FetchError::from(ApiError::DatabaseUnavailable);
+    assert!(matches!(fetch, FetchError::Database), "{fetch:?}");
+    let fetch = FetchError::from(ApiError::Unavailable("storage".into()));
+    assert!(matches!(fetch, FetchError::Unavailable(_)), "{fetch:?}");
+    assert!(matches!(
+        FetchError::from(DbError::Invalid("x".into())),
+        FetchError::Internal(_)
+    ));
+}
