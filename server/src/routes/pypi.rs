@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::Category;
 use crate::error::ApiError;
-use crate::protocols::pypi::model::{ProjectPage, RootIndex};
+use crate::protocols::pypi::model::ProjectPage;
 use crate::protocols::pypi::names::{
     content_type, is_valid_filename, is_valid_project_name, is_wheel, normalize,
 };
@@ -200,23 +200,7 @@ async fn root_page(
                             .page_renders
                             .with_label_values(&["pypi", "root"])
                             .inc();
-                        let mut names: BTreeMap<String, String> = BTreeMap::new();
-                        for (source, body) in inputs {
-                            let root: RootIndex =
-                                serde_json::from_str(&body).map_err(|e| e.to_string())?;
-                            for p in root.projects {
-                                let n = normalize(&p);
-                                if crate::protocols::pypi::names::source_serves(&source, &n) {
-                                    names.entry(n).or_insert(p);
-                                }
-                            }
-                        }
-                        let projects: Vec<String> = names.into_values().collect();
-                        Ok(if json {
-                            render::root_json(&projects).into()
-                        } else {
-                            render::root_html(&projects).into()
-                        })
+                        render::merged_root(&inputs, json)
                     })
                     .await;
                 let body = match rendered {

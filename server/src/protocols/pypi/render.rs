@@ -157,6 +157,35 @@ pub fn root_json(projects: &[String]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The merged root index of several sources' stored roots (by priority): every project
+/// a source serves (its include/exclude), once by normalised name, spelled as the first
+/// source that lists it spells it; JSON or HTML.
+pub fn merged_root(
+    sources: &[(
+        std::sync::Arc<crate::sources::Source>,
+        crate::proxy::document::Text,
+    )],
+    json: bool,
+) -> Result<bytes::Bytes, String> {
+    let mut names: std::collections::BTreeMap<String, String> = Default::default();
+    for (source, body) in sources {
+        let root: super::model::RootIndex =
+            serde_json::from_str(body).map_err(|e| e.to_string())?;
+        for p in root.projects {
+            let n = super::names::normalize(&p);
+            if super::names::source_serves(source, &n) {
+                names.entry(n).or_insert(p);
+            }
+        }
+    }
+    let projects: Vec<String> = names.into_values().collect();
+    Ok(if json {
+        root_json(&projects).into()
+    } else {
+        root_html(&projects).into()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +272,50 @@ mod tests {
             v["meta"]["api-version"], "1.0",
             "without sizes the page cannot claim PEP 700"
         );
+    }
+
+    #[test]
+    fn merged_root_follows_priority_and_patterns() {
+        use crate::sources::{Protocol, Source, SourceSettings, SourceSpec};
+        let source = |name: &str, include: &[&str]| {
+            let mut settings =
+                SourceSettings::new(Protocol::Pypi, format!("https://upstream.example/{name}/"));
+            settings.include = include.iter().map(|s| s.to_string()).collect();
+            let spec = SourceSpec {
+                name: name.into(),
+                settings,
+                credentials: None,
+            };
+            std::sync::Arc::new(Source {
+                base: url::Url::parse(&spec.url).unwrap(),
+                spec,
+            })
+        };
+        let text = |projects: &[&str]| {
+            crate::proxy::document::Text::from_string(
+                serde_json::json!({ "projects": projects }).to_string(),
+            )
+        };
+        let inputs = vec![
+            (
+                source("internal", &["acme-*"]),
+                text(&["Acme_Tools", "requests"]),
+            ),
+            (
+                source("public", &[]),
+                text(&["acme-tools", "requests", "six"]),
+            ),
+        ];
+        let json: serde_json::Value =
+            serde_json::from_slice(&merged_root(&inputs, true).unwrap()).unwrap();
+        let names: Vec<&str> = json["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        // the first source's spelling wins; `requests` is outside its include list
+        assert_eq!(names, ["Acme_Tools", "requests", "six"]);
+        assert!(merged_root(&[(source("x", &[]), text(&[]))], false).is_ok());
     }
 }
