@@ -215,11 +215,6 @@ async fn find_package(
     .ok_or_else(|| ApiError::NotFound(format!("package {full:?} not found in any npm source")))
 }
 
-/// Packuments up to this size are rendered once per digest and base URL and the
-/// rendered copy is cached (the hot path of every install); larger ones are never
-/// copied whole: they are spliced from the stored bytes as the client reads.
-const RENDERED_CACHE_MAX_BYTES: usize = 1 << 20;
-
 /// The whole packument with the client's base URL in tarball links.
 async fn packument(
     state: &AppState,
@@ -261,21 +256,18 @@ async fn packument(
         tracing::error!(error = %e, "stored packument unreadable");
         ApiError::Internal
     };
-    let body_len = packument::body_of(&stored).map_err(unreadable)?.len();
-    if body_len <= RENDERED_CACHE_MAX_BYTES {
-        let rendered = Bytes::from(packument::render(
-            packument::body_of(&stored).map_err(unreadable)?,
-            &base,
-        ));
-        if base_is_cacheable(&base) {
-            state
-                .cache
-                .set_with_ttl(&key, rendered.clone(), Some(dreq.ttl))
-                .await;
+    let spliced = match packument::ready(&stored, &base).map_err(unreadable)? {
+        packument::Ready::Rendered(rendered) => {
+            if base_is_cacheable(&base) {
+                state
+                    .cache
+                    .set_with_ttl(&key, rendered.clone(), Some(dreq.ttl))
+                    .await;
+            }
+            return Ok(response::page(req, content_type, rendered, etag, status));
         }
-        return Ok(response::page(req, content_type, rendered, etag, status));
-    }
-    let spliced = packument::Spliced::new(stored.bytes(), &base).map_err(unreadable)?;
+        packument::Ready::Spliced(spliced) => spliced,
+    };
     let len = spliced.len as u64;
     let pieces = futures::stream::unfold(spliced, |mut s| async move {
         s.next_chunk()

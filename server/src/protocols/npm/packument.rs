@@ -357,6 +357,28 @@ impl Spliced {
     }
 }
 
+/// Packuments up to this size are rendered whole (and the rendered copy may be cached
+/// per digest and base: the hot path of every install); larger ones are never copied
+/// whole but spliced from the stored bytes as the client reads.
+pub const RENDERED_MAX_BYTES: usize = 1 << 20;
+
+/// A stored packument ready to send with `base` in its tarball links.
+pub enum Ready {
+    /// Rendered whole (at most `RENDERED_MAX_BYTES` of body).
+    Rendered(bytes::Bytes),
+    /// Spliced as the client reads (`Spliced::next_chunk`).
+    Spliced(Spliced),
+}
+
+/// Renders a small stored packument, or prepares a large one for splicing.
+pub fn ready(stored: &crate::proxy::document::Text, base: &str) -> Result<Ready, String> {
+    let body = body_of(stored)?;
+    if body.len() <= RENDERED_MAX_BYTES {
+        return Ok(Ready::Rendered(bytes::Bytes::from(render(body, base))));
+    }
+    Ok(Ready::Spliced(Spliced::new(stored.bytes(), base)?))
+}
+
 /// The packument JSON with the client's base URL in place.
 pub fn render(stored_body: &str, base: &str) -> String {
     stored_body.replace(BASE, base)
@@ -482,6 +504,22 @@ mod tests {
         );
         let e = tarballs["tool-1.1.0.tgz"].expected();
         assert_eq!(e.sha512.as_deref().map(str::len), Some(128));
+    }
+
+    #[test]
+    fn small_packuments_are_rendered_large_ones_spliced() {
+        use crate::proxy::document::Text;
+        let small = Text::from_string(format!("{{\"a\":\"{BASE}/x.tgz\"}}\n{{}}"));
+        match ready(&small, "http://b").unwrap() {
+            Ready::Rendered(b) => assert_eq!(&b[..], &b"{\"a\":\"http://b/x.tgz\"}"[..]),
+            Ready::Spliced(_) => panic!("a small packument is rendered"),
+        }
+        let body = format!("{{\"a\":\"{}{BASE}\"}}", "x".repeat(RENDERED_MAX_BYTES));
+        let large = Text::from_string(format!("{body}\n{{}}"));
+        match ready(&large, "http://b").unwrap() {
+            Ready::Spliced(s) => assert_eq!(s.len, render(&body, "http://b").len()),
+            Ready::Rendered(_) => panic!("a large packument is spliced"),
+        }
     }
 
     #[test]
