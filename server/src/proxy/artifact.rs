@@ -94,16 +94,7 @@ where
 {
     if let Some(hit) = lookup(state, &spec).await? {
         super::quarantine::check(state, &hit.sha256).await?;
-        match response::stored(
-            &state.storage,
-            req,
-            &hit.sha256,
-            hit.size,
-            spec.content_type,
-            CacheStatus::Hit,
-        )
-        .await
-        {
+        match from_storage(state, req, &hit, spec.content_type, CacheStatus::Hit).await {
             Err(e) if e.is_not_found() => {
                 tracing::warn!(artifact.sha256 = %hit.sha256, "artifact row without stored bytes; fetching again");
                 state.cache.delete(&lookup_key(state, &spec)).await;
@@ -120,15 +111,7 @@ where
     let spec = Arc::new(spec);
     if !plain_get {
         let committed = fill_once(state, &spec, resolve, on_commit).await?;
-        return response::stored(
-            &state.storage,
-            req,
-            &committed.sha256,
-            committed.size,
-            spec.content_type,
-            CacheStatus::Miss,
-        )
-        .await;
+        return from_storage(state, req, &committed, spec.content_type, CacheStatus::Miss).await;
     }
     let mut on_commit = on_commit;
     let mut resolve = Some(resolve);
@@ -140,15 +123,8 @@ where
                 if let Some(hit) = committed_meanwhile(state, &spec).await? {
                     leader.finish(Ok(hit.clone()));
                     super::quarantine::check(state, &hit.sha256).await?;
-                    return response::stored(
-                        &state.storage,
-                        req,
-                        &hit.sha256,
-                        hit.size,
-                        spec.content_type,
-                        CacheStatus::Hit,
-                    )
-                    .await;
+                    return from_storage(state, req, &hit, spec.content_type, CacheStatus::Hit)
+                        .await;
                 }
                 // Only the leader asks where the bytes are (an index page, a checksum
                 // sidecar): concurrent requests make one upstream request per path.
@@ -207,11 +183,10 @@ where
                 if let Some(result) = wait_for_fill(state, rx).await? {
                     let committed = result?;
                     super::quarantine::check(state, &committed.sha256).await?;
-                    return response::stored(
-                        &state.storage,
+                    return from_storage(
+                        state,
                         req,
-                        &committed.sha256,
-                        committed.size,
+                        &committed,
                         spec.content_type,
                         CacheStatus::Miss,
                     )
@@ -221,6 +196,17 @@ where
             }
         }
     }
+}
+
+/// A committed artifact answered from storage (HEAD, Range, ETag: `response::stored`).
+async fn from_storage(
+    state: &Flow,
+    req: &HttpRequest,
+    c: &Committed,
+    content_type: &str,
+    cache: CacheStatus,
+) -> Result<HttpResponse, ApiError> {
+    response::stored(&state.storage, req, &c.sha256, c.size, content_type, cache).await
 }
 
 /// Chunks buffered for the leader's client; a client further behind is detached from
@@ -336,16 +322,7 @@ pub async fn serve_cached(
     let Some(hit) = lookup(state, spec).await? else {
         return Ok(None);
     };
-    match response::stored(
-        &state.storage,
-        req,
-        &hit.sha256,
-        hit.size,
-        spec.content_type,
-        cache,
-    )
-    .await
-    {
+    match from_storage(state, req, &hit, spec.content_type, cache).await {
         Err(e) if e.is_not_found() => Ok(None),
         other => other.map(Some),
     }
@@ -390,16 +367,7 @@ where
 {
     if let Some(hit) = lookup(state, &spec).await? {
         super::quarantine::check(state, &hit.sha256).await?;
-        match response::stored(
-            &state.storage,
-            req,
-            &hit.sha256,
-            hit.size,
-            spec.content_type,
-            CacheStatus::Hit,
-        )
-        .await
-        {
+        match from_storage(state, req, &hit, spec.content_type, CacheStatus::Hit).await {
             Err(e) if e.is_not_found() => state.cache.delete(&lookup_key(state, &spec)).await,
             other => return other,
         };
@@ -417,15 +385,7 @@ where
         expected: Expected::default(),
     };
     let committed = commit(state, &spec, &derived, stored.sha256, stored.size).await?;
-    response::stored(
-        &state.storage,
-        req,
-        &committed.sha256,
-        committed.size,
-        spec.content_type,
-        CacheStatus::Miss,
-    )
-    .await
+    from_storage(state, req, &committed, spec.content_type, CacheStatus::Miss).await
 }
 
 fn flight_key(spec: &ArtifactSpec) -> String {
